@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from recolab.cli import app
+from recolab.config import (
+    ConfigError,
+    PipelineConfig,
+    ServingConfig,
+    Settings,
+    apply_overrides,
+    check_overrides,
+    load_section,
+)
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def test_settings_default_to_embedded_parts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for var in ("RECOLAB_DATABASE_URL", "RECOLAB_REDIS_URL", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    settings = Settings()
+    assert settings.resolved_database_url == f"sqlite:///{tmp_path / 'data' / 'recolab.db'}"
+    assert settings.resolved_tracking_uri.startswith("sqlite:///")
+    assert settings.redis_url is None
+    assert settings.env == "dev"
+
+
+def test_settings_from_environment_and_dotenv(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("RECOLAB_REDIS_URL=redis://127.0.0.1:6379/3\n")
+    monkeypatch.setenv("RECOLAB_DATABASE_URL", "postgresql://u@h/db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    settings = Settings()
+    assert settings.resolved_database_url == "postgresql://u@h/db"
+    assert settings.redis_url == "redis://127.0.0.1:6379/3"
+    assert settings.resolved_tracking_uri == "http://127.0.0.1:5000"
+
+
+def test_settings_reject_unknown_env_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECOLAB_ENV", "staging")
+    with pytest.raises(ValueError, match="staging"):
+        Settings()
+
+
+def test_shipped_yaml_files_validate() -> None:
+    pipeline = load_section(PipelineConfig, "pipeline", config_dir=CONFIGS)
+    assert pipeline.dataset == "demo"
+    assert pipeline.demo.n_ratings == 100_000
+    serving = load_section(ServingConfig, "serving", config_dir=CONFIGS)
+    assert serving.mmr_lambda == 0.7
+
+
+def test_overrides_are_typed_and_nested() -> None:
+    cfg = load_section(
+        PipelineConfig,
+        "pipeline",
+        config_dir=CONFIGS,
+        overrides=["pipeline.demo.n_ratings=5000", "pipeline.dataset=ml-100k", "serving.port=1"],
+    )
+    assert cfg.demo.n_ratings == 5000
+    assert cfg.dataset == "ml-100k"
+
+
+def test_config_error_names_key_and_value(tmp_path: Path) -> None:
+    (tmp_path / "serving.yaml").write_text("port: 99999\nmmr_lambda: 0.5\n")
+    with pytest.raises(ConfigError) as err:
+        load_section(ServingConfig, "serving", config_dir=tmp_path)
+    assert "port" in str(err.value) and "99999" in str(err.value)
+    with pytest.raises(ConfigError, match=r"mmr_lambda = 'high'"):
+        load_section(ServingConfig, "serving", config_dir=CONFIGS, overrides=["serving.mmr_lambda=high"])
+
+
+def test_unknown_keys_are_errors(tmp_path: Path) -> None:
+    (tmp_path / "serving.yaml").write_text("prot: 3000\n")
+    with pytest.raises(ConfigError, match="prot"):
+        load_section(ServingConfig, "serving", config_dir=tmp_path)
+
+
+def test_broken_yaml_and_non_mapping(tmp_path: Path) -> None:
+    (tmp_path / "serving.yaml").write_text("port: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_section(ServingConfig, "serving", config_dir=tmp_path)
+    (tmp_path / "serving.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_section(ServingConfig, "serving", config_dir=tmp_path)
+
+
+def test_missing_file_gives_defaults(tmp_path: Path) -> None:
+    assert load_section(ServingConfig, "serving", config_dir=tmp_path) == ServingConfig()
+
+
+@pytest.mark.parametrize("bad", ["noequals", "=3", "a.b=[unclosed"])
+def test_malformed_overrides(bad: str) -> None:
+    with pytest.raises(ConfigError):
+        apply_overrides({}, [bad])
+
+
+def test_override_through_a_scalar_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="not a section"):
+        apply_overrides({"demo": 3}, ["demo.seed=1"])
+
+
+def test_check_overrides_refuses_unknown_sections() -> None:
+    check_overrides(["pipeline.dataset=demo"], ["pipeline", "serving"])
+    with pytest.raises(ConfigError, match="pipelne"):
+        check_overrides(["pipelne.dataset=demo"], ["pipeline", "serving"])
+    with pytest.raises(ConfigError):
+        check_overrides(["dataset=demo"], ["pipeline"])
+
+
+def test_cli_lists_subcommands() -> None:
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("ingest", "features", "train", "evaluate", "serve", "pipeline", "data"):
+        assert command in result.output
