@@ -1,0 +1,98 @@
+"""Ports: what the domain and application need from the outside world, as Protocols."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from types import TracebackType
+from typing import Protocol, Self
+
+from recolab.domain.events import DomainEvent
+from recolab.domain.model import Movie, Rating, User
+from recolab.domain.values import MovieId, RatingScore, UserId
+
+
+class UserRepository(Protocol):
+    def get(self, user_id: UserId) -> User | None: ...
+    def add(self, user: User) -> None: ...
+    def next_id(self) -> UserId: ...
+    def record_rating(
+        self, user_id: UserId, score: RatingScore, previous: RatingScore | None
+    ) -> User:
+        """Apply a rating to the user's statistics atomically (no lost updates) and return them."""
+        ...
+
+
+class MovieRepository(Protocol):
+    def get(self, movie_id: MovieId) -> Movie | None: ...
+    def get_many(self, movie_ids: Sequence[MovieId]) -> dict[MovieId, Movie]: ...
+    def popular(self, limit: int, genres: Sequence[str] = ()) -> list[Movie]: ...
+    def search(self, title: str | None, genre: str | None, limit: int) -> list[Movie]: ...
+    def record_rating(
+        self, movie_id: MovieId, score: RatingScore, previous: RatingScore | None
+    ) -> Movie: ...
+
+
+class RatingRepository(Protocol):
+    def get(self, user_id: UserId, movie_id: MovieId) -> Rating | None: ...
+    def upsert(self, rating: Rating) -> RatingScore | None:
+        """Store the rating; return the previous score when it replaced one."""
+        ...
+
+    def for_user(self, user_id: UserId, limit: int | None = None) -> list[Rating]: ...
+
+
+class UnitOfWork(Protocol):
+    """One transaction over the repositories: commit or everything is rolled back."""
+
+    users: UserRepository
+    movies: MovieRepository
+    ratings: RatingRepository
+
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+    def commit(self) -> None: ...
+    def rollback(self) -> None: ...
+
+
+class Cache(Protocol):
+    def get(self, key: str) -> bytes | None: ...
+    def set(self, key: str, value: bytes, ttl_s: int) -> None: ...
+    def delete_prefix(self, prefix: str) -> int: ...
+    def ping(self) -> bool: ...
+
+
+class Catalogue(Protocol):
+    """The movies a recommender may return, kept in memory by the serving side."""
+
+    def movies(self) -> Sequence[Movie]: ...
+    def get(self, movie_id: MovieId) -> Movie | None: ...
+
+
+class Scorer(Protocol):
+    """A trained model's serving view: predicted relevance in [0, 1], best first."""
+
+    version: str
+
+    def knows_user(self, user_id: UserId) -> bool: ...
+    def top_k(
+        self, user_id: UserId, k: int, exclude: Collection[MovieId]
+    ) -> list[tuple[MovieId, float]]: ...
+    def fold_in_top_k(
+        self, rated: Sequence[Rating], k: int, exclude: Collection[MovieId]
+    ) -> list[tuple[MovieId, float]]:
+        """Score for a user the model never saw, from the movies they rated."""
+        ...
+
+
+class ModelRegistry(Protocol):
+    def champion_version(self, name: str) -> str | None: ...
+    def promote(self, name: str, version: str) -> None: ...
+
+
+class EventPublisher(Protocol):
+    def publish(self, event: DomainEvent) -> None: ...
