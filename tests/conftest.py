@@ -3,9 +3,41 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+
+def require_service(env_var: str) -> str:
+    """URL of a real service for integration tests: skip locally when unset, fail in CI."""
+    url = os.environ.get(env_var)
+    if url:
+        return url
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{env_var} must be set in CI: these tests must run there")
+    pytest.skip(f"{env_var} is not set")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    return require_service("RECOLAB_TEST_REDIS_URL")
+
+
+@pytest.fixture
+def redis_namespace(redis_url: str) -> Iterator[str]:
+    """A unique key namespace, deleted afterwards."""
+    import redis
+
+    namespace = f"recolab-test-{uuid.uuid4().hex[:8]}:"
+    yield namespace
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=namespace + "*"))
+    if keys:
+        client.delete(*keys)

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from recolab.adapters.cache import InMemoryCache, RedisCache, ResilientCache
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_in_memory_ttl_lru_and_prefix_delete() -> None:
+    clock = Clock()
+    cache = InMemoryCache(max_entries=3, clock=clock)
+    cache.set("rec:1:a", b"1", ttl_s=10)
+    cache.set("rec:1:b", b"2", ttl_s=10)
+    cache.set("rec:11:a", b"3", ttl_s=10)
+    assert cache.get("rec:1:a") == b"1"  # now most recently used
+    cache.set("rec:2:a", b"4", ttl_s=10)  # evicts the least recently used: rec:1:b
+    assert cache.get("rec:1:b") is None
+    assert cache.delete_prefix("rec:1:") == 1  # not rec:11:
+    assert cache.get("rec:11:a") == b"3"
+    clock.now = 10.0
+    assert cache.get("rec:11:a") is None
+    cache.set("zero", b"x", ttl_s=0)
+    assert cache.get("zero") is None
+    assert cache.ping()
+
+
+def test_in_memory_is_thread_safe() -> None:
+    cache = InMemoryCache(max_entries=50)
+
+    def work(n: int) -> None:
+        for i in range(500):
+            cache.set(f"k:{n}:{i}", b"v", 60)
+            cache.get(f"k:{n}:{i // 2}")
+            if i % 100 == 0:
+                cache.delete_prefix(f"k:{n}:")
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(cache._data) <= 50
+
+
+@pytest.mark.redis
+def test_redis_cache_round_trip_ttl_and_prefix(redis_url: str, redis_namespace: str) -> None:
+    cache = RedisCache.from_url(redis_url, namespace=redis_namespace)
+    assert cache.ping()
+    cache.set("rec:1:x", b"hello", ttl_s=30)
+    cache.set("rec:1:y", b"world", ttl_s=30)
+    cache.set("rec:10:x", b"other", ttl_s=30)
+    cache.set("rec:1*:x", b"glob", ttl_s=30)  # a key with a glob character
+    assert cache.get("rec:1:x") == b"hello"
+    assert cache.delete_prefix("rec:1:") == 2
+    assert cache.get("rec:1:y") is None
+    assert cache.get("rec:10:x") == b"other"
+    assert cache.delete_prefix("rec:1*") == 1
+    assert cache.get("rec:10:x") == b"other"
+    ttl = cache._client.ttl(redis_namespace + "rec:10:x")
+    assert 0 < ttl <= 30
+
+
+class Exploding:
+    def __init__(self) -> None:
+        self.fail = True
+        self.data: dict[str, bytes] = {}
+
+    def get(self, key: str) -> bytes | None:
+        if self.fail:
+            raise ConnectionError("down")
+        return self.data.get(key)
+
+    def set(self, key: str, value: bytes, ttl_s: int) -> None:
+        if self.fail:
+            raise ConnectionError("down")
+        self.data[key] = value
+
+    def delete_prefix(self, prefix: str) -> int:
+        if self.fail:
+            raise ConnectionError("down")
+        return 0
+
+    def ping(self) -> bool:
+        if self.fail:
+            raise ConnectionError("down")
+        return True
+
+
+def test_resilient_cache_degrades_and_recovers() -> None:
+    inner = Exploding()
+    cache = ResilientCache(inner, retry_after_s=60)
+    assert cache.get("a") is None and not cache.healthy
+    cache.set("a", b"1", 10)  # swallowed, and not even tried during the back-off
+    assert cache.delete_prefix("a") == 0
+    assert not cache.ping()
+    inner.fail = False
+    assert cache.ping() and cache.healthy  # ping always retries the backend
+    cache.set("a", b"1", 10)
+    assert cache.get("a") == b"1"
+
+
+@pytest.mark.redis
+def test_resilient_redis_when_server_is_unreachable() -> None:
+    # A port nothing listens on: the real client fails fast and the wrapper degrades.
+    cache = ResilientCache(RedisCache.from_url("redis://127.0.0.1:1/0"))
+    assert cache.get("x") is None
+    assert not cache.healthy
