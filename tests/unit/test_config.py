@@ -19,7 +19,9 @@ from recolab.config import (
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-def test_settings_default_to_embedded_parts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_settings_default_to_embedded_parts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     for var in ("RECOLAB_DATABASE_URL", "RECOLAB_REDIS_URL", "MLFLOW_TRACKING_URI"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.chdir(tmp_path)
@@ -74,7 +76,9 @@ def test_config_error_names_key_and_value(tmp_path: Path) -> None:
         load_section(ServingConfig, "serving", config_dir=tmp_path)
     assert "port" in str(err.value) and "99999" in str(err.value)
     with pytest.raises(ConfigError, match=r"mmr_lambda = 'high'"):
-        load_section(ServingConfig, "serving", config_dir=CONFIGS, overrides=["serving.mmr_lambda=high"])
+        load_section(
+            ServingConfig, "serving", config_dir=CONFIGS, overrides=["serving.mmr_lambda=high"]
+        )
 
 
 def test_unknown_keys_are_errors(tmp_path: Path) -> None:

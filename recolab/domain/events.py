@@ -1,0 +1,77 @@
+"""Domain events (past tense) and a small synchronous in-process event bus."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from recolab.domain.values import MovieId, RatingScore, Timestamp, UserId
+
+
+@dataclass(frozen=True, kw_only=True)
+class DomainEvent:
+    event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    occurred_at: Timestamp = field(default_factory=Timestamp.now)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MovieRated(DomainEvent):
+    user_id: UserId
+    movie_id: MovieId
+    score: RatingScore
+    previous_score: RatingScore | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class UserRegistered(DomainEvent):
+    user_id: UserId
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecommendationsGenerated(DomainEvent):
+    user_id: UserId
+    strategy: str
+    n_recommendations: int
+    diversity_score: float
+    model_version: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelPromoted(DomainEvent):
+    model_name: str
+    version: str
+    previous_version: str | None
+    metric: str
+    value: float
+    previous_value: float | None = None
+
+
+E = TypeVar("E", bound=DomainEvent)
+Handler = Callable[[Any], None]
+
+
+class EventBus:
+    """Calls every handler subscribed to an event's type (or a base type), in order.
+
+    A failing handler does not stop the others; their errors are raised together afterwards.
+    """
+
+    def __init__(self) -> None:
+        self._handlers: defaultdict[type[DomainEvent], list[Handler]] = defaultdict(list)
+
+    def subscribe(self, event_type: type[E], handler: Callable[[E], None]) -> None:
+        self._handlers[event_type].append(handler)
+
+    def publish(self, event: DomainEvent) -> None:
+        errors: list[Exception] = []
+        for event_type in type(event).__mro__:
+            for handler in self._handlers.get(event_type, []):
+                try:
+                    handler(event)
+                except Exception as exc:
+                    errors.append(exc)
+        if errors:
+            raise ExceptionGroup(f"handlers failed for {type(event).__name__}", errors)

@@ -1,0 +1,235 @@
+"""Entities: User, Movie, Rating and Recommendation, with their invariants and behaviour."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+
+from recolab.domain.errors import InvalidValue
+from recolab.domain.values import (
+    MAX_RATING,
+    MovieId,
+    RatingScore,
+    RecommendationScore,
+    Timestamp,
+    UserId,
+)
+
+UNKNOWN_GENRE = "Unknown"
+# n_ratings at which collaborative filtering gets full weight.
+CF_FULL_WEIGHT_AT = 50
+_EPS = 1e-9
+
+
+class UserClassification(StrEnum):
+    """User tier by number of ratings: decides the recommendation strategy."""
+
+    COLD_START = "cold_start"  # 0
+    NEW = "new"  # 1-5
+    CASUAL = "casual"  # 6-20
+    ACTIVE = "active"  # 21-100
+    POWER_USER = "power_user"  # > 100
+
+    @classmethod
+    def from_count(cls, n_ratings: int) -> UserClassification:
+        if n_ratings < 0:
+            raise InvalidValue(f"n_ratings cannot be negative, got {n_ratings}")
+        if n_ratings == 0:
+            return cls.COLD_START
+        if n_ratings <= 5:
+            return cls.NEW
+        if n_ratings <= 20:
+            return cls.CASUAL
+        if n_ratings <= 100:
+            return cls.ACTIVE
+        return cls.POWER_USER
+
+
+def _check_mean(kind: str, mean: float, count: int) -> float:
+    if math.isnan(mean) or mean < -_EPS or mean > MAX_RATING + _EPS:
+        raise InvalidValue(f"{kind} must be between 0 and 5, got {mean!r}")
+    if count == 0 and abs(mean) > _EPS:
+        raise InvalidValue(f"{kind} must be 0 when there are no ratings, got {mean!r}")
+    # Incremental means drift by an ulp or so; keep the invariant exact.
+    return min(max(mean, 0.0), MAX_RATING)
+
+
+def _updated_mean(
+    mean: float, count: int, score: RatingScore, previous: RatingScore | None
+) -> tuple[float, int]:
+    """Incremental mean after adding `score`, or replacing `previous` by it (a re-rating)."""
+    if previous is None:
+        return (mean * count + score.value) / (count + 1), count + 1
+    if count == 0:
+        raise InvalidValue("cannot replace a rating when there are none")
+    return (mean * count - previous.value + score.value) / count, count
+
+
+def normalize_genres(genres: Iterable[str]) -> tuple[str, ...]:
+    """Strip, drop empties and duplicates (case-insensitive), keep order; none -> Unknown."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for genre in genres:
+        name = genre.strip()
+        if name and name.lower() not in seen:
+            seen.add(name.lower())
+            out.append(name)
+    return tuple(out) or (UNKNOWN_GENRE,)
+
+
+def genre_jaccard(a: Iterable[str], b: Iterable[str]) -> float:
+    """Jaccard similarity of two genre lists, case-insensitive."""
+    set_a = {g.lower() for g in a}
+    set_b = {g.lower() for g in b}
+    union = set_a | set_b
+    return len(set_a & set_b) / len(union) if union else 0.0
+
+
+@dataclass(eq=False, slots=True)
+class User:
+    """Aggregate root: a user and the statistics of their ratings."""
+
+    id: UserId
+    created_at: Timestamp = field(default_factory=Timestamp.now)
+    n_ratings: int = 0
+    avg_rating: float = 0.0
+    last_activity: Timestamp | None = None
+    favorite_genres: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.n_ratings < 0:
+            raise InvalidValue(f"n_ratings cannot be negative, got {self.n_ratings}")
+        self.avg_rating = _check_mean("avg_rating", self.avg_rating, self.n_ratings)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, User) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def classify(self) -> UserClassification:
+        return UserClassification.from_count(self.n_ratings)
+
+    def record_rating(
+        self,
+        score: RatingScore,
+        *,
+        previous: RatingScore | None = None,
+        at: Timestamp | None = None,
+    ) -> None:
+        """Update the running mean; `previous` is the old score when the user re-rates a movie."""
+        mean, self.n_ratings = _updated_mean(self.avg_rating, self.n_ratings, score, previous)
+        self.avg_rating = _check_mean("avg_rating", mean, self.n_ratings)
+        self.last_activity = at or Timestamp.now()
+
+    def cf_weight(self) -> float:
+        """Trust in collaborative filtering grows with history: min(1, n/50)."""
+        return min(1.0, self.n_ratings / CF_FULL_WEIGHT_AT)
+
+    def cb_weight(self) -> float:
+        return 1.0 - self.cf_weight()
+
+
+@dataclass(eq=False, slots=True)
+class Movie:
+    """Aggregate root: a movie, its genres and rating statistics."""
+
+    id: MovieId
+    title: str
+    genres: tuple[str, ...] = ()
+    year: int | None = None
+    rating_count: int = 0
+    avg_rating: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.title, str) or not self.title.strip():
+            raise InvalidValue("title cannot be empty")
+        self.genres = normalize_genres(self.genres)
+        if self.rating_count < 0:
+            raise InvalidValue(f"rating_count cannot be negative, got {self.rating_count}")
+        self.avg_rating = _check_mean("avg_rating", self.avg_rating, self.rating_count)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Movie) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def is_popular(self, threshold: int = 100) -> bool:
+        return self.rating_count >= threshold
+
+    def is_well_rated(self, threshold: float = 4.0) -> bool:
+        return self.avg_rating >= threshold
+
+    def add_rating(self, score: RatingScore, *, previous: RatingScore | None = None) -> None:
+        mean, self.rating_count = _updated_mean(self.avg_rating, self.rating_count, score, previous)
+        self.avg_rating = _check_mean("avg_rating", mean, self.rating_count)
+
+    def popularity_score(self) -> float:
+        """log10(rating_count + 1) * avg_rating: many ratings and well rated."""
+        return math.log10(self.rating_count + 1) * self.avg_rating
+
+    def has_genre(self, genre: str) -> bool:
+        return genre.lower() in {g.lower() for g in self.genres}
+
+    def genre_similarity(self, other_genres: Iterable[str]) -> float:
+        return genre_jaccard(self.genres, other_genres)
+
+
+@dataclass(frozen=True, slots=True)
+class Rating:
+    """A user's rating of a movie; (user_id, movie_id) identifies it."""
+
+    user_id: UserId
+    movie_id: MovieId
+    score: RatingScore
+    timestamp: Timestamp = field(default_factory=Timestamp.now)
+
+    def is_positive(self) -> bool:
+        return self.score.is_positive()
+
+    def is_negative(self) -> bool:
+        return self.score.is_negative()
+
+    def is_recent(self, days: int = 30, *, now: Timestamp | None = None) -> bool:
+        cutoff = (now or Timestamp.now()) - timedelta(days=days)
+        return self.timestamp >= cutoff
+
+    def normalized_score(self) -> float:
+        return self.score.normalize()
+
+    def to_interaction_tuple(self) -> tuple[int, int, float]:
+        return int(self.user_id), int(self.movie_id), float(self.score)
+
+
+class Source(StrEnum):
+    """Where a recommended item came from."""
+
+    POPULAR = "popular"
+    CONTENT_BASED = "content_based"
+    COLLABORATIVE = "collaborative"
+    # collaborative for a user the model never saw, from their ratings' item embeddings
+    COLLABORATIVE_FOLD_IN = "collaborative_fold_in"
+    HYBRID = "hybrid"
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    """One recommended movie for a user, with its rank and the reason it is there."""
+
+    user_id: UserId
+    movie_id: MovieId
+    score: RecommendationScore
+    rank: int
+    source: Source
+    explanation: str
+    generated_at: Timestamp = field(default_factory=Timestamp.now)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
+            raise InvalidValue(f"rank must be a positive integer, got {self.rank!r}")
+        if not self.explanation.strip():
+            raise InvalidValue("a recommendation needs an explanation")

@@ -1,0 +1,353 @@
+"""Domain services: strategy choice, candidate scoring and merging, diversity, MMR, explanations.
+
+Everything here is pure: inputs in, values out. Candidates carry a `Reason`, so explanations
+name what actually put a movie on the list.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from recolab.domain.errors import InvalidValue
+from recolab.domain.model import Movie, Rating, Source, UserClassification, genre_jaccard
+from recolab.domain.values import MovieId
+
+FAVORITE_GENRES_K = 3
+DEFAULT_MMR_LAMBDA = 0.7
+
+
+class Strategy(StrEnum):
+    POPULAR = "popular"
+    CONTENT_BASED = "content_based"
+    COLLABORATIVE = "collaborative"
+    HYBRID = "hybrid"
+    COLLABORATIVE_WITH_DIVERSITY = "collaborative_with_diversity"
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyWeights:
+    """Weights of the hybrid merge; `diversity` is 1 - MMR lambda for power users."""
+
+    collaborative: float = 0.0
+    content_based: float = 0.0
+    diversity: float = 0.0
+
+
+_STRATEGY_BY_TIER = {
+    UserClassification.COLD_START: Strategy.POPULAR,
+    UserClassification.NEW: Strategy.CONTENT_BASED,
+    UserClassification.CASUAL: Strategy.HYBRID,
+    UserClassification.ACTIVE: Strategy.HYBRID,
+    UserClassification.POWER_USER: Strategy.COLLABORATIVE_WITH_DIVERSITY,
+}
+
+_WEIGHTS_BY_TIER = {
+    UserClassification.CASUAL: StrategyWeights(collaborative=0.6, content_based=0.4),
+    UserClassification.ACTIVE: StrategyWeights(collaborative=0.8, content_based=0.2),
+    UserClassification.POWER_USER: StrategyWeights(collaborative=0.7, diversity=0.3),
+}
+
+
+def select_strategy(classification: UserClassification) -> Strategy:
+    """cold_start -> popular, new -> content-based, casual/active -> hybrid, power -> CF + MMR."""
+    return _STRATEGY_BY_TIER[classification]
+
+
+def strategy_weights(classification: UserClassification) -> StrategyWeights:
+    return _WEIGHTS_BY_TIER.get(classification, StrategyWeights(content_based=1.0))
+
+
+class ReasonKind(StrEnum):
+    POPULAR_IN_GENRE = "popular_in_genre"
+    POPULAR_OVERALL = "popular_overall"
+    BECAUSE_YOU_RATED = "because_you_rated"
+    MATCHES_GENRES = "matches_genres"
+    SIMILAR_USERS = "similar_users"
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """Why a movie is a candidate; `explain` turns it into text."""
+
+    kind: ReasonKind
+    genre: str | None = None
+    genres: tuple[str, ...] = ()
+    anchor_title: str | None = None
+    anchor_score: float | None = None
+    rating_count: int | None = None
+    predicted_rating: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    movie_id: MovieId
+    score: float
+    source: Source
+    reason: Reason
+
+
+def explain(reason: Reason) -> str:
+    """A short sentence that names the real reason for a recommendation."""
+    match reason.kind:
+        case ReasonKind.BECAUSE_YOU_RATED if reason.anchor_title:
+            if reason.anchor_score is None:
+                return f"Because you rated {reason.anchor_title}"
+            return f"Because you rated {reason.anchor_title} {reason.anchor_score:.1f}"
+        case ReasonKind.POPULAR_IN_GENRE if reason.genre:
+            return f"Popular in {reason.genre}"
+        case ReasonKind.MATCHES_GENRES if reason.genres:
+            return f"Matches your favourite genres: {', '.join(reason.genres)}"
+        case ReasonKind.SIMILAR_USERS if reason.predicted_rating is not None:
+            return (
+                "Viewers with tastes like yours rate it highly "
+                f"(predicted {reason.predicted_rating:.1f} stars)"
+            )
+        case ReasonKind.POPULAR_OVERALL if reason.rating_count is not None:
+            return f"Popular with {reason.rating_count} ratings"
+    return f"Recommended ({reason.kind.value.replace('_', ' ')})"
+
+
+def favorite_genres(
+    ratings: Iterable[Rating],
+    genres_of: Mapping[MovieId, Sequence[str]],
+    k: int = FAVORITE_GENRES_K,
+) -> list[str]:
+    """Top-k genres among positive ratings, by count then name (the rule SQL statistics follow)."""
+    counts: Counter[str] = Counter()
+    for rating in ratings:
+        if rating.is_positive():
+            counts.update(genres_of.get(rating.movie_id, ()))
+    return [g for g, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:k]]
+
+
+def normalize_scores(candidates: Sequence[Candidate]) -> list[Candidate]:
+    """Min-max scale scores to [0, 1]; equal scores all become 1."""
+    if not candidates:
+        return []
+    low = min(c.score for c in candidates)
+    high = max(c.score for c in candidates)
+    span = high - low
+    return [replace(c, score=(c.score - low) / span if span > 0 else 1.0) for c in candidates]
+
+
+def hybrid_merge(
+    lists: Mapping[Source, Sequence[Candidate]], weights: Mapping[Source, float]
+) -> list[Candidate]:
+    """Weighted sum of per-source scores, each list normalised first; best first.
+
+    A movie keeps the reason of the source that contributed most to its score.
+    """
+    used = [weights.get(source, 0.0) for source in lists]
+    # A negative (or NaN) weight would push merged scores outside [0, 1].
+    if any(not math.isfinite(w) or w < 0 for w in used):
+        raise InvalidValue(f"hybrid merge weights must be finite and >= 0, got {dict(weights)}")
+    total = sum(used)
+    if total <= 0:
+        raise InvalidValue("hybrid merge needs a positive weight for at least one source")
+    scores: dict[MovieId, float] = {}
+    best: dict[MovieId, tuple[float, Candidate]] = {}
+    for source, candidates in lists.items():
+        weight = weights.get(source, 0.0) / total
+        for cand in normalize_scores(candidates):
+            part = weight * cand.score
+            scores[cand.movie_id] = scores.get(cand.movie_id, 0.0) + part
+            if cand.movie_id not in best or part > best[cand.movie_id][0]:
+                best[cand.movie_id] = (part, cand)
+    merged = [
+        Candidate(mid, min(1.0, score), Source.HYBRID, best[mid][1].reason)
+        for mid, score in scores.items()
+    ]
+    return sorted(merged, key=lambda c: (-c.score, c.movie_id.value))
+
+
+def popularity_ranking(
+    movies: Iterable[Movie],
+    *,
+    exclude: set[MovieId] | frozenset[MovieId] = frozenset(),
+    genres: Sequence[str] = (),
+    limit: int | None = None,
+) -> list[Candidate]:
+    """Movies by popularity score; with `genres`, only those having one of them."""
+    wanted = [g.lower() for g in genres]
+    out: list[Candidate] = []
+    for movie in movies:
+        if movie.id in exclude or movie.rating_count == 0:
+            continue
+        genre = next((g for g in movie.genres if g.lower() in wanted), None)
+        if wanted and genre is None:
+            continue
+        reason = (
+            Reason(ReasonKind.POPULAR_IN_GENRE, genre=genre)
+            if genre
+            else Reason(ReasonKind.POPULAR_OVERALL, rating_count=movie.rating_count)
+        )
+        out.append(Candidate(movie.id, movie.popularity_score(), Source.POPULAR, reason))
+    out.sort(key=lambda c: (-c.score, c.movie_id.value))
+    return out[:limit] if limit is not None else out
+
+
+def genre_profile(
+    ratings: Iterable[Rating], genres_of: Mapping[MovieId, Sequence[str]]
+) -> dict[str, float]:
+    """Genre weights from a user's positive ratings (all ratings when none is positive).
+
+    Each rating contributes its normalised score to each of its movie's genres.
+    """
+    rated = list(ratings)
+    chosen = [r for r in rated if r.is_positive()] or rated
+    profile: dict[str, float] = {}
+    for rating in chosen:
+        weight = max(rating.normalized_score(), 0.05)
+        for genre in genres_of.get(rating.movie_id, ()):
+            key = genre.lower()
+            profile[key] = profile.get(key, 0.0) + weight
+    return profile
+
+
+def content_based_scores(
+    ratings: Sequence[Rating],
+    movies: Iterable[Movie],
+    *,
+    titles: Mapping[MovieId, str],
+    genres_of: Mapping[MovieId, Sequence[str]],
+    limit: int | None = None,
+) -> list[Candidate]:
+    """Score unrated movies by cosine between their genres and the user's genre profile.
+
+    Popularity breaks near-ties; the reason names the user's best rated movie sharing the
+    most genres with the candidate.
+    """
+    profile = genre_profile(ratings, genres_of)
+    if not profile:
+        return []
+    norm = math.sqrt(sum(w * w for w in profile.values()))
+    rated = {r.movie_id for r in ratings}
+    positives = [r for r in ratings if r.is_positive()]
+    anchors = sorted(
+        positives or ratings,
+        key=lambda r: (-r.score.value, -r.timestamp.to_unix(), r.movie_id.value),
+    )
+    out: list[Candidate] = []
+    for movie in movies:
+        if movie.id in rated:
+            continue
+        lower = [g.lower() for g in movie.genres]
+        dot = sum(profile.get(g, 0.0) for g in lower)
+        if dot <= 0:
+            continue
+        cosine = dot / (norm * math.sqrt(len(lower)))
+        score = min(1.0, cosine) * 0.95 + 0.05 * min(1.0, movie.popularity_score() / 15.0)
+        out.append(
+            Candidate(
+                movie.id, score, Source.CONTENT_BASED, _cb_reason(movie, anchors, titles, genres_of)
+            )
+        )
+    out.sort(key=lambda c: (-c.score, c.movie_id.value))
+    return out[:limit] if limit is not None else out
+
+
+def _cb_reason(
+    movie: Movie,
+    anchors: Sequence[Rating],
+    titles: Mapping[MovieId, str],
+    genres_of: Mapping[MovieId, Sequence[str]],
+) -> Reason:
+    best: tuple[float, Rating] | None = None
+    for rating in anchors:
+        sim = movie.genre_similarity(genres_of.get(rating.movie_id, ()))
+        if sim > 0 and (best is None or sim > best[0]):
+            best = (sim, rating)
+    if best is not None and best[1].movie_id in titles:
+        rating = best[1]
+        return Reason(
+            ReasonKind.BECAUSE_YOU_RATED,
+            anchor_title=titles[rating.movie_id],
+            anchor_score=rating.score.value,
+        )
+    return Reason(ReasonKind.MATCHES_GENRES, genres=movie.genres)
+
+
+def _shannon_evenness(items: Sequence[str]) -> float:
+    counts = Counter(items)
+    if len(counts) < 2:
+        return 0.0
+    total = sum(counts.values())
+    entropy = -sum((c / total) * math.log(c / total) for c in counts.values())
+    return entropy / math.log(len(counts))
+
+
+def _spread(values: Sequence[float]) -> float:
+    """Population std scaled by its maximum for values in [0, max]: 2 * std / max."""
+    if len(values) < 2:
+        return 0.0
+    top = max(values)
+    if top <= 0:
+        return 0.0
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    return min(1.0, 2 * std / top)
+
+
+def diversity_score(movies: Sequence[Movie], *, year_span: int = 50) -> float:
+    """0.5 genre evenness (Shannon) + 0.3 popularity spread + 0.2 year range; in [0, 1]."""
+    if not movies:
+        return 0.0
+    genres = [g.lower() for m in movies for g in m.genres]
+    popularity = [m.popularity_score() for m in movies]
+    years = [m.year for m in movies if m.year is not None]
+    year_range = min(1.0, (max(years) - min(years)) / year_span) if len(years) > 1 else 0.0
+    score = 0.5 * _shannon_evenness(genres) + 0.3 * _spread(popularity) + 0.2 * year_range
+    return min(1.0, max(0.0, score))
+
+
+Similarity = Callable[[MovieId, MovieId], float]
+
+
+def mmr_rerank(
+    candidates: Sequence[Candidate],
+    similarity: Similarity,
+    *,
+    lambda_: float = DEFAULT_MMR_LAMBDA,
+    k: int | None = None,
+) -> list[Candidate]:
+    """Maximal Marginal Relevance: greedily pick argmax lambda*rel - (1-lambda)*max sim to picked.
+
+    Relevance is the candidates' normalised score; ties keep input order, so lambda=1 returns
+    the input order. Returns up to k distinct candidates from the input.
+    """
+    if not 0.0 <= lambda_ <= 1.0:
+        raise InvalidValue(f"MMR lambda must be in [0, 1], got {lambda_!r}")
+    seen: set[MovieId] = set()
+    pool: list[Candidate] = []
+    for cand in candidates:
+        if cand.movie_id not in seen:
+            seen.add(cand.movie_id)
+            pool.append(cand)
+    relevance = [c.score for c in normalize_scores(pool)]
+    limit = len(pool) if k is None else min(k, len(pool))
+    remaining = list(range(len(pool)))
+    max_sim = [0.0] * len(pool)
+    chosen: list[int] = []
+    while remaining and len(chosen) < limit:
+        best = max(
+            remaining,
+            key=lambda i: (lambda_ * relevance[i] - (1 - lambda_) * max_sim[i], -i),
+        )
+        chosen.append(best)
+        remaining.remove(best)
+        for i in remaining:
+            max_sim[i] = max(max_sim[i], similarity(pool[i].movie_id, pool[best].movie_id))
+    return [pool[i] for i in chosen]
+
+
+def genre_similarity(genres_of: Mapping[MovieId, Sequence[str]]) -> Similarity:
+    """Item similarity from genre Jaccard, for MMR when no embedding similarity is at hand."""
+
+    def sim(a: MovieId, b: MovieId) -> float:
+        return genre_jaccard(genres_of.get(a, ()), genres_of.get(b, ()))
+
+    return sim

@@ -1,0 +1,147 @@
+"""Value objects: immutable, validated on construction, compared by value."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from numbers import Real
+
+from recolab.domain.errors import InvalidValue
+
+MIN_RATING = 0.5
+MAX_RATING = 5.0
+POSITIVE_THRESHOLD = 4.0
+NEGATIVE_THRESHOLD = 2.5
+
+
+def _positive_int(kind: str, value: object) -> int:
+    # bool is an int subclass: True must not become user 1.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidValue(f"{kind} must be a positive integer, got {value!r}")
+    if value <= 0:
+        raise InvalidValue(f"{kind} must be a positive integer, got {value}")
+    return value
+
+
+def _finite_real(kind: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise InvalidValue(f"{kind} must be a number, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise InvalidValue(f"{kind} must be finite, got {value!r}")
+    return number
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class UserId:
+    value: int
+
+    def __post_init__(self) -> None:
+        _positive_int("UserId", self.value)
+
+    def __int__(self) -> int:
+        return self.value
+
+    def __str__(self) -> str:
+        return f"User#{self.value}"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class MovieId:
+    value: int
+
+    def __post_init__(self) -> None:
+        _positive_int("MovieId", self.value)
+
+    def __int__(self) -> int:
+        return self.value
+
+    def __str__(self) -> str:
+        return f"Movie#{self.value}"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class RatingScore:
+    """A star rating: 0.5 to 5.0 in steps of 0.5."""
+
+    value: float
+
+    def __post_init__(self) -> None:
+        number = _finite_real("RatingScore", self.value)
+        if not MIN_RATING <= number <= MAX_RATING:
+            raise InvalidValue(f"RatingScore must be between 0.5 and 5.0, got {self.value!r}")
+        if (number * 2) % 1 != 0:
+            raise InvalidValue(f"RatingScore must be in steps of 0.5, got {self.value!r}")
+        object.__setattr__(self, "value", number)
+
+    def __float__(self) -> float:
+        return self.value
+
+    def is_positive(self) -> bool:
+        return self.value >= POSITIVE_THRESHOLD
+
+    def is_negative(self) -> bool:
+        return self.value <= NEGATIVE_THRESHOLD
+
+    def normalize(self) -> float:
+        """Map [0.5, 5.0] onto [0, 1]."""
+        return (self.value - MIN_RATING) / (MAX_RATING - MIN_RATING)
+
+    @staticmethod
+    def denormalize(normalized: float) -> float:
+        """Inverse of `normalize`, for model outputs in [0, 1] (not rounded to half stars)."""
+        return MIN_RATING + normalized * (MAX_RATING - MIN_RATING)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class RecommendationScore:
+    """A relevance score in [0, 1]."""
+
+    value: float
+
+    def __post_init__(self) -> None:
+        number = _finite_real("RecommendationScore", self.value)
+        if not 0.0 <= number <= 1.0:
+            raise InvalidValue(f"RecommendationScore must be in [0, 1], got {self.value!r}")
+        object.__setattr__(self, "value", number)
+
+    def __float__(self) -> float:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Timestamp:
+    """A point in time, always timezone-aware (naive datetimes are taken as UTC)."""
+
+    value: datetime
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.value, datetime):
+            raise InvalidValue(f"Timestamp must be a datetime, got {self.value!r}")
+        if self.value.tzinfo is None:
+            object.__setattr__(self, "value", self.value.replace(tzinfo=UTC))
+
+    @classmethod
+    def now(cls) -> Timestamp:
+        return cls(datetime.now(UTC))
+
+    @classmethod
+    def from_unix(cls, seconds: float) -> Timestamp:
+        number = _finite_real("Timestamp", seconds)
+        try:
+            return cls(datetime.fromtimestamp(number, UTC))
+        except (OverflowError, OSError, ValueError) as exc:
+            raise InvalidValue(f"Timestamp out of range: {seconds!r}") from exc
+
+    def to_unix(self) -> int:
+        return int(self.value.timestamp())
+
+    def __add__(self, delta: timedelta) -> Timestamp:
+        return Timestamp(self.value + delta)
+
+    def __sub__(self, delta: timedelta) -> Timestamp:
+        return Timestamp(self.value - delta)
+
+    def isoformat(self) -> str:
+        return self.value.isoformat()
