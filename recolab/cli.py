@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
 import typer
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="recolab",
@@ -15,14 +21,36 @@ app.add_typer(data_app, name="data")
 
 
 def _not_yet(what: str, issue: int) -> None:
-    typer.echo(f"error: `recolab {what}` is not available yet (planned in issue #{issue})", err=True)
+    typer.echo(
+        f"error: `recolab {what}` is not available yet (planned in issue #{issue})", err=True
+    )
     raise typer.Exit(2)
 
 
 @app.command()
-def ingest() -> None:
-    """Read, validate and load a MovieLens dataset into the database."""
-    _not_yet("ingest", 3)
+def ingest(
+    dataset: Annotated[str, typer.Option(help="demo, or a MovieLens release name")] = "demo",
+    source: Annotated[
+        Path | None, typer.Option(help="a local folder or zip instead of downloading")
+    ] = None,
+    database_url: Annotated[str | None, typer.Option(help="overrides RECOLAB_DATABASE_URL")] = None,
+    override: Annotated[
+        list[str] | None, typer.Option("--set", help="config override section.key=value")
+    ] = None,
+) -> None:
+    """Read, validate and load a MovieLens dataset into the database (the `ingest` flow)."""
+    from flows.ingest import ingest as ingest_flow
+
+    result = _run_flow(
+        lambda: ingest_flow(
+            dataset=dataset,
+            source=str(source) if source else None,
+            database_url=database_url,
+            overrides=list(override or []),
+        )
+    )
+    typer.echo(f"loaded: {result['load']}")
+    typer.echo(f"database: {result['statistics']}")
 
 
 @app.command()
@@ -56,9 +84,69 @@ def pipeline() -> None:
 
 
 @data_app.command("download")
-def data_download() -> None:
-    """Download a MovieLens release and verify its checksum."""
-    _not_yet("data download", 3)
+def data_download(
+    name: Annotated[str, typer.Argument(help="a MovieLens release, e.g. ml-latest-small")],
+    source: Annotated[
+        Path | None, typer.Option(help="a local zip or folder instead of the network")
+    ] = None,
+    overwrite: bool = False,
+) -> None:
+    """Download a MovieLens release, verify its checksum and unpack it under data/raw/."""
+    from recolab.adapters.download import download_dataset
+    from recolab.config import Settings
+
+    def progress(done: int, total: int | None) -> None:
+        if total:
+            typer.echo(f"\r{done / total:6.1%} of {total / 1e6:.1f} MB", nl=False)
+
+    path = _guard(
+        lambda: download_dataset(
+            name, Settings().data_dir, source=source, overwrite=overwrite, progress=progress
+        )
+    )
+    typer.echo(f"\n{name} is in {path}")
+
+
+@data_app.command("demo")
+def data_demo(
+    out: Annotated[Path, typer.Option(help="folder to write")] = Path("data/raw/demo"),
+    n_users: int = 1000,
+    n_movies: int = 2000,
+    n_ratings: int = 100_000,
+    seed: int = 42,
+) -> None:
+    """Generate the synthetic demo dataset (MovieLens CSV format) deterministically."""
+    from recolab.adapters.demo import generate_demo
+
+    path = _guard(
+        lambda: generate_demo(
+            out, n_users=n_users, n_movies=n_movies, n_ratings=n_ratings, seed=seed
+        )
+    )
+    typer.echo(f"demo dataset written to {path}")
+
+
+def _guard(action: Callable[[], T]) -> T:
+    """Run `action`; a user error becomes a message and exit code 1, not a traceback."""
+    from recolab.adapters.movielens import DatasetError
+    from recolab.config import ConfigError
+    from recolab.domain.errors import DomainError
+
+    try:
+        return action()
+    except (DatasetError, ConfigError, DomainError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _run_flow(action: Callable[[], T]) -> T:
+    from recolab.adapters.validation import ValidationFailed
+
+    try:
+        return _guard(action)
+    except ValidationFailed as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 if __name__ == "__main__":

@@ -44,9 +44,12 @@ class RatingRepository(Protocol):
 class UnitOfWork(Protocol):
     """One transaction over the repositories: commit or everything is rolled back."""
 
-    users: UserRepository
-    movies: MovieRepository
-    ratings: RatingRepository
+    @property
+    def users(self) -> UserRepository: ...
+    @property
+    def movies(self) -> MovieRepository: ...
+    @property
+    def ratings(self) -> RatingRepository: ...
 
     def __enter__(self) -> Self: ...
     def __exit__(

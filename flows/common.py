@@ -1,0 +1,34 @@
+"""What every flow shares: platform construction, transient-error retries, telemetry off."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from recolab.bootstrap import Platform, bootstrap
+from recolab.config import Settings
+
+for _var, _value in (
+    ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
+    ("DO_NOT_TRACK", "1"),
+    ("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180"),
+):
+    os.environ.setdefault(_var, _value)
+
+
+def platform_for(database_url: str | None = None, overrides: list[str] | None = None) -> Platform:
+    settings = Settings()
+    if database_url:
+        settings = settings.model_copy(update={"database_url": database_url})
+    return bootstrap(settings, overrides=overrides or ())
+
+
+def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry only errors that may pass (lost connections, timeouts), never bad data."""
+    from recolab.bootstrap import is_transient
+
+    try:
+        state.result()
+    except Exception as exc:  # the task's own error, re-raised by the state
+        return is_transient(exc)
+    return False

@@ -1,0 +1,115 @@
+"""Follows the registry's `champion` alias and swaps the served model without a restart."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from recolab.domain.ports import Scorer
+
+log = logging.getLogger(__name__)
+
+ALIAS = "champion"
+
+
+@dataclass(frozen=True)
+class ChampionStatus:
+    model_name: str
+    version: str | None
+    loaded: bool
+    error: str | None
+
+
+class ChampionWatcher:
+    """Holds the current champion's scorer; `check()` loads a new one when the alias moves.
+
+    The swap is one reference assignment, so requests in flight finish on the model they
+    started with and no request sees a half-loaded one.
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        resolve: Callable[[str], str | None],
+        load: Callable[[str, str], Scorer],
+        interval_s: float = 30.0,
+    ) -> None:
+        self.model_name = model_name
+        self._resolve = resolve  # model name -> champion version (None: no champion)
+        self._load = load  # (model name, version) -> scorer
+        self._interval = interval_s
+        self._scorer: Scorer | None = None
+        self._error: str | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.on_swap: list[Callable[[Scorer], None]] = []
+
+    def current(self) -> Scorer | None:
+        return self._scorer
+
+    def status(self) -> ChampionStatus:
+        scorer = self._scorer
+        return ChampionStatus(
+            self.model_name, scorer.version if scorer else None, scorer is not None, self._error
+        )
+
+    def check(self) -> bool:
+        """Load the champion if it changed; True when a new model was swapped in."""
+        with self._lock:
+            try:
+                version = self._resolve(self.model_name)
+            except Exception as exc:  # registry unreachable: keep serving what we have
+                self._error = f"registry unavailable: {exc}"
+                log.warning("%s", self._error)
+                return False
+            if version is None:
+                self._error = f"no '{ALIAS}' alias on model {self.model_name!r} yet"
+                return False
+            current = self._scorer
+            if current is not None and current.version == version:
+                self._error = None
+                return False
+            try:
+                scorer = self._load(self.model_name, version)
+            except Exception as exc:
+                self._error = f"could not load {self.model_name} v{version}: {exc}"
+                log.exception("champion load failed")
+                return False
+            self._scorer, self._error = scorer, None
+        log.info("serving %s version %s", self.model_name, version)
+        for callback in self.on_swap:
+            callback(scorer)
+        return True
+
+    def start(self) -> None:
+        """Check now, then poll in a daemon thread every `interval_s` seconds."""
+        self.check()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._poll, name="champion-poll", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.check()
+
+
+def mlflow_champion_version(client: Any) -> Callable[[str], str | None]:
+    """Resolve the champion alias with an `mlflow.MlflowClient`; None when there is none."""
+    from mlflow.exceptions import MlflowException
+
+    def resolve(name: str) -> str | None:
+        try:
+            return str(client.get_model_version_by_alias(name, ALIAS).version)
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise
+
+    return resolve

@@ -1,0 +1,1 @@
+"""SQL persistence: schema, engine, migrations and bulk loading (SQLite and PostgreSQL)."""

@@ -1,0 +1,63 @@
+"""Engine construction for SQLite (embedded default) and PostgreSQL (psycopg 3)."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import ConnectionPoolEntry
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+_PG_ALIASES = {"postgres", "postgresql", "postgresql+psycopg2", "postgresql+psycopg"}
+
+
+def normalise_url(url: str | URL) -> URL:
+    """Return ``url`` with PostgreSQL URLs pointed at the psycopg 3 driver.
+
+    ``postgres://`` and ``postgresql://`` (which SQLAlchemy maps to psycopg2) become
+    ``postgresql+psycopg://``; other URLs are returned unchanged.
+    """
+    parsed = make_url(url)
+    if parsed.drivername in _PG_ALIASES:
+        return parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def make_engine(url: str | URL, *, echo: bool = False) -> Engine:
+    """Create an engine with the settings this project relies on.
+
+    SQLite: WAL journal, ``foreign_keys=ON``, a busy timeout, a ``log10`` SQL function,
+    and real transactions (``BEGIN`` emitted by SQLAlchemy, so DDL and reads are
+    transactional too). PostgreSQL: psycopg 3 and a pre-pinged pool.
+    """
+    parsed = normalise_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(parsed, echo=echo)
+        event.listen(engine, "connect", _configure_sqlite)
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        return engine
+    return create_engine(parsed, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+def _configure_sqlite(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    assert isinstance(dbapi_connection, sqlite3.Connection)
+    # Let SQLAlchemy's "begin" event own transactions instead of pysqlite's implicit ones.
+    dbapi_connection.isolation_level = None
+    dbapi_connection.create_function("log10", 1, _log10, deterministic=True)
+    for pragma in (
+        "journal_mode=WAL",
+        "synchronous=NORMAL",
+        "foreign_keys=ON",
+        f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+    ):
+        dbapi_connection.execute(f"PRAGMA {pragma}")
+
+
+def _log10(value: float | None) -> float | None:
+    # Not every SQLite build has the math functions; SQL semantics: NULL outside the domain.
+    if value is None or value <= 0:
+        return None
+    return math.log10(value)

@@ -1,0 +1,245 @@
+"""Read-side queries for the HTTP API (SQLAlchemy Core), plus the recommendation history.
+
+These return plain views, not domain entities: the API reads them as they are. Similar
+movies come from the model's item embeddings when the caller passes a `similar` function
+(the scorer's), and otherwise from genre overlap (Jaccard, case-insensitive) in SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy import Engine, Float, Row, case, cast, func, insert, literal, select
+
+from recolab.adapters.sql import schema as s
+from recolab.domain.values import MovieId
+
+SimilarFn = Callable[[MovieId, int], Sequence[tuple[MovieId, float]]]
+
+
+@dataclass(frozen=True, slots=True)
+class MovieView:
+    movie_id: int
+    title: str
+    year: int | None
+    genres: list[str]
+    rating_count: int
+    avg_rating: float
+    popularity_score: float
+
+
+@dataclass(frozen=True, slots=True)
+class SimilarMovie:
+    movie: MovieView
+    similarity: float
+
+
+@dataclass(frozen=True, slots=True)
+class SimilarMovies:
+    method: Literal["embedding", "genre_jaccard"]
+    items: list[SimilarMovie]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryItem:
+    movie_id: int
+    rank: int
+    score: float
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    movie_id: int
+    title: str
+    rank: int
+    score: float
+    strategy: str
+    source: str
+    model_version: str | None
+    recommended_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RatingBreakdown:
+    positive: int  # score >= 4.0
+    negative: int  # score <= 2.5
+
+
+def _aware(value: Any) -> datetime:
+    if isinstance(value, str):  # SQLite returns text through some expressions
+        value = datetime.fromisoformat(value)
+    assert isinstance(value, datetime)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _movie(row: Row[Any]) -> MovieView:
+    return MovieView(
+        movie_id=int(row.id),
+        title=row.title,
+        year=None if row.year is None else int(row.year),
+        genres=[g for g in row.genres.split("|") if g],
+        rating_count=int(row.rating_count),
+        avg_rating=float(row.avg_rating),
+        popularity_score=float(row.popularity_score),
+    )
+
+
+def _contains(text: str) -> str:
+    """A LIKE pattern matching `text` anywhere, with LIKE's wildcards escaped."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+class SqlQueries:
+    """The API's reads, and the one write it owns: what was recommended to whom."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def ping(self) -> None:
+        """Raise if the database does not answer."""
+        with self.engine.connect() as conn:
+            conn.execute(select(literal(1))).scalar_one()
+
+    def movie(self, movie_id: int) -> MovieView | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(s.movies).where(s.movies.c.id == movie_id)).first()
+        return None if row is None else _movie(row)
+
+    def movies(self, movie_ids: Sequence[int]) -> dict[int, MovieView]:
+        if not movie_ids:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(s.movies).where(s.movies.c.id.in_(list(movie_ids))))
+            return {int(r.id): _movie(r) for r in rows}
+
+    def search(self, title: str | None, genre: str | None, limit: int) -> list[MovieView]:
+        """Movies whose title contains `title` and that have `genre` (both case-insensitive),
+        most popular first."""
+        m, g = s.movies.c, s.movie_genres.c
+        query = select(s.movies)
+        if title:
+            query = query.where(func.lower(m.title).like(_contains(title), escape="\\"))
+        if genre:
+            wanted = select(g.movie_id).where(func.lower(g.genre) == genre.strip().lower())
+            query = query.where(m.id.in_(wanted))
+        query = query.order_by(m.popularity_score.desc(), m.id).limit(limit)
+        with self.engine.connect() as conn:
+            return [_movie(r) for r in conn.execute(query)]
+
+    def similar(self, movie_id: int, k: int, embedding: SimilarFn | None = None) -> SimilarMovies:
+        """The `k` movies most like `movie_id`: by embeddings when given, else by genres."""
+        if embedding is not None:
+            pairs = [(int(m), float(v)) for m, v in embedding(MovieId(movie_id), k)]
+            found = self.movies([m for m, _ in pairs])
+            items = [SimilarMovie(found[m], v) for m, v in pairs if m in found and m != movie_id]
+            if items:
+                return SimilarMovies("embedding", items[:k])
+        return SimilarMovies("genre_jaccard", self.similar_by_genre(movie_id, k))
+
+    def similar_by_genre(self, movie_id: int, k: int) -> list[SimilarMovie]:
+        """Jaccard similarity of genre sets, ties broken by popularity."""
+        g = s.movie_genres.c
+        genre = func.lower(g.genre)
+        target = select(genre).where(g.movie_id == movie_id)
+        n_target = select(func.count()).select_from(s.movie_genres).where(g.movie_id == movie_id)
+        shared = (
+            select(g.movie_id, func.count().label("shared"))
+            .where(genre.in_(target), g.movie_id != movie_id)
+            .group_by(g.movie_id)
+            .subquery()
+        )
+        sizes = (
+            select(g.movie_id, func.count().label("size"))
+            .where(g.movie_id.in_(select(shared.c.movie_id)))
+            .group_by(g.movie_id)
+            .subquery()
+        )
+        union = sizes.c.size + n_target.scalar_subquery() - shared.c.shared
+        jaccard = cast(shared.c.shared, Float) / case((union > 0, union), else_=1)
+        m = s.movies.c
+        query = (
+            select(s.movies, jaccard.label("similarity"))
+            .join(shared, shared.c.movie_id == m.id)
+            .join(sizes, sizes.c.movie_id == m.id)
+            .order_by(jaccard.desc(), m.popularity_score.desc(), m.id)
+            .limit(k)
+        )
+        with self.engine.connect() as conn:
+            return [SimilarMovie(_movie(r), float(r.similarity)) for r in conn.execute(query)]
+
+    def rating_breakdown(self, user_id: int) -> RatingBreakdown:
+        r = s.ratings.c
+        query = select(
+            func.coalesce(func.sum(case((r.score >= 4.0, 1), else_=0)), 0),
+            func.coalesce(func.sum(case((r.score <= 2.5, 1), else_=0)), 0),
+        ).where(r.user_id == user_id)
+        with self.engine.connect() as conn:
+            positive, negative = conn.execute(query).one()
+        return RatingBreakdown(int(positive), int(negative))
+
+    def titles(self, movie_ids: Sequence[int]) -> dict[int, str]:
+        if not movie_ids:
+            return {}
+        m = s.movies.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(m.id, m.title).where(m.id.in_(list(movie_ids))))
+            return {int(i): t for i, t in rows}
+
+    def record_recommendations(
+        self,
+        user_id: int,
+        items: Sequence[HistoryItem],
+        *,
+        strategy: str,
+        model_version: str | None,
+        at: datetime,
+    ) -> None:
+        """Append one response's items to the history (one statement, one transaction)."""
+        if not items:
+            return
+        rows = [
+            {
+                "user_id": user_id,
+                "movie_id": item.movie_id,
+                "rank": item.rank,
+                "score": item.score,
+                "strategy": strategy,
+                "source": item.source,
+                "model_version": model_version,
+                "created_at": at,
+            }
+            for item in items
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(insert(s.recommendation_history), rows)
+
+    def history(self, user_id: int, limit: int) -> list[HistoryEntry]:
+        """The user's most recent recommended items, newest response first, in rank order."""
+        h, m = s.recommendation_history.c, s.movies.c
+        query = (
+            select(s.recommendation_history, m.title)
+            .join(s.movies, m.id == h.movie_id)
+            .where(h.user_id == user_id)
+            .order_by(h.created_at.desc(), h.rank, h.id.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            HistoryEntry(
+                movie_id=int(r.movie_id),
+                title=r.title,
+                rank=int(r.rank),
+                score=float(r.score),
+                strategy=r.strategy,
+                source=r.source,
+                model_version=r.model_version,
+                recommended_at=_aware(r.created_at),
+            )
+            for r in rows
+        ]

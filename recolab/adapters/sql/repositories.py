@@ -1,0 +1,276 @@
+"""SQLAlchemy implementations of the domain's repositories and unit of work.
+
+Statistics on the write path are SQL-side increments (`SET n = n + 1`), so concurrent
+ratings never lose an update; the previous score of a re-rating is read under a row lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy import Connection, Engine, Row, func, insert, literal, select, update
+from sqlalchemy.exc import IntegrityError
+
+from recolab.adapters.sql import schema as s
+from recolab.adapters.sql.stats import recompute_statistics
+from recolab.domain.model import Movie, Rating, User
+from recolab.domain.values import MovieId, RatingScore, Timestamp, UserId
+
+
+def _ts(value: Any) -> Timestamp | None:
+    if value is None:
+        return None
+    if isinstance(value, str):  # SQLite DateTime read back through a raw expression
+        value = datetime.fromisoformat(value)
+    return Timestamp(value if value.tzinfo else value.replace(tzinfo=UTC))
+
+
+def _genres(text: str) -> list[str]:
+    return [g for g in text.split("|") if g]
+
+
+def user_from_row(row: Row[Any]) -> User:
+    return User(
+        id=UserId(int(row.id)),
+        created_at=_ts(row.created_at) or Timestamp.now(),
+        n_ratings=int(row.n_ratings),
+        avg_rating=float(row.avg_rating),
+        last_activity=_ts(row.last_activity),
+        favorite_genres=_genres(row.favorite_genres),
+    )
+
+
+def movie_from_row(row: Row[Any]) -> Movie:
+    return Movie(
+        id=MovieId(int(row.id)),
+        title=row.title,
+        genres=tuple(_genres(row.genres)),
+        year=None if row.year is None else int(row.year),
+        rating_count=int(row.rating_count),
+        avg_rating=float(row.avg_rating),
+    )
+
+
+def rating_from_row(row: Row[Any]) -> Rating:
+    return Rating(
+        UserId(int(row.user_id)),
+        MovieId(int(row.movie_id)),
+        RatingScore(float(row.score)),
+        Timestamp.from_unix(int(row.timestamp)),
+    )
+
+
+class SqlAlchemyUsers:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def get(self, user_id: UserId) -> User | None:
+        row = self.conn.execute(select(s.users).where(s.users.c.id == user_id.value)).first()
+        return None if row is None else user_from_row(row)
+
+    def next_id(self) -> UserId:
+        top = self.conn.execute(select(func.coalesce(func.max(s.users.c.id), 0))).scalar_one()
+        return UserId(int(top) + 1)
+
+    def add(self, user: User) -> None:
+        self.conn.execute(
+            insert(s.users).values(
+                id=user.id.value,
+                created_at=user.created_at.value,
+                n_ratings=user.n_ratings,
+                avg_rating=user.avg_rating,
+                rating_sum=user.avg_rating * user.n_ratings,
+                favorite_genres="|".join(user.favorite_genres),
+            )
+        )
+
+    def record_rating(
+        self, user_id: UserId, score: RatingScore, previous: RatingScore | None
+    ) -> User:
+        c = s.users.c
+        delta = score.value - (previous.value if previous else 0.0)
+        count = c.n_ratings + (1 if previous is None else 0)
+        # The increment takes the row lock first, so concurrent ratings of one user queue here.
+        self.conn.execute(
+            update(s.users)
+            .where(c.id == user_id.value)
+            .values(
+                n_ratings=count,
+                rating_sum=c.rating_sum + delta,
+                avg_rating=(c.rating_sum + delta) / count,
+                last_activity=datetime.now(UTC),
+            )
+        )
+        # Favourite genres depend on all the user's positive ratings: recount this user.
+        recompute_statistics(self.conn, user_ids=[user_id.value], movie_ids=[])
+        user = self.get(user_id)
+        assert user is not None, "the user row was just updated"
+        return user
+
+
+class SqlAlchemyMovies:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def get(self, movie_id: MovieId) -> Movie | None:
+        row = self.conn.execute(select(s.movies).where(s.movies.c.id == movie_id.value)).first()
+        return None if row is None else movie_from_row(row)
+
+    def get_many(self, movie_ids: Sequence[MovieId]) -> dict[MovieId, Movie]:
+        ids = [m.value for m in movie_ids]
+        rows = self.conn.execute(select(s.movies).where(s.movies.c.id.in_(ids)))
+        return {MovieId(int(r.id)): movie_from_row(r) for r in rows}
+
+    def popular(self, limit: int, genres: Sequence[str] = ()) -> list[Movie]:
+        query = select(s.movies).order_by(s.movies.c.popularity_score.desc(), s.movies.c.id)
+        if genres:
+            wanted = select(s.movie_genres.c.movie_id).where(
+                func.lower(s.movie_genres.c.genre).in_([g.lower() for g in genres])
+            )
+            query = query.where(s.movies.c.id.in_(wanted))
+        return [movie_from_row(r) for r in self.conn.execute(query.limit(limit))]
+
+    def search(self, title: str | None, genre: str | None, limit: int) -> list[Movie]:
+        query = select(s.movies)
+        if title:
+            escaped = title.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            query = query.where(func.lower(s.movies.c.title).like(f"%{escaped}%", escape="\\"))
+        if genre:
+            query = query.where(
+                s.movies.c.id.in_(
+                    select(s.movie_genres.c.movie_id).where(
+                        func.lower(s.movie_genres.c.genre) == genre.lower()
+                    )
+                )
+            )
+        query = query.order_by(s.movies.c.popularity_score.desc(), s.movies.c.id).limit(limit)
+        return [movie_from_row(r) for r in self.conn.execute(query)]
+
+    def record_rating(
+        self, movie_id: MovieId, score: RatingScore, previous: RatingScore | None
+    ) -> Movie:
+        c = s.movies.c
+        delta = score.value - (previous.value if previous else 0.0)
+        count = c.rating_count + (1 if previous is None else 0)
+        avg = (c.rating_sum + delta) / count
+        row = self.conn.execute(
+            update(s.movies)
+            .where(c.id == movie_id.value)
+            .values(
+                rating_count=count,
+                rating_sum=c.rating_sum + delta,
+                avg_rating=avg,
+                popularity_score=func.log10(count + literal(1.0)) * avg,
+            )
+            .returning(*s.movies.c)
+        ).one()
+        return movie_from_row(row)
+
+
+class SqlAlchemyRatings:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def get(self, user_id: UserId, movie_id: MovieId) -> Rating | None:
+        row = self.conn.execute(
+            select(s.ratings).where(
+                s.ratings.c.user_id == user_id.value, s.ratings.c.movie_id == movie_id.value
+            )
+        ).first()
+        return None if row is None else rating_from_row(row)
+
+    def upsert(self, rating: Rating) -> RatingScore | None:
+        c = s.ratings.c
+        key = (c.user_id == rating.user_id.value) & (c.movie_id == rating.movie_id.value)
+        values = {"score": rating.score.value, "timestamp": rating.timestamp.to_unix()}
+        for _ in range(3):
+            # Lock the user's existing rating (PostgreSQL) so a concurrent re-rating waits.
+            old = self.conn.execute(select(c.score).where(key).with_for_update()).scalar()
+            if old is not None:
+                self.conn.execute(update(s.ratings).where(key).values(**values))
+                return RatingScore(float(old))
+            try:
+                with self.conn.begin_nested():
+                    self.conn.execute(
+                        insert(s.ratings).values(
+                            user_id=rating.user_id.value, movie_id=rating.movie_id.value, **values
+                        )
+                    )
+                return None
+            except IntegrityError:
+                continue  # a concurrent request inserted it first: read it under lock
+        raise RuntimeError("could not upsert rating after concurrent retries")
+
+    def for_user(self, user_id: UserId, limit: int | None = None) -> list[Rating]:
+        query = (
+            select(s.ratings)
+            .where(s.ratings.c.user_id == user_id.value)
+            .order_by(s.ratings.c.timestamp.desc(), s.ratings.c.movie_id)
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        return [rating_from_row(r) for r in self.conn.execute(query)]
+
+
+class SqlAlchemyUnitOfWork:
+    """One connection and transaction; leaving without `commit()` rolls everything back."""
+
+    users: SqlAlchemyUsers
+    movies: SqlAlchemyMovies
+    ratings: SqlAlchemyRatings
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def __enter__(self) -> Self:
+        self.conn = self.engine.connect()
+        self._tx = self.conn.begin()
+        self.users = SqlAlchemyUsers(self.conn)
+        self.movies = SqlAlchemyMovies(self.conn)
+        self.ratings = SqlAlchemyRatings(self.conn)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if self._tx.is_active:
+                self._tx.rollback()
+        finally:
+            self.conn.close()
+
+    def commit(self) -> None:
+        self._tx.commit()
+
+    def rollback(self) -> None:
+        self._tx.rollback()
+
+
+def uow_factory(engine: Engine) -> Callable[[], SqlAlchemyUnitOfWork]:
+    return lambda: SqlAlchemyUnitOfWork(engine)
+
+
+class SqlCatalogue:
+    """All movies in memory for serving; `refresh()` reloads them (statistics move)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._movies: list[Movie] = []
+        self._by_id: dict[MovieId, Movie] = {}
+
+    def refresh(self) -> None:
+        with self.engine.connect() as conn:
+            movies = [movie_from_row(r) for r in conn.execute(select(s.movies))]
+        self._movies, self._by_id = movies, {m.id: m for m in movies}
+
+    def movies(self) -> Sequence[Movie]:
+        return self._movies
+
+    def get(self, movie_id: MovieId) -> Movie | None:
+        return self._by_id.get(movie_id)

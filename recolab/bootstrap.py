@@ -1,0 +1,183 @@
+"""The composition root: Settings in, wired objects out. Nothing connects until called."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from recolab.config import PipelineConfig, ServingConfig, Settings, load_section
+from recolab.domain.events import EventBus, MovieRated
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from recolab.adapters.champion import ChampionWatcher
+    from recolab.adapters.ingestion import GxValidator, MovieLensSource, SqlLoader
+    from recolab.adapters.sql.repositories import SqlAlchemyUnitOfWork, SqlCatalogue
+    from recolab.application.ingest import IngestReport
+    from recolab.application.recommend import Recommender
+    from recolab.domain.ports import Cache, Scorer
+
+
+@dataclass
+class Platform:
+    """Everything RecoLab's entry points need, built lazily from `Settings`."""
+
+    settings: Settings
+    overrides: tuple[str, ...] = ()
+    migrate: bool = True
+    _closers: list[object] = field(default_factory=list, repr=False)
+
+    @property
+    def _config_args(self) -> dict[str, Any]:
+        return {"config_dir": self.settings.config_dir, "overrides": self.overrides}
+
+    @cached_property
+    def pipeline_config(self) -> PipelineConfig:
+        return load_section(
+            PipelineConfig,
+            "pipeline",
+            config_dir=self.settings.config_dir,
+            overrides=self.overrides,
+        )
+
+    @cached_property
+    def serving_config(self) -> ServingConfig:
+        return load_section(ServingConfig, "serving", **self._config_args)
+
+    @cached_property
+    def engine(self) -> Engine:
+        from recolab.adapters.sql.engine import make_engine
+        from recolab.adapters.sql.migrate import upgrade
+
+        url = self.settings.resolved_database_url
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        if self.migrate:
+            upgrade(url)
+        return make_engine(url)
+
+    def uow(self) -> SqlAlchemyUnitOfWork:
+        from recolab.adapters.sql.repositories import SqlAlchemyUnitOfWork
+
+        return SqlAlchemyUnitOfWork(self.engine)
+
+    @cached_property
+    def cache(self) -> Cache:
+        from recolab.adapters.cache import InMemoryCache, RedisCache, ResilientCache
+
+        if self.settings.redis_url:
+            return ResilientCache(RedisCache.from_url(self.settings.redis_url))
+        return InMemoryCache()
+
+    @cached_property
+    def bus(self) -> EventBus:
+        from recolab.application.recommend import cache_prefix
+
+        def invalidate(event: MovieRated) -> None:
+            self.cache.delete_prefix(cache_prefix(event.user_id.value))
+
+        bus = EventBus()
+        bus.subscribe(MovieRated, invalidate)
+        return bus
+
+    # ---- serving
+    @cached_property
+    def catalogue(self) -> SqlCatalogue:
+        from recolab.adapters.sql.repositories import SqlCatalogue
+
+        catalogue = SqlCatalogue(self.engine)
+        catalogue.refresh()
+        return catalogue
+
+    def recommender(self, scorer: Callable[[], Scorer | None] = lambda: None) -> Recommender:
+        """The recommend use case; `scorer` returns the current model (None: no model yet)."""
+        from recolab.application.recommend import Recommender
+
+        cfg = self.serving_config
+        return Recommender(
+            uow_factory=self.uow,
+            catalogue=self.catalogue,
+            scorer=scorer,
+            cache=self.cache,
+            bus=self.bus,
+            ttl_s=cfg.cache_ttl_s,
+            shortlist=cfg.shortlist_size,
+            default_lambda=cfg.mmr_lambda,
+        )
+
+    @cached_property
+    def champion(self) -> ChampionWatcher:
+        """Follows `models:/<name>@champion` in MLflow; `.start()` begins polling."""
+        import mlflow
+
+        from recolab.adapters.champion import ChampionWatcher, mlflow_champion_version
+        from recolab.adapters.scorer import load_scorer
+
+        client = mlflow.MlflowClient(tracking_uri=self.settings.resolved_tracking_uri)
+        return ChampionWatcher(
+            self.settings.model_name,
+            resolve=mlflow_champion_version(client),
+            load=lambda name, version: load_scorer(
+                f"models:/{name}/{version}", self.settings.resolved_tracking_uri, version
+            ),
+            interval_s=self.serving_config.champion_poll_interval_s,
+        )
+
+    # ---- ingestion
+    def dataset_source(self) -> MovieLensSource:
+        from recolab.adapters.ingestion import MovieLensSource
+
+        return MovieLensSource(self.settings.data_dir, self.pipeline_config.demo)
+
+    def validator(self) -> GxValidator:
+        from recolab.adapters.ingestion import GxValidator
+
+        return GxValidator(self.pipeline_config.validation_sample_size)
+
+    def loader(self) -> SqlLoader:
+        from recolab.adapters.ingestion import SqlLoader
+
+        return SqlLoader(self.engine)
+
+    def ingest(self, dataset: str, source: Path | None) -> IngestReport:
+        """Run the ingest use case without an orchestrator (the flow runs it as tasks)."""
+        from recolab.application.ingest import ingest
+
+        return ingest(
+            dataset,
+            source,
+            self.dataset_source(),
+            self.validator(),
+            self.loader(),
+            report_dir=self.report_dir("ingest", dataset),
+            clock=time.perf_counter,
+        )
+
+    def report_dir(self, kind: str, name: str) -> Path:
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        return self.settings.reports_dir / kind / f"{name}-{stamp}"
+
+    def close(self) -> None:
+        if "engine" in self.__dict__:
+            self.engine.dispose()
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether an error may pass on retry: lost database connections, timeouts, deadlocks."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError | TimeoutError | ConnectionError)
+
+
+def bootstrap(
+    settings: Settings | None = None, *, overrides: Iterable[str] = (), migrate: bool = True
+) -> Platform:
+    """Build the platform from settings (the environment by default)."""
+    return Platform(settings or Settings(), tuple(overrides), migrate)

@@ -1,0 +1,150 @@
+"""The SQL repositories and unit of work against real SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import random
+from concurrent.futures import ThreadPoolExecutor
+
+import pandas as pd
+import pytest
+from sqlalchemy import Engine, func, select
+
+from recolab.adapters.sql import schema as s
+from recolab.adapters.sql.engine import make_engine
+from recolab.adapters.sql.loading import load_dataset
+from recolab.adapters.sql.migrate import upgrade
+from recolab.adapters.sql.repositories import SqlAlchemyUnitOfWork, SqlCatalogue
+from recolab.application.users import RateMovie, get_profile, rate_movie, register_user
+from recolab.domain import EventBus, MovieId, MovieNotFound, MovieRated, UserNotFound
+
+MOVIES = pd.DataFrame(
+    {
+        "movie_id": [1, 2, 3, 4, 5],
+        "title": ["Heat", "Amélie", "100% Love_Story", "Alien", "Toy Story"],
+        "year": pd.array([1995, 2001, None, 1979, 1995], dtype="Int64"),
+        "genres": [
+            "Action|Crime",
+            "Comedy|Romance",
+            "Romance",
+            "Horror|Sci-Fi",
+            "Animation|Comedy",
+        ],
+    }
+)
+RATINGS = pd.DataFrame(
+    {
+        "user_id": [1, 1, 1, 2, 2, 3],
+        "movie_id": [1, 2, 4, 1, 3, 5],
+        "rating": [5.0, 4.0, 2.0, 3.5, 4.5, 1.0],
+        "timestamp": [1_000_000_000 + i for i in range(6)],
+    }
+)
+
+
+@pytest.fixture
+def engine(db_url: str) -> Engine:
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    load_dataset(engine, RATINGS, MOVIES, dataset="tiny", source="test")
+    return engine
+
+
+def recount(engine: Engine) -> dict[int, tuple[int, float]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(s.ratings.c.user_id, func.count(), func.avg(s.ratings.c.score)).group_by(
+                s.ratings.c.user_id
+            )
+        )
+        return {int(u): (int(n), round(float(a), 9)) for u, n, a in rows}
+
+
+def stored_users(engine: Engine) -> dict[int, tuple[int, float]]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(s.users.c.id, s.users.c.n_ratings, s.users.c.avg_rating))
+        return {int(u): (int(n), round(float(a), 9)) for u, n, a in rows if n}
+
+
+def test_rate_new_and_rerate_update_statistics(engine: Engine) -> None:
+    bus = EventBus()
+    seen: list[MovieRated] = []
+    bus.subscribe(MovieRated, seen.append)
+    out = rate_movie(RateMovie(3, 2, 4.5), SqlAlchemyUnitOfWork(engine), bus)
+    assert out.previous_score is None
+    assert (out.user.n_ratings, out.user.avg_rating) == (2, pytest.approx(2.75))
+    assert out.user.favorite_genres == ["Comedy", "Romance"]
+    again = rate_movie(RateMovie(3, 2, 2.0), SqlAlchemyUnitOfWork(engine), bus)
+    assert again.previous_score is not None and again.previous_score.value == 4.5
+    assert (again.user.n_ratings, again.user.avg_rating) == (2, pytest.approx(1.5))
+    assert again.user.favorite_genres == []
+    assert len(seen) == 2
+    with SqlAlchemyUnitOfWork(engine) as uow:
+        movie = uow.movies.get(MovieId(2))
+        assert movie is not None
+        assert (movie.rating_count, movie.avg_rating) == (2, pytest.approx(3.0))
+    assert stored_users(engine) == recount(engine)
+
+
+@pytest.mark.parametrize(
+    ("command", "error"),
+    [(RateMovie(99, 1, 4.0), UserNotFound), (RateMovie(1, 99, 4.0), MovieNotFound)],
+)
+def test_bad_rating_writes_nothing(engine: Engine, command: RateMovie, error: type) -> None:
+    before = recount(engine)
+    with pytest.raises(error):
+        rate_movie(command, SqlAlchemyUnitOfWork(engine), EventBus())
+    assert recount(engine) == before
+
+
+def test_register_profile_search_and_catalogue(engine: Engine) -> None:
+    user = register_user(SqlAlchemyUnitOfWork(engine), EventBus())
+    assert user.id.value == 4
+    profile = get_profile(4, SqlAlchemyUnitOfWork(engine))
+    assert profile.classification.value == "cold_start" and profile.recent_ratings == []
+    profile = get_profile(1, SqlAlchemyUnitOfWork(engine), recent=2)
+    assert [r.movie_id.value for r in profile.recent_ratings] == [4, 2]
+    with SqlAlchemyUnitOfWork(engine) as uow:
+        assert [m.title for m in uow.movies.search("love_", None, 10)] == ["100% Love_Story"]
+        assert [m.title for m in uow.movies.search("%", None, 10)] == ["100% Love_Story"]
+        assert {m.id.value for m in uow.movies.search(None, "comedy", 10)} == {2, 5}
+        # log10(2 + 1) * 4.25 for Heat beats log10(1 + 1) * 4.5 for the romance
+        assert [m.title for m in uow.movies.popular(2)] == ["Heat", "100% Love_Story"]
+        romance = uow.movies.popular(5, genres=["romance"])
+        assert [m.title for m in romance] == ["100% Love_Story", "Amélie"]
+    catalogue = SqlCatalogue(engine)
+    catalogue.refresh()
+    assert len(catalogue.movies()) == 5
+    amelie = catalogue.get(MovieId(2))
+    assert amelie is not None and amelie.genres == ("Comedy", "Romance")
+
+
+@pytest.mark.postgres
+def test_concurrent_ratings_lose_no_update(postgres_url: str) -> None:
+    upgrade(postgres_url)
+    engine = make_engine(postgres_url)
+    load_dataset(engine, RATINGS, MOVIES, dataset="tiny", source="test")
+    rng = random.Random(7)
+    commands = [
+        RateMovie(rng.choice([1, 2, 3]), rng.choice([1, 2, 3, 4, 5]), rng.choice([1.0, 3.5, 5.0]))
+        for _ in range(200)
+    ]
+
+    def rate(cmd: RateMovie) -> None:
+        rate_movie(cmd, SqlAlchemyUnitOfWork(engine), EventBus())
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(rate, commands))
+    assert stored_users(engine) == recount(engine)
+    with engine.connect() as conn:
+        movies = conn.execute(
+            select(s.movies.c.id, s.movies.c.rating_count, s.movies.c.avg_rating)
+        ).all()
+        truth = dict(
+            (int(m), (int(n), round(float(a), 9)))
+            for m, n, a in conn.execute(
+                select(s.ratings.c.movie_id, func.count(), func.avg(s.ratings.c.score)).group_by(
+                    s.ratings.c.movie_id
+                )
+            )
+        )
+    assert {int(m): (int(n), round(float(a), 9)) for m, n, a in movies if n} == truth
