@@ -9,15 +9,18 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from recolab.config import PipelineConfig, ServingConfig, Settings, load_section
+from recolab.config import ConfigError, PipelineConfig, ServingConfig, Settings, load_section
 from recolab.domain.events import EventBus, MovieRated
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from recolab.adapters.champion import ChampionWatcher
+    from recolab.adapters.features import FeatureSnapshot
     from recolab.adapters.ingestion import GxValidator, MovieLensSource, SqlLoader
+    from recolab.adapters.mlflow_registry import MlflowModelRegistry
     from recolab.adapters.sql.repositories import SqlAlchemyUnitOfWork, SqlCatalogue
+    from recolab.adapters.trainer import TrainingRun
     from recolab.application.ingest import IngestReport
     from recolab.application.recommend import Recommender
     from recolab.domain.ports import Cache, Scorer
@@ -127,6 +130,44 @@ class Platform:
             ),
             interval_s=self.serving_config.champion_poll_interval_s,
         )
+
+    # ---- features and training
+    def build_features(self, dataset: str) -> FeatureSnapshot:
+        from recolab.adapters.features import build_snapshot
+
+        return build_snapshot(
+            self.engine,
+            self.settings.features_dir,
+            dataset=dataset,
+            database=self.engine.url.render_as_string(hide_password=True),
+        )
+
+    def snapshot(self, snapshot_id: str | None = None) -> FeatureSnapshot:
+        from recolab.adapters.features import latest_snapshot, open_snapshot
+
+        root = self.settings.features_dir
+        return open_snapshot(root, snapshot_id) if snapshot_id else latest_snapshot(root)
+
+    def model_registry(self) -> MlflowModelRegistry:
+        from recolab.adapters.mlflow_registry import MlflowModelRegistry
+
+        return MlflowModelRegistry(
+            self.settings.resolved_tracking_uri,
+            self.settings.model_name,
+            self.settings.artifact_root,
+        )
+
+    def train(
+        self, protocol: str = "B", snapshot_id: str | None = None, overrides: Iterable[str] = ()
+    ) -> TrainingRun:
+        """Fit and evaluate NeuMF on a snapshot (the latest by default) under `protocol`."""
+        from recolab.adapters.trainer import PROTOCOLS, load_config, train
+
+        if protocol not in PROTOCOLS:
+            raise ConfigError(f"protocol = {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+        snapshot = self.snapshot(snapshot_id)
+        config = load_config(self.settings.config_dir, PROTOCOLS[protocol], list(overrides))
+        return train(snapshot, protocol, config, self.report_dir("train", snapshot.id))
 
     # ---- ingestion
     def dataset_source(self) -> MovieLensSource:

@@ -54,21 +54,68 @@ def ingest(
 
 
 @app.command()
-def features() -> None:
-    """Build a versioned feature snapshot from the database."""
-    _not_yet("features", 4)
+def features(
+    dataset: Annotated[
+        str, typer.Option(help="the dataset name recorded in the snapshot")
+    ] = "demo",
+    database_url: Annotated[str | None, typer.Option(help="overrides RECOLAB_DATABASE_URL")] = None,
+) -> None:
+    """Build a versioned feature snapshot from the database (the `features` flow)."""
+    from flows.features import features as features_flow
+
+    manifest = _run_flow(lambda: features_flow(dataset=dataset, database_url=database_url))
+    typer.echo(f"snapshot {manifest['id']}: {manifest['rows']}")
+
+
+Protocol = Annotated[
+    str, typer.Option(help="A: RMSE (explicit), B: top-10 nDCG@10, C: leave-one-out HR@10")
+]
+Overrides = Annotated[
+    list[str] | None, typer.Option("--set", help="config override key=value (repeatable)")
+]
 
 
 @app.command()
-def train() -> None:
-    """Train NeuMF, evaluate it, log and register it in MLflow."""
-    _not_yet("train", 4)
+def train(
+    dataset: Annotated[str, typer.Option(help="the dataset name (MLflow experiment)")] = "demo",
+    protocol: Protocol = "B",
+    snapshot: Annotated[str | None, typer.Option(help="feature snapshot id (latest)")] = None,
+    max_epochs: int | None = None,
+    override: Overrides = None,
+) -> None:
+    """Train NeuMF, evaluate it, log and register it in MLflow (the `train` flow)."""
+    from flows.train import train as train_flow
+
+    result = _run_flow(
+        lambda: train_flow(
+            dataset=dataset,
+            protocol=protocol,
+            snapshot_id=snapshot,
+            max_epochs=max_epochs,
+            overrides=list(override or []),
+        )
+    )
+    verdict = "champion" if result["promoted"] else "challenger"
+    typer.echo(f"model version {result['version']} ({verdict}): {result['reason']}")
+    typer.echo(f"MLflow run: {result['run_url']}")
 
 
 @app.command()
-def evaluate() -> None:
-    """Evaluate a registered model under the configured protocols."""
-    _not_yet("evaluate", 4)
+def evaluate(
+    protocol: Annotated[list[str] | None, typer.Option(help="protocols to run")] = None,
+    snapshot: Annotated[str | None, typer.Option(help="feature snapshot id (latest)")] = None,
+    override: Overrides = None,
+) -> None:
+    """Evaluate NeuMF and the baselines under protocols A, B and C (nothing is registered)."""
+    import json
+
+    from recolab.bootstrap import bootstrap
+
+    platform = bootstrap()
+    for name in protocol or ["A", "B", "C"]:
+        run = _guard(lambda name=name: platform.train(name, snapshot, list(override or [])))  # type: ignore[misc]
+        figures = {k: round(v, 4) for k, v in run.metrics.items() if not k.startswith("tier_")}
+        typer.echo(json.dumps({"protocol": name, **figures}))
 
 
 @app.command()
@@ -78,9 +125,28 @@ def serve() -> None:
 
 
 @app.command()
-def pipeline() -> None:
+def pipeline(
+    dataset: Annotated[str, typer.Option(help="demo, or a MovieLens release name")] = "demo",
+    source: Annotated[Path | None, typer.Option(help="a local folder or zip")] = None,
+    protocol: Protocol = "B",
+    max_epochs: int | None = None,
+    override: Overrides = None,
+) -> None:
     """Run the whole pipeline: ingest, validate, features, train, evaluate, promote."""
-    _not_yet("pipeline", 6)
+    from flows.pipeline import pipeline as pipeline_flow
+
+    result = _run_flow(
+        lambda: pipeline_flow(
+            dataset=dataset,
+            source=str(source) if source else None,
+            protocol=protocol,
+            max_epochs=max_epochs,
+            overrides=list(override or []),
+        )
+    )
+    trained = result["train"]
+    verdict = "champion" if trained["promoted"] else "challenger"
+    typer.echo(f"snapshot {result['snapshot']}; model version {trained['version']} ({verdict})")
 
 
 @data_app.command("download")
@@ -128,13 +194,14 @@ def data_demo(
 
 def _guard(action: Callable[[], T]) -> T:
     """Run `action`; a user error becomes a message and exit code 1, not a traceback."""
+    from recolab.adapters.features import FeaturesError
     from recolab.adapters.movielens import DatasetError
     from recolab.config import ConfigError
     from recolab.domain.errors import DomainError
 
     try:
         return action()
-    except (DatasetError, ConfigError, DomainError) as exc:
+    except (DatasetError, ConfigError, DomainError, FeaturesError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
 

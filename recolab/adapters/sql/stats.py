@@ -20,8 +20,11 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Connection,
+    CreateTableAs,
     Executable,
+    FromClause,
     FunctionElement,
+    Select,
     Table,
     any_,
     case,
@@ -34,6 +37,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.schema import DropTable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -98,23 +102,24 @@ def id_scope(dialect: str, ids: Collection[int]) -> Scope:
 
 
 def movie_statistics_statements(scope: Scope | None) -> list[Executable]:
-    """The UPDATE that recounts movie statistics (one statement, rated or not)."""
+    """The statements that recount movie statistics, rated or not.
+
+    With a scope, one UPDATE; without one, the counts are first materialised in a
+    temporary table (see :func:`user_statistics_statements`).
+    """
     counts = select(
         ratings.c.movie_id,
         func.count().label("n"),
         func.sum(ratings.c.score).label("total"),
-        func.avg(ratings.c.score).label("avg"),
     ).group_by(ratings.c.movie_id)
     if scope is not None:
         counts = counts.where(scope(ratings.c.movie_id))
-    c = counts.subquery("c")
+    c, setup, teardown = _figures_source(counts, "_movie_counts", scope)
     # Every movie in scope, rated or not, in one join: no anti-join for the planner to
     # misjudge, and movies whose last rating went away drop back to zero.
+    n, total = func.coalesce(c.c.n, 0), func.coalesce(c.c.total, 0.0)
     everyone = select(
-        movies.c.id,
-        func.coalesce(c.c.n, 0).label("n"),
-        func.coalesce(c.c.total, 0.0).label("total"),
-        func.coalesce(c.c.avg, 0.0).label("avg"),
+        movies.c.id, n.label("n"), total.label("total"), _average(n, total).label("avg")
     ).select_from(movies.outerjoin(c, c.c.movie_id == movies.c.id))
     if scope is not None:
         everyone = everyone.where(scope(movies.c.id))
@@ -125,32 +130,39 @@ def movie_statistics_statements(scope: Scope | None) -> list[Executable]:
         "avg_rating": s.c.avg,
         "popularity_score": func.log10(s.c.n + 1) * s.c.avg,
     }
-    return [_update_changed(movies, s.c.id, figures)]
+    return [*setup, _update_changed(movies, s.c.id, figures), *teardown]
 
 
 def user_statistics_statements(dialect: str, scope: Scope | None) -> list[Executable]:
-    """The UPDATE that recounts user statistics (one statement, with ratings or without)."""
+    """The statements that recount user statistics, with ratings or without.
+
+    With a scope, one UPDATE whose aggregates the planner can restrict to those ids.
+    Without one (every user), the aggregates are first materialised in temporary tables
+    with ``CREATE TABLE AS``: PostgreSQL may run that query in parallel, never an UPDATE's.
+    """
     counts = select(
         ratings.c.user_id,
         func.count().label("n"),
         func.sum(ratings.c.score).label("total"),
-        func.avg(ratings.c.score).label("avg"),
         func.max(ratings.c.timestamp).label("last_ts"),
     ).group_by(ratings.c.user_id)
     if scope is not None:
         counts = counts.where(scope(ratings.c.user_id))
-    c = counts.subquery("c")
-    top = _favorite_genres(dialect, scope)
+    c, count_setup, count_teardown = _figures_source(counts, "_user_counts", scope)
+    top, top_setup, top_teardown = _figures_source(
+        _favorite_genres(dialect, scope), "_user_favorites", scope
+    )
     favorites = (
         top.c.g1
         + func.coalesce(GENRE_SEPARATOR + top.c.g2, "")
         + func.coalesce(GENRE_SEPARATOR + top.c.g3, "")
     )
+    n, total = func.coalesce(c.c.n, 0), func.coalesce(c.c.total, 0.0)
     everyone = select(
         users.c.id,
-        func.coalesce(c.c.n, 0).label("n"),
-        func.coalesce(c.c.total, 0.0).label("total"),
-        func.coalesce(c.c.avg, 0.0).label("avg"),
+        n.label("n"),
+        total.label("total"),
+        _average(n, total).label("avg"),
         c.c.last_ts,
         func.coalesce(favorites, "").label("favorites"),
     ).select_from(
@@ -166,11 +178,35 @@ def user_statistics_statements(dialect: str, scope: Scope | None) -> list[Execut
         "last_activity": EpochToTimestamp(s.c.last_ts),
         "favorite_genres": s.c.favorites,
     }
-    return [_update_changed(users, s.c.id, figures)]
+    return [
+        *count_setup,
+        *top_setup,
+        _update_changed(users, s.c.id, figures),
+        *count_teardown,
+        *top_teardown,
+    ]
 
 
-def _favorite_genres(dialect: str, scope: Scope | None) -> Any:
-    """Subquery (user_id, g1, g2, g3): a user's top genres among positive ratings."""
+def _average(n: ColumnElement[Any], total: ColumnElement[Any]) -> ColumnElement[Any]:
+    # sum / count is what avg() returns, without avg()'s extra per-row work; 0 when unrated.
+    return case((n > 0, total / n), else_=0.0)
+
+
+def _figures_source(
+    query: Select[Any], name: str, scope: Scope | None
+) -> tuple[FromClause, list[Executable], list[Executable]]:
+    """``query`` as a subquery (scoped), or as a temporary table built from it (everything).
+
+    Returns the FROM element, the statements that create it and those that drop it.
+    """
+    if scope is not None:
+        return query.subquery(name.lstrip("_")), [], []
+    create = CreateTableAs(query, name, temporary=True)
+    return create.table, [create], [DropTable(create.table)]
+
+
+def _favorite_genres(dialect: str, scope: Scope | None) -> Select[Any]:
+    """(user_id, g1, g2, g3): a user's top genres among positive ratings."""
     per_genre = (
         select(ratings.c.user_id, movie_genres.c.genre, func.count().label("n"))
         .join_from(ratings, movie_genres, movie_genres.c.movie_id == ratings.c.movie_id)
@@ -192,7 +228,6 @@ def _favorite_genres(dialect: str, scope: Scope | None) -> Any:
         select(ranked.c.user_id, *picks)
         .where(ranked.c.rn <= N_FAVORITE_GENRES)
         .group_by(ranked.c.user_id)
-        .subquery("top")
     )
 
 

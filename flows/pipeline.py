@@ -1,0 +1,37 @@
+"""Prefect flow `pipeline`: ingest -> validate -> features -> train -> evaluate -> promote.
+
+Each step is a subflow; a failed step stops the pipeline with its report, so nothing
+downstream runs on bad data. A running service picks up a new champion on its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from flows.features import features
+from flows.ingest import ingest
+from flows.train import train
+
+
+@flow(name="pipeline", flow_run_name="pipeline-{dataset}", log_prints=True)
+def pipeline(
+    dataset: str = "demo",
+    source: str | None = None,
+    protocol: str = "B",
+    max_epochs: int | None = None,
+    overrides: list[str] | None = None,
+    database_url: str | None = None,
+) -> dict[str, Any]:
+    loaded = ingest(dataset=dataset, source=source, database_url=database_url, overrides=overrides)
+    manifest = features(dataset=dataset, database_url=database_url, overrides=overrides)
+    trained = train(
+        dataset=dataset,
+        protocol=protocol,
+        snapshot_id=manifest["id"],
+        max_epochs=max_epochs,
+        overrides=overrides,
+        database_url=database_url,
+    )
+    return {"ingest": loaded, "snapshot": manifest["id"], "train": trained}

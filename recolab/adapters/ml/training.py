@@ -1,0 +1,372 @@
+"""Training entry point: a ratings DataFrame and a `TrainConfig` in, a fitted NeuMF out.
+
+`load_train_config` reads configs/model.yaml and configs/trainer.yaml: top-level keys are
+shared, and an `explicit:` or `implicit:` section overrides them for that mode.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+import yaml
+from torch import Tensor
+
+from recolab.adapters.ml.datamodule import (
+    IdIndex,
+    InteractionDataModule,
+    Interactions,
+    RankingCandidates,
+    pair_keys,
+    sample_negatives,
+)
+from recolab.adapters.ml.neumf import NeuMF, NeuMFConfig
+from recolab.adapters.ml.system import RATING_MIN, RATING_SPAN, Mode, NeuMFSystem
+
+MODES: tuple[Mode, ...] = ("explicit", "implicit")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of one training run (model shape, optimisation, validation, hardware)."""
+
+    mode: Mode = "explicit"
+    # model
+    gmf_dim: int = 32
+    mlp_dim: int = 32
+    mlp_layers: tuple[int, ...] = (128, 64, 32)
+    dropout: float = 0.2
+    use_bias: bool = True
+    init_std: float = 0.01
+    # optimisation
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    embedding_reg: float = 0.0
+    batch_size: int = 2048
+    max_epochs: int = 20
+    min_epochs: int = 1
+    num_negatives: int = 4
+    # validation and early stopping
+    val_fraction: float = 0.05
+    val_negatives: int = 100
+    patience: int = 2
+    top_k: int = 10
+    # hardware and reproducibility
+    seed: int = 42
+    accelerator: str = "auto"
+    devices: int | str | list[int] = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    deterministic: bool | Literal["warn"] = "warn"
+    enable_progress_bar: bool = False
+
+    @property
+    def monitor(self) -> tuple[str, Literal["min", "max"]]:
+        if self.mode == "explicit":
+            return "val/rmse", "min"
+        return f"val/ndcg@{self.top_k}", "max"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["mlp_layers"] = list(self.mlp_layers)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown training settings: {sorted(unknown)}")
+        values = dict(data)
+        if "mlp_layers" in values:
+            values["mlp_layers"] = tuple(values["mlp_layers"])
+        if values.get("mode", "explicit") not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {values['mode']!r}")
+        return cls(**values)
+
+
+def load_train_config(*paths: Path, mode: Mode | None = None) -> TrainConfig:
+    """Merge YAML files (later wins), then apply the section of `mode` (or of their `mode`)."""
+    merged: dict[str, Any] = {}
+    sections: dict[str, dict[str, Any]] = {m: {} for m in MODES}
+    for path in paths:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        for m in MODES:
+            sections[m].update(data.pop(m, None) or {})
+        merged.update(data)
+    chosen = mode or merged.get("mode", "explicit")
+    if chosen not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {chosen!r}")
+    merged.update(sections[chosen])
+    merged["mode"] = chosen
+    return TrainConfig.from_dict(merged)
+
+
+@dataclass
+class FitResult:
+    """A fitted model on CPU in eval mode, the id maps it was trained with, and its history."""
+
+    model: NeuMF
+    config: TrainConfig
+    users: IdIndex
+    items: IdIndex
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_score: float | None = None
+    fit_seconds: float = 0.0
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Everything needed to rebuild the model on CPU (plain types + a state_dict)."""
+        return {
+            "train_config": self.config.to_dict(),
+            "model_config": self.model.config.to_dict(),
+            "user_ids": self.users.ids.tolist(),
+            "item_ids": self.items.ids.tolist(),
+            "state_dict": self.model.state_dict(),
+        }
+
+    @classmethod
+    def from_checkpoint(cls, data: dict[str, Any]) -> FitResult:
+        model = NeuMF(NeuMFConfig.from_dict(data["model_config"]))
+        model.load_state_dict(data["state_dict"])
+        model.eval()
+        return cls(
+            model=model,
+            config=TrainConfig.from_dict(data["train_config"]),
+            users=IdIndex(np.asarray(data["user_ids"])),
+            items=IdIndex(np.asarray(data["item_ids"])),
+        )
+
+
+class _KeepBest(pl.Callback):
+    """Keeps the best weights in memory (no checkpoint files) and restores them at the end."""
+
+    def __init__(self, monitor: str, mode: Literal["min", "max"]) -> None:
+        self.monitor = monitor
+        self.sign = 1.0 if mode == "min" else -1.0
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self.state: dict[str, Tensor] | None = None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None or trainer.sanity_checking:
+            return
+        current = float(value)
+        if self.best is None or self.sign * current < self.sign * self.best:
+            self.best, self.best_epoch = current, trainer.current_epoch
+            self.state = copy.deepcopy(pl_module.state_dict())
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.state is not None:
+            pl_module.load_state_dict(self.state)
+
+
+def _holdout_explicit(
+    data: Interactions, fraction: float, rng: np.random.Generator
+) -> tuple[Interactions, Interactions | None]:
+    if fraction <= 0:
+        return data, None
+    is_val = rng.random(len(data)) < fraction
+    train = Interactions(data.users[~is_val], data.items[~is_val], data.targets[~is_val])
+    val = Interactions(data.users[is_val], data.items[is_val], data.targets[is_val])
+    return train, (val if len(val) else None)
+
+
+def _holdout_ranking(
+    data: Interactions, n_items: int, n_negatives: int, rng: np.random.Generator, seed: int
+) -> tuple[Interactions, RankingCandidates | None]:
+    """One random positive per user with at least 3 interactions, against sampled negatives."""
+    if n_negatives <= 0:
+        return data, None
+    order = np.lexsort((rng.random(len(data)), data.users))
+    users_sorted = data.users[order]
+    first = np.r_[True, users_sorted[1:] != users_sorted[:-1]]
+    counts = np.bincount(data.users)
+    pick = order[first & (counts[users_sorted] >= 3)]
+    if pick.size == 0:
+        return data, None
+    keep = np.ones(len(data), dtype=bool)
+    keep[pick] = False
+    train = Interactions(data.users[keep], data.items[keep], data.targets[keep])
+    known = torch.sort(
+        pair_keys(torch.from_numpy(data.users), torch.from_numpy(data.items), n_items)
+    ).values
+    neg_users = torch.from_numpy(data.users[pick]).repeat_interleave(n_negatives)
+    generator = torch.Generator().manual_seed(seed)
+    negatives = sample_negatives(neg_users, n_items, known, generator).view(-1, n_negatives)
+    candidates = np.concatenate([data.items[pick, None], negatives.numpy()], axis=1)
+    return train, RankingCandidates(data.users[pick], candidates)
+
+
+def encode(ratings: pd.DataFrame, mode: Mode) -> tuple[Interactions, IdIndex, IdIndex]:
+    """Ratings to index interactions; explicit targets are (rating - 0.5) / 4.5."""
+    users = IdIndex(ratings["user_id"].to_numpy())
+    items = IdIndex(ratings["movie_id"].to_numpy())
+    if mode == "explicit":
+        targets = (ratings["rating"].to_numpy(np.float32) - RATING_MIN) / RATING_SPAN
+    else:
+        targets = np.ones(len(ratings), dtype=np.float32)
+    data = Interactions(
+        users.lookup(ratings["user_id"].to_numpy()),
+        items.lookup(ratings["movie_id"].to_numpy()),
+        targets.astype(np.float32),
+    )
+    return data, users, items
+
+
+def build_trainer(config: TrainConfig, callbacks: list[pl.Callback], **overrides: Any) -> pl.Trainer:
+    """A Trainer without per-step overhead: no logger, summary, sanity steps or checkpoints."""
+    options: dict[str, Any] = {
+        "accelerator": config.accelerator,
+        "devices": config.devices,
+        "num_nodes": config.num_nodes,
+        "strategy": config.strategy,
+        "precision": config.precision,
+        "deterministic": config.deterministic,
+        "max_epochs": config.max_epochs,
+        "min_epochs": config.min_epochs,
+        "callbacks": callbacks,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_model_summary": False,
+        "enable_progress_bar": config.enable_progress_bar,
+        "num_sanity_val_steps": 0,
+        "log_every_n_steps": 1_000_000,
+    }
+    options.update(overrides)
+    return pl.Trainer(**options)
+
+
+def build_model(config: TrainConfig, n_users: int, n_items: int, global_mean: float) -> NeuMF:
+    return NeuMF(
+        NeuMFConfig(
+            n_users=n_users,
+            n_items=n_items,
+            gmf_dim=config.gmf_dim,
+            mlp_dim=config.mlp_dim,
+            mlp_layers=config.mlp_layers,
+            dropout=config.dropout,
+            use_bias=config.use_bias,
+            init_std=config.init_std,
+            global_mean=global_mean,
+        )
+    )
+
+
+def fit(ratings: pd.DataFrame, config: TrainConfig, **trainer_overrides: Any) -> FitResult:
+    """Train NeuMF on `ratings` (contract columns) and return the best weights seen.
+
+    A slice of `ratings` is held out for early stopping: `val_fraction` of the rows in
+    explicit mode, one random positive per user (against `val_negatives` sampled items) in
+    implicit mode. `trainer_overrides` go to `pl.Trainer` (e.g. fast_dev_run=True).
+    """
+    start = time.perf_counter()
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    data, users, items = encode(ratings, config.mode)
+    rng = np.random.default_rng(config.seed)
+    val: Interactions | None = None
+    ranking: RankingCandidates | None = None
+    if config.mode == "explicit":
+        train, val = _holdout_explicit(data, config.val_fraction, rng)
+        global_mean = float(train.targets.mean())
+    else:
+        train, ranking = _holdout_ranking(
+            data, len(items), config.val_negatives, rng, config.seed
+        )
+        global_mean = 0.0
+    model = build_model(config, len(users), len(items), global_mean)
+    system = NeuMFSystem(
+        model,
+        mode=config.mode,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        embedding_reg=config.embedding_reg,
+        top_k=config.top_k,
+    )
+    datamodule = InteractionDataModule(
+        train,
+        len(items),
+        batch_size=config.batch_size,
+        num_negatives=config.num_negatives if config.mode == "implicit" else 0,
+        val=val,
+        val_ranking=ranking,
+        seed=config.seed,
+    )
+    monitor, direction = config.monitor
+    keep_best = _KeepBest(monitor, direction)
+    callbacks: list[pl.Callback] = [keep_best]
+    if val is not None or ranking is not None:
+        callbacks.append(
+            pl.callbacks.EarlyStopping(monitor, patience=config.patience, mode=direction)
+        )
+    trainer = build_trainer(config, callbacks, **trainer_overrides)
+    trainer.fit(system, datamodule=datamodule)
+    model = system.model.cpu().eval()
+    return FitResult(
+        model=model,
+        config=config,
+        users=users,
+        items=items,
+        history=list(system.history),
+        best_epoch=keep_best.best_epoch,
+        best_score=keep_best.best,
+        fit_seconds=time.perf_counter() - start,
+    )
+
+
+class NeuMFRecommender:
+    """NeuMF behind the evaluation API (fit / predict / score on raw ids).
+
+    Pairs with an id unseen in training fall back to the bias terms that are known.
+    """
+
+    def __init__(self, config: TrainConfig, **trainer_overrides: Any) -> None:
+        self.config = config
+        self.trainer_overrides = trainer_overrides
+        self.result: FitResult | None = None
+
+    def fit(self, ratings: pd.DataFrame) -> NeuMFRecommender:
+        self.result = fit(ratings, self.config, **self.trainer_overrides)
+        return self
+
+    def _fitted(self) -> FitResult:
+        if self.result is None:
+            raise RuntimeError("fit the recommender first")
+        return self.result
+
+    @torch.no_grad()
+    def score(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
+        """Raw model output per pair (a logit in implicit mode)."""
+        result = self._fitted()
+        u = torch.from_numpy(result.users.lookup(user_ids))
+        i = torch.from_numpy(result.items.lookup(item_ids))
+        known = (u >= 0) & (i >= 0)
+        model = result.model
+        out = model.global_bias.detach().expand(u.shape).clone()
+        if model.user_bias is not None and model.item_bias is not None:
+            out += torch.where(u >= 0, model.user_bias.weight[u.clamp(min=0), 0], 0.0)
+            out += torch.where(i >= 0, model.item_bias.weight[i.clamp(min=0), 0], 0.0)
+        if bool(known.any()):
+            out[known] = model(u[known], i[known]).float()
+        return out.numpy().astype(np.float64)
+
+    def predict(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
+        """Ratings in stars (explicit mode only)."""
+        if self.config.mode != "explicit":
+            raise ValueError("an implicit-feedback model does not predict ratings")
+        normalised = np.clip(self.score(user_ids, item_ids), 0.0, 1.0)
+        return normalised * RATING_SPAN + RATING_MIN
+
+
+def with_overrides(config: TrainConfig, **changes: Any) -> TrainConfig:
+    """A copy of `config` with some settings changed (validated like a loaded config)."""
+    return TrainConfig.from_dict({**config.to_dict(), **changes}) if changes else replace(config)

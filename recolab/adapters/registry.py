@@ -1,0 +1,456 @@
+"""MLflow tracking and model registry for NeuMF: runs, the pyfunc model, the champion alias.
+
+These functions only read and write MLflow; whether a model deserves the `champion` alias is
+decided in the domain (`recolab.domain.promotion`). Every function takes the tracking URI or a
+client explicitly: nothing here relies on MLflow's process-wide defaults except
+`register_model`, which must (the fluent `log_model` API), and restores them afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
+
+from recolab.adapters.champion import ALIAS as CHAMPION_ALIAS
+from recolab.adapters.scorer import to_relevance
+
+if TYPE_CHECKING:
+    from recolab.adapters.features import FeatureSnapshot
+    from recolab.adapters.ml.training import FitResult, NeuMFRecommender
+
+# Run tags that make two runs comparable (same protocol on the same feature snapshot).
+TAG_DATASET = "dataset"
+TAG_SNAPSHOT = "snapshot"
+TAG_PROTOCOL = "protocol"
+TAG_GIT_COMMIT = "git_commit"
+# Model version tags.
+TAG_CHALLENGER = "challenger"
+COMPARISON_PREFIX = "promotion."
+
+MODEL_ARTIFACT = "model"
+CHECKPOINT = "checkpoint"
+MOVIES = "movies"
+
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("long", "user_id"), ColSpec("long", "movie_id")]),
+    outputs=Schema([ColSpec("double", "score")]),
+)
+# What the pyfunc needs at load time besides RecoLab itself (which the service has installed).
+_RUNTIME_PACKAGES = ("mlflow", "torch", "pytorch-lightning", "numpy", "pandas", "pyarrow", "pyyaml")
+_MODEL_CODE = """import mlflow
+
+from recolab.adapters.registry import NeuMFPyfunc
+
+mlflow.models.set_model(NeuMFPyfunc())
+"""
+_NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+_BATCH_METRICS = 1000  # MLflow's per-request limits for log_batch
+_BATCH_PARAMS_TAGS = 100
+_MAX_VALUE = 6000
+
+
+class NeuMFPyfunc(mlflow.pyfunc.PythonModel):
+    """A NeuMF checkpoint + movie metadata as an MLflow pyfunc.
+
+    `predict` takes a DataFrame of (user_id, movie_id) pairs and returns relevance in [0, 1].
+    Ids unseen in training fall back to the bias terms that are known. The serving side
+    unwraps it (`unwrap_python_model()`) and reads `.fit_result` and `.movies`.
+    """
+
+    def __init__(self) -> None:
+        # Nothing heavy lives on the instance when it is pickled: weights are artefacts.
+        self.fit_result: FitResult | None = None
+        self.movies: pd.DataFrame | None = None
+        self._recommender: NeuMFRecommender | None = None
+
+    @classmethod
+    def from_fit_result(cls, fit_result: FitResult, movies: pd.DataFrame) -> NeuMFPyfunc:
+        """The in-memory equivalent of a loaded model (same `predict`)."""
+        model = cls()
+        model._attach(fit_result, movies)
+        return model
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        from recolab.adapters.ml.training import FitResult
+
+        data = load_checkpoint(Path(context.artifacts[CHECKPOINT]))
+        movies = pd.read_parquet(context.artifacts[MOVIES])
+        self._attach(FitResult.from_checkpoint(data), movies)
+
+    def _attach(self, fit_result: FitResult, movies: pd.DataFrame) -> None:
+        from recolab.adapters.ml.training import NeuMFRecommender
+
+        self.fit_result, self.movies = fit_result, movies
+        self._recommender = NeuMFRecommender(fit_result.config)
+        self._recommender.result = fit_result
+
+    def predict(
+        self,
+        context: mlflow.pyfunc.PythonModelContext | None,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> np.ndarray:
+        if self._recommender is None or self.fit_result is None:
+            raise RuntimeError("the model is not loaded")
+        users = model_input["user_id"].to_numpy(np.int64)
+        items = model_input["movie_id"].to_numpy(np.int64)
+        raw = torch.from_numpy(self._recommender.score(users, items))
+        return to_relevance(raw, self.fit_result.config.mode).numpy()
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint written by `torch.save(fit_result.checkpoint())`, onto the CPU."""
+    data: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    return data
+
+
+def mlflow_client(tracking_uri: str) -> mlflow.MlflowClient:
+    """A client whose tracking and registry are both `tracking_uri`."""
+    return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def metric_key(name: str) -> str:
+    """An MLflow-safe metric/param/tag key: `val/ndcg@10` -> `val/ndcg_at_10`."""
+    return re.sub(r"[^/\w.\- ]", "_", name.replace("@", "_at_"))
+
+
+def _is_server(tracking_uri: str) -> bool:
+    return urlparse(tracking_uri).scheme in ("http", "https", "databricks")
+
+
+def ensure_experiment(tracking_uri: str, name: str, artifact_root: Path) -> str:
+    """The id of experiment `name`, created (or restored) if needed.
+
+    A local store (SQLite, file, database URL) gets an explicit artifact location
+    `artifact_root/<name>`, else MLflow would write under the current directory; a
+    tracking server chooses its own.
+    """
+    client = mlflow_client(tracking_uri)
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        if found.lifecycle_stage == "deleted":
+            client.restore_experiment(found.experiment_id)
+        return str(found.experiment_id)
+    location = None
+    if not _is_server(tracking_uri):
+        folder = re.sub(r"[^\w.\-]", "_", name)
+        location = (Path(artifact_root) / folder).resolve().as_uri()
+    try:
+        return str(client.create_experiment(name, artifact_location=location))
+    except MlflowException as exc:
+        # Another process created it between our lookup and our create.
+        again = client.get_experiment_by_name(name)
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS" or again is None:
+            raise
+        return str(again.experiment_id)
+
+
+def flatten_params(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested settings as flat `a.b` params; sequences as JSON, values cut to MLflow's limit."""
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten_params(value, f"{name}."))
+            continue
+        text = json.dumps(list(value)) if isinstance(value, list | tuple) else str(value)
+        out[metric_key(name)] = text[:_MAX_VALUE]
+    return out
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    """The commit of the code being run, or "unknown" outside a git checkout."""
+    from recolab.config import PROJECT_ROOT
+
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=cwd or PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return done.stdout.strip() or "unknown"
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _log_batched(
+    client: mlflow.MlflowClient,
+    run_id: str,
+    *,
+    metrics: Sequence[Metric] = (),
+    params: Sequence[Param] = (),
+    tags: Sequence[RunTag] = (),
+) -> None:
+    for chunk in _chunks(metrics, _BATCH_METRICS):
+        client.log_batch(run_id, metrics=chunk)
+    for chunk in _chunks(params, _BATCH_PARAMS_TAGS):
+        client.log_batch(run_id, params=chunk)
+    for chunk in _chunks(tags, _BATCH_PARAMS_TAGS):
+        client.log_batch(run_id, tags=chunk)
+
+
+def _epoch_metrics(history: Sequence[Mapping[str, float]], now_ms: int) -> list[Metric]:
+    out = []
+    for position, row in enumerate(history):
+        step = int(row.get("epoch", position))
+        for key, value in row.items():
+            if key != "epoch" and value is not None:
+                out.append(Metric(metric_key(key), float(value), now_ms, step))
+    return out
+
+
+def _snapshot_input(snapshot: FeatureSnapshot) -> DatasetInput:
+    """The feature snapshot as a dataset: its folder as source, its content hash as digest."""
+    import pyarrow.parquet as pq
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.models import infer_signature
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    ratings = snapshot.path / "ratings.parquet"
+    digest = str(snapshot.manifest.get("content_hash", snapshot.id))[:36]
+    # MLflow warns about integer columns (a hint for model inputs) and about its file source
+    # being registered twice; neither applies to a dataset record.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        schema = None
+        if ratings.exists():
+            empty = pq.read_schema(ratings).empty_table().to_pandas()
+            schema = infer_signature(empty).inputs
+        source = resolve_dataset_source(snapshot.path.resolve().as_uri())
+    dataset = MetaDataset(source=source, name=snapshot.id, digest=digest, schema=schema)
+    return DatasetInput(
+        dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")]
+    )
+
+
+def _id_maps(fit_result: FitResult, folder: Path) -> None:
+    for name, index, column in (
+        ("users", fit_result.users, "user_id"),
+        ("items", fit_result.items, "movie_id"),
+    ):
+        frame = pd.DataFrame({"index": np.arange(len(index)), column: index.ids})
+        frame.to_csv(folder / f"{name}.csv", index=False)
+
+
+def log_training_run(
+    *,
+    tracking_uri: str,
+    experiment_id: str,
+    fit_result: FitResult,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    history: Sequence[Mapping[str, float]],
+    report: Mapping[str, Any],
+    artefacts: Mapping[str, Path],
+    snapshot: FeatureSnapshot,
+    protocol: str,
+    tags: Mapping[str, str] | None = None,
+    run_name: str | None = None,
+) -> str:
+    """Record one training run and return its id.
+
+    Params: the training config plus `params` (flattened). Metrics: `metrics` as final
+    values and `history` rows as per-epoch steps, sent in batches. Artefacts: the report
+    (evaluation/report.json), the id maps (id_maps/*.csv), the config (config/*.yaml), the
+    snapshot manifest, and each `artefacts` entry: a file or folder logged under the run
+    folder named by its key (e.g. {"plots": Path("curves.png")}). The snapshot is the run's
+    training dataset input; tags name dataset, snapshot, protocol and git commit.
+    """
+    from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
+
+    client = mlflow_client(tracking_uri)
+    commit = git_commit()
+    run_tags = {
+        **(tags or {}),
+        TAG_DATASET: str(snapshot.manifest.get("dataset", "unknown")),
+        TAG_SNAPSHOT: snapshot.id,
+        TAG_PROTOCOL: protocol,
+        TAG_GIT_COMMIT: commit,
+        MLFLOW_GIT_COMMIT: commit,
+    }
+    run = client.create_run(experiment_id, tags=run_tags, run_name=run_name)
+    run_id = run.info.run_id
+    try:
+        config = fit_result.config.to_dict()
+        now_ms = int(time.time() * 1000)
+        final = [Metric(metric_key(k), float(v), now_ms, 0) for k, v in metrics.items()]
+        flat = flatten_params({**config, **params})
+        _log_batched(
+            client,
+            run_id,
+            metrics=final + _epoch_metrics(history, now_ms),
+            params=[Param(k, v) for k, v in flat.items()],
+        )
+        client.log_inputs(run_id, datasets=[_snapshot_input(snapshot)])
+        client.log_dict(run_id, dict(report), "evaluation/report.json")
+        client.log_dict(run_id, config, "config/train_config.yaml")
+        client.log_dict(run_id, json.loads(json.dumps(params, default=str)), "config/params.yaml")
+        client.log_dict(run_id, snapshot.manifest, "dataset/manifest.json")
+        with tempfile.TemporaryDirectory() as tmp:
+            _id_maps(fit_result, Path(tmp))
+            client.log_artifacts(run_id, tmp, "id_maps")
+        for folder, path in artefacts.items():
+            if Path(path).is_dir():
+                client.log_artifacts(run_id, str(path), folder)
+            else:
+                client.log_artifact(run_id, str(path), folder)
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    return str(run_id)
+
+
+def _requirements() -> list[str]:
+    pins = []
+    for package in _RUNTIME_PACKAGES:
+        try:
+            pins.append(f"{package}=={metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            pins.append(package)
+    return pins
+
+
+@contextmanager
+def _tracking(tracking_uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API at `tracking_uri` for a block (not thread-safe)."""
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
+
+
+def example_input(fit_result: FitResult, n: int = 3) -> pd.DataFrame:
+    """A few known (user, movie) pairs, the registered model's input example."""
+    users, items = fit_result.users.ids, fit_result.items.ids
+    return pd.DataFrame(
+        {
+            "user_id": users[np.arange(n) % len(users)].astype(np.int64),
+            "movie_id": items[np.arange(n) % len(items)].astype(np.int64),
+        }
+    )
+
+
+def register_model(
+    *,
+    tracking_uri: str,
+    run_id: str,
+    fit_result: FitResult,
+    model_name: str,
+    movies: pd.DataFrame,
+    input_example: pd.DataFrame | None = None,
+) -> str:
+    """Log `fit_result` as a pyfunc in run `run_id`, register it as `model_name`; the version.
+
+    The model holds everything serving needs (weights + id maps in checkpoint.pt, movie
+    metadata in movies.parquet) and loads on CPU without the training data. Requirements
+    are pinned explicitly, so MLflow does not infer them by importing the model again.
+    """
+    with tempfile.TemporaryDirectory() as tmp, _tracking(tracking_uri):
+        checkpoint = Path(tmp) / "checkpoint.pt"
+        torch.save(fit_result.checkpoint(), checkpoint)
+        movies_file = Path(tmp) / "movies.parquet"
+        movies.to_parquet(movies_file, index=False)
+        # Models from code: the model file names our class instead of pickling an instance.
+        code = Path(tmp) / "neumf_model.py"
+        code.write_text(_MODEL_CODE)
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_ARTIFACT,
+                python_model=str(code),
+                artifacts={CHECKPOINT: str(checkpoint), MOVIES: str(movies_file)},
+                signature=SIGNATURE,
+                input_example=example_input(fit_result) if input_example is None else input_example,
+                pip_requirements=_requirements(),
+                registered_model_name=model_name,
+                metadata={"mode": fit_result.config.mode, "requires": "recolab"},
+            )
+    if info.registered_model_version is None:
+        raise RuntimeError(f"MLflow did not register {model_name}")
+    return str(info.registered_model_version)
+
+
+# -- promotion: reads and writes only; the rule is recolab.domain.promotion ----------------
+
+
+def champion_metric(
+    client: mlflow.MlflowClient, model_name: str, metric: str, protocol: str, snapshot_id: str
+) -> tuple[str, float] | None:
+    """(version, value) of the champion's run metric, or None when not comparable.
+
+    None when there is no champion, its run was measured under another protocol or on
+    another snapshot, or the run lacks the metric.
+    """
+    try:
+        version = client.get_model_version_by_alias(model_name, CHAMPION_ALIAS)
+    except MlflowException as exc:
+        if exc.error_code in _NOT_FOUND:
+            return None
+        raise
+    if not version.run_id:
+        return None
+    run = client.get_run(version.run_id)
+    run_tags = run.data.tags
+    if run_tags.get(TAG_PROTOCOL) != protocol or run_tags.get(TAG_SNAPSHOT) != snapshot_id:
+        return None
+    value = run.data.metrics.get(metric_key(metric))
+    if value is None or math.isnan(value):
+        return None
+    return str(version.version), float(value)
+
+
+def set_champion(client: mlflow.MlflowClient, model_name: str, version: str) -> None:
+    """Move the `champion` alias to `version` (serving follows it)."""
+    client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version)
+
+
+def tag_challenger(client: mlflow.MlflowClient, model_name: str, version: str, reason: str) -> None:
+    """Mark a version that did not replace the champion, with why."""
+    client.set_model_version_tag(model_name, version, TAG_CHALLENGER, reason[:_MAX_VALUE])
+
+
+def record_comparison(
+    client: mlflow.MlflowClient, model_name: str, version: str, details: Mapping[str, Any]
+) -> None:
+    """Keep the promotion comparison on the model version and on its run (tags + JSON)."""
+    tags = {f"{COMPARISON_PREFIX}{metric_key(k)}": str(v)[:_MAX_VALUE] for k, v in details.items()}
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, version, key, value)
+    run_id = client.get_model_version(model_name, version).run_id
+    if run_id:
+        _log_batched(client, run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        payload = json.loads(json.dumps(dict(details), default=str))
+        client.log_dict(run_id, payload, "promotion/comparison.json")

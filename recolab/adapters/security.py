@@ -1,0 +1,258 @@
+"""Security for the HTTP service: JWT bearer tokens (HS256) and per-client rate limiting.
+
+Tokens carry `sub` (a user id, or a name for operators), `role` (`user` or `admin`), `iat`,
+`exp` and `iss`. A `user` may read and write only the data of the user named by `sub`;
+an `admin` may act on anyone's. Rate limiting is a token bucket per client in one process,
+or a fixed window shared through Redis (one Lua script: INCR + EXPIRE) when Redis is set.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import jwt
+
+from recolab.config import DEFAULT_JWT_SECRET, ConfigError, Settings
+
+log = logging.getLogger(__name__)
+
+Role = Literal["user", "admin"]
+ROLES: tuple[Role, ...] = ("user", "admin")
+ALGORITHM = "HS256"
+ISSUER = "recolab"
+MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash
+MAX_TTL_S = 366 * 24 * 3600
+
+
+class AuthError(Exception):
+    """The request carries no valid credentials (HTTP 401)."""
+
+
+class Forbidden(Exception):
+    """Valid credentials, but not for this resource (HTTP 403)."""
+
+
+class RateLimited(Exception):
+    """Too many requests from one client (HTTP 429); retry after `retry_after_s`."""
+
+    def __init__(self, retry_after_s: int, limit: int) -> None:
+        super().__init__(f"rate limit of {limit} requests per minute exceeded")
+        self.retry_after_s = retry_after_s
+        self.limit = limit
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling, from a verified token."""
+
+    subject: str
+    role: Role
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def may_access(self, user_id: int) -> bool:
+        return self.is_admin or self.subject == str(user_id)
+
+    def require_access(self, user_id: int) -> None:
+        """Raise `Forbidden` unless this principal may read and write `user_id`'s data."""
+        if not self.may_access(user_id):
+            raise Forbidden(f"token for {self.subject!r} may not access user {user_id}")
+
+    def require_admin(self) -> None:
+        if not self.is_admin:
+            raise Forbidden("this operation needs a token with the admin role")
+
+
+def issue_token(
+    sub: str | int, role: str, secret: str, ttl: float, *, now: float | None = None
+) -> str:
+    """A signed HS256 token for `sub` with `role`, valid for `ttl` seconds."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+    if not 0 < ttl <= MAX_TTL_S:
+        raise ValueError(f"ttl must be in (0, {MAX_TTL_S}] seconds, got {ttl!r}")
+    subject = str(sub).strip()
+    if not subject:
+        raise ValueError("sub cannot be empty")
+    issued = int(time.time() if now is None else now)
+    claims = {"sub": subject, "role": role, "iat": issued, "exp": issued + int(ttl)}
+    return jwt.encode({**claims, "iss": ISSUER}, secret, algorithm=ALGORITHM)
+
+
+def verify(token: str, secret: str, *, leeway_s: float = 5.0) -> Principal:
+    """Check the signature, expiry, issuer and claims of `token`; raise `AuthError` if bad."""
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            issuer=ISSUER,
+            leeway=leeway_s,
+            options={"require": ["sub", "exp", "iat", "iss"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise AuthError("token expired") from None
+    except jwt.InvalidTokenError as exc:
+        raise AuthError(f"invalid token: {exc}") from None
+    role = claims.get("role")
+    if role not in ROLES:
+        raise AuthError(f"invalid token: role must be one of {', '.join(ROLES)}")
+    return Principal(subject=str(claims["sub"]), role=role)
+
+
+def serving_secret(settings: Settings) -> str:
+    """The JWT secret the service may use; refuse weak or default secrets outside dev."""
+    secret = settings.jwt_secret.get_secret_value()
+    if settings.env == "dev":
+        if secret == DEFAULT_JWT_SECRET:
+            log.warning("using the default JWT secret: acceptable in dev mode only")
+        return secret
+    if secret == DEFAULT_JWT_SECRET:
+        raise ConfigError(
+            f"RECOLAB_JWT_SECRET is the built-in default and RECOLAB_ENV={settings.env}: "
+            "set a secret of your own (refusing to start)"
+        )
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"RECOLAB_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes outside dev mode"
+        )
+    return secret
+
+
+# ---- rate limiting
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    allowed: bool
+    limit: int
+    remaining: int
+    retry_after_s: int  # 0 when allowed
+
+
+class RateLimiter(Protocol):
+    def hit(self, client: str) -> RateDecision:
+        """Count one request from `client` and say whether it may proceed."""
+        ...
+
+
+def enforce(limiter: RateLimiter, client: str) -> RateDecision:
+    """Count a request from `client`; raise `RateLimited` when over the limit."""
+    decision = limiter.hit(client)
+    if not decision.allowed:
+        raise RateLimited(decision.retry_after_s, decision.limit)
+    return decision
+
+
+class TokenBucketLimiter:
+    """`limit` requests per `window_s` per client, refilled continuously; one process only."""
+
+    def __init__(
+        self,
+        limit: int,
+        window_s: float = 60.0,
+        *,
+        max_clients: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if limit < 1 or window_s <= 0:
+            raise ValueError("limit must be >= 1 and window_s > 0")
+        self.limit = limit
+        self._rate = limit / window_s  # tokens per second
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._max = max_clients
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    def hit(self, client: str) -> RateDecision:
+        now = self._clock()
+        with self._lock:
+            tokens, last = self._buckets.pop(client, (float(self.limit), now))
+            tokens = min(float(self.limit), tokens + (now - last) * self._rate)
+            allowed = tokens >= 1.0
+            if allowed:
+                tokens -= 1.0
+            self._buckets[client] = (tokens, now)
+            if len(self._buckets) > self._max:
+                self._buckets.popitem(last=False)  # forget the longest-idle client
+        retry = 0 if allowed else max(1, math.ceil((1.0 - tokens) / self._rate))
+        return RateDecision(allowed, self.limit, int(tokens), retry)
+
+
+# KEYS[1]: the client's window; ARGV[1]: window length in seconds.
+_FIXED_WINDOW = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+local ttl = redis.call('TTL', KEYS[1])
+if ttl < 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1]) end
+return {count, ttl}
+"""
+
+
+class RedisRateLimiter:
+    """A fixed window per client shared by every worker through Redis.
+
+    When Redis fails, the in-process `fallback` limits instead (per worker) for
+    `retry_after_s`, so an outage neither opens the gates nor turns requests into errors.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        limit: int,
+        window_s: int = 60,
+        *,
+        namespace: str = "recolab:",
+        fallback: RateLimiter | None = None,
+        retry_after_s: float = 5.0,
+    ) -> None:
+        self.limit = limit
+        self._window = window_s
+        self._ns = namespace
+        self._script = client.register_script(_FIXED_WINDOW)
+        self._fallback = fallback or TokenBucketLimiter(limit, window_s)
+        self._retry_after = retry_after_s
+        self._down_until = 0.0
+
+    @classmethod
+    def from_url(cls, url: str, limit: int, window_s: int = 60) -> RedisRateLimiter:
+        import redis
+
+        client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        return cls(client, limit, window_s)
+
+    def hit(self, client: str) -> RateDecision:
+        if time.monotonic() < self._down_until:
+            return self._fallback.hit(client)
+        try:
+            count, ttl = self._script(keys=[f"{self._ns}ratelimit:{client}"], args=[self._window])
+        except Exception as exc:  # any Redis failure: limit in-process for a while
+            log.warning("rate limiter falls back to in-process buckets: %s", exc)
+            self._down_until = time.monotonic() + self._retry_after
+            return self._fallback.hit(client)
+        count, ttl = int(count), max(1, int(ttl))
+        allowed = count <= self.limit
+        return RateDecision(allowed, self.limit, max(0, self.limit - count), 0 if allowed else ttl)
+
+
+def rate_limiter(settings: Settings, per_minute: int) -> RateLimiter:
+    """Redis-backed when `settings.redis_url` is set, in-process otherwise."""
+    if settings.redis_url:
+        return RedisRateLimiter.from_url(settings.redis_url, per_minute)
+    return TokenBucketLimiter(per_minute)
+
+
+def local_token(
+    sub: str, role: str = "user", ttl_s: float = 3600, settings: Settings | None = None
+) -> str:
+    """A token for local use signed with the configured secret (`recolab token`)."""
+    return issue_token(sub, role, serving_secret(settings or Settings()), ttl_s)

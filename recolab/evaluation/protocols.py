@@ -1,0 +1,407 @@
+"""Seeded splits and protocol runners for any recommender with a fit/predict/score API.
+
+Protocols (all on a ratings DataFrame with the contract columns):
+- A `run_rating_cv`: explicit rating prediction, k random folds, RMSE/MAE in stars.
+- B `run_topk`: per-user stratified random split; top-k over every training item the user
+  has not rated in training; binary relevance (see `relevance_threshold`).
+- C `run_leave_one_out`: each user's latest rating ranked against sampled unrated items.
+Every protocol also reports its figures by user tier (n_ratings in the training part).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from recolab.evaluation import metrics
+from recolab.evaluation.tiers import TIERS, by_tier, user_tiers
+
+USER, ITEM, RATING, TIME = "user_id", "movie_id", "rating", "timestamp"
+# Users scored per call in full-catalogue ranking; bounds the pair grid to ~2M pairs.
+_PAIRS_PER_CALL = 1 << 21
+
+
+class Recommender(Protocol):
+    """What the protocols need. Ids are raw `user_id` / `movie_id` values.
+
+    `predict` returns ratings in stars; `score` returns any ranking score (higher is better).
+    Both must accept ids that were not in the training data.
+    """
+
+    def fit(self, ratings: pd.DataFrame) -> object: ...
+
+    def predict(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray: ...
+
+    def score(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray: ...
+
+
+RecommenderFactory = Callable[[], Recommender]
+
+
+# -- splits -------------------------------------------------------------------------------
+
+
+def kfold_indices(n_rows: int, n_folds: int, seed: int) -> list[np.ndarray]:
+    """Row positions of `n_folds` disjoint random folds that together cover every row."""
+    if n_folds < 2:
+        raise ValueError("n_folds must be at least 2")
+    perm = np.random.default_rng(seed).permutation(n_rows)
+    return [np.sort(perm[f::n_folds]) for f in range(n_folds)]
+
+
+def stratified_user_split(
+    ratings: pd.DataFrame, test_fraction: float, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per user, a random `test_fraction` of their ratings (rounded) goes to test.
+
+    Every user keeps at least one training rating.
+    """
+    rng = np.random.default_rng(seed)
+    users = ratings[USER].to_numpy()
+    order = np.lexsort((rng.random(len(ratings)), users))
+    sorted_users = users[order]
+    starts = np.r_[0, np.flatnonzero(sorted_users[1:] != sorted_users[:-1]) + 1]
+    sizes = np.diff(np.r_[starts, len(order)])
+    position = np.arange(len(order)) - np.repeat(starts, sizes)
+    n_test = np.minimum(np.rint(sizes * test_fraction).astype(np.int64), sizes - 1)
+    is_test = np.zeros(len(ratings), dtype=bool)
+    is_test[order] = position < np.repeat(n_test, sizes)
+    return ratings[~is_test], ratings[is_test]
+
+
+def leave_latest_out(ratings: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each user's latest rating (ties: highest movie_id) is the test row.
+
+    Users with a single rating stay entirely in training.
+    """
+    ordered = ratings.sort_values([USER, TIME, ITEM], kind="stable")
+    last = ~ordered[USER].duplicated(keep="last")
+    multi = ordered[USER].map(ordered[USER].value_counts()) > 1
+    test_mask = (last & multi).to_numpy()
+    return ordered[~test_mask], ordered[test_mask]
+
+
+def sample_unrated(
+    users: np.ndarray,
+    catalogue: np.ndarray,
+    rated_users: np.ndarray,
+    rated_items: np.ndarray,
+    n: int,
+    seed: int,
+) -> np.ndarray:
+    """For each user, `n` distinct items from `catalogue` that the user never rated.
+
+    Rows of the result follow `users`; raises if a user has fewer than `n` unrated items.
+    """
+    rng = np.random.default_rng(seed)
+    catalogue = np.unique(np.asarray(catalogue, dtype=np.int64))
+    users = np.asarray(users, dtype=np.int64)
+    width = int(max(catalogue.max(initial=0), np.max(rated_items, initial=0))) + 1
+    rated = np.unique(np.asarray(rated_users, np.int64) * width + np.asarray(rated_items))
+    out = np.full((users.size, n), -1, dtype=np.int64)
+    todo = np.arange(users.size)
+    for _ in range(32):
+        if todo.size == 0:
+            return out
+        draw = catalogue[rng.integers(0, catalogue.size, size=(todo.size, 3 * n))]
+        draw = np.concatenate([out[todo], draw], axis=1)
+        valid = (draw >= 0) & ~np.isin(users[todo, None] * width + draw, rated)
+        # Keep the first copy of each item per row, then take n valid ones in random order.
+        srt = np.sort(np.where(valid, draw, -1), axis=1)
+        unique = srt >= 0
+        unique[:, 1:] &= srt[:, 1:] != srt[:, :-1]
+        keys = np.where(unique, rng.random(srt.shape), np.inf)
+        pick = np.argsort(keys, axis=1)[:, :n]
+        chosen = np.take_along_axis(srt, pick, axis=1)
+        enough = np.take_along_axis(unique, pick, axis=1).all(axis=1)
+        out[todo] = np.where(enough[:, None], chosen, -1)
+        todo = todo[~enough]
+    raise ValueError(f"could not sample {n} unrated items for {todo.size} users")
+
+
+# -- results ------------------------------------------------------------------------------
+
+
+@dataclass
+class ProtocolResult:
+    """Summary figures (JSON-ready), per-user figures and the scored rows behind them."""
+
+    name: str
+    summary: dict[str, Any]
+    per_user: pd.DataFrame = field(repr=False)
+    scored: pd.DataFrame = field(repr=False)
+
+    def export_scores(self, path: Path) -> Path:
+        """Write the scored rows (user_id, movie_id, score, ...) as CSV."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.scored.to_csv(path, index=False)
+        return path
+
+
+def _mean_std(values: list[float]) -> dict[str, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0}
+
+
+def _train_counts(train: pd.DataFrame, users: np.ndarray) -> np.ndarray:
+    counts = train[USER].value_counts()
+    return pd.Series(users).map(counts).fillna(0).to_numpy(dtype=np.int64)
+
+
+def _timed_fit(factory: RecommenderFactory, train: pd.DataFrame) -> tuple[Recommender, float]:
+    model = factory()
+    start = time.perf_counter()
+    model.fit(train)
+    return model, time.perf_counter() - start
+
+
+# -- protocol A ---------------------------------------------------------------------------
+
+
+def run_rating_cv(
+    factory: RecommenderFactory, ratings: pd.DataFrame, n_folds: int = 5, seed: int = 0
+) -> ProtocolResult:
+    """Protocol A: RMSE and MAE (stars) over `n_folds` random folds; mean and std over folds."""
+    rows: list[pd.DataFrame] = []
+    rmses: list[float] = []
+    maes: list[float] = []
+    fit_times: list[float] = []
+    for fold, test_pos in enumerate(kfold_indices(len(ratings), n_folds, seed)):
+        mask = np.zeros(len(ratings), dtype=bool)
+        mask[test_pos] = True
+        train, test = ratings[~mask], ratings[mask]
+        model, fit_s = _timed_fit(factory, train)
+        pred = np.asarray(model.predict(test[USER].to_numpy(), test[ITEM].to_numpy()))
+        actual = test[RATING].to_numpy()
+        rmses.append(metrics.rmse(pred, actual))
+        maes.append(metrics.mae(pred, actual))
+        fit_times.append(fit_s)
+        rows.append(
+            pd.DataFrame(
+                {
+                    USER: test[USER].to_numpy(),
+                    ITEM: test[ITEM].to_numpy(),
+                    "score": pred,
+                    RATING: actual,
+                    "fold": fold,
+                    "tier": user_tiers(_train_counts(train, test[USER].to_numpy())),
+                }
+            )
+        )
+    scored = pd.concat(rows, ignore_index=True)
+    sq = (scored["score"] - scored[RATING]) ** 2
+    tiers = {
+        tier: {
+            "n_ratings": int((scored["tier"] == tier).sum()),
+            **(
+                {"rmse": float(np.sqrt(sq[scored["tier"] == tier].mean()))}
+                if (scored["tier"] == tier).any()
+                else {}
+            ),
+        }
+        for tier in TIERS
+    }
+    summary = {
+        "protocol": f"A: {n_folds}-fold random CV, rating prediction",
+        "n_folds": n_folds,
+        "seed": seed,
+        "rmse": _mean_std(rmses),
+        "mae": _mean_std(maes),
+        "rmse_per_fold": rmses,
+        "fit_seconds": _mean_std(fit_times),
+        "by_tier": tiers,
+    }
+    return ProtocolResult("rating_cv", summary, scored, scored)
+
+
+# -- protocol B ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ItemFeatures:
+    """Optional side information for beyond-accuracy figures."""
+
+    movie_ids: np.ndarray
+    genres: np.ndarray  # boolean multi-hot [movies, genres]
+
+    @classmethod
+    def from_movies(cls, movies: pd.DataFrame) -> ItemFeatures:
+        """Multi-hot genres from the contract's '|'-joined `genres` column."""
+        dummies = movies["genres"].fillna("Unknown").str.get_dummies(sep="|")
+        return cls(movies[ITEM].to_numpy(np.int64), dummies.to_numpy(dtype=bool))
+
+
+def top_k_items(
+    model: Recommender,
+    users: np.ndarray,
+    catalogue: np.ndarray,
+    exclude_rows: np.ndarray,
+    exclude_cols: np.ndarray,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k catalogue positions and scores per user, never an excluded (row, col) pair.
+
+    Ties are broken by catalogue position so the result is deterministic.
+    """
+    n_items = catalogue.size
+    chunk = max(1, _PAIRS_PER_CALL // max(n_items, 1))
+    excluded = np.asarray(exclude_rows, np.int64) * n_items + np.asarray(exclude_cols)
+    top = np.empty((users.size, k), dtype=np.int64)
+    top_scores = np.empty((users.size, k), dtype=np.float64)
+    for start in range(0, users.size, chunk):
+        block = users[start : start + chunk]
+        grid_users = np.repeat(block, n_items)
+        grid_items = np.tile(catalogue, block.size)
+        scores = np.asarray(model.score(grid_users, grid_items), dtype=np.float64)
+        scores = scores.reshape(block.size, n_items)
+        local = excluded - start * n_items
+        local = local[(local >= 0) & (local < scores.size)]
+        scores.reshape(-1)[local] = -np.inf
+        part = np.argpartition(-scores, min(k, n_items - 1), axis=1)[:, :k]
+        part_scores = np.take_along_axis(scores, part, axis=1)
+        order = np.lexsort((part, -part_scores), axis=1)
+        top[start : start + block.size] = np.take_along_axis(part, order, axis=1)
+        top_scores[start : start + block.size] = np.take_along_axis(part_scores, order, axis=1)
+    return top, top_scores
+
+
+def run_topk(
+    factory: RecommenderFactory,
+    ratings: pd.DataFrame,
+    *,
+    k: int = 10,
+    test_fraction: float = 0.25,
+    seed: int = 0,
+    relevance_threshold: float | None = None,
+    items: ItemFeatures | None = None,
+) -> ProtocolResult:
+    """Protocol B: top-k over all training items a user has not rated in training.
+
+    Relevant = the user's test items (all of them when `relevance_threshold` is None, else
+    those rated >= threshold). AP@k divides by the number of relevant test items. Users
+    with no relevant test item are skipped.
+    """
+    train, test = stratified_user_split(ratings, test_fraction, seed)
+    if relevance_threshold is not None:
+        test = test[test[RATING] >= relevance_threshold]
+    model, fit_s = _timed_fit(factory, train)
+    catalogue = np.unique(train[ITEM].to_numpy(np.int64))
+    users = np.unique(test[USER].to_numpy(np.int64))
+    row_of = pd.Series(np.arange(users.size), index=users)
+    seen = train[train[USER].isin(users)]
+    top, top_scores = top_k_items(
+        model,
+        users,
+        catalogue,
+        row_of[seen[USER]].to_numpy(),
+        np.searchsorted(catalogue, seen[ITEM].to_numpy()),
+        k,
+    )
+    rel_rows = row_of[test[USER]].to_numpy()
+    rel_pos = np.searchsorted(catalogue, test[ITEM].to_numpy()).clip(max=catalogue.size - 1)
+    in_cat = catalogue[rel_pos] == test[ITEM].to_numpy()
+    hits = metrics.hits_matrix(top, rel_rows[in_cat], rel_pos[in_cat])
+    n_relevant = np.bincount(rel_rows, minlength=users.size)
+    per_user: dict[str, np.ndarray] = {
+        f"ndcg@{k}": metrics.ndcg_at_k(hits, n_relevant),
+        f"map@{k}": metrics.average_precision_at_k(hits, n_relevant),
+        f"precision@{k}": metrics.precision_at_k(hits),
+        f"recall@{k}": metrics.recall_at_k(hits, n_relevant),
+    }
+    train_users = train[USER].to_numpy()
+    n_train_users = np.unique(train_users).size
+    item_users = train.groupby(ITEM)[USER].nunique().reindex(catalogue).to_numpy()
+    per_user["novelty"] = metrics.novelty(top, item_users / n_train_users)
+    if items is not None:
+        genre_rows = pd.Series(np.arange(items.movie_ids.size), index=items.movie_ids)
+        known = genre_rows.reindex(catalogue)
+        genres = np.zeros((catalogue.size, items.genres.shape[1]), dtype=bool)
+        has = known.notna().to_numpy()
+        genres[has] = items.genres[known[has].to_numpy(np.int64)]
+        per_user["ild"] = metrics.intra_list_diversity(top, genres)
+    tiers = user_tiers(_train_counts(train, users))
+    summary: dict[str, Any] = {
+        "protocol": f"B: per-user random {1 - test_fraction:.0%}/{test_fraction:.0%} split, "
+        f"top-{k} over unrated training items",
+        "relevance": "every test item"
+        if relevance_threshold is None
+        else f"test items rated >= {relevance_threshold}",
+        "seed": seed,
+        "n_users": int(users.size),
+        "n_catalogue": int(catalogue.size),
+        **{name: float(v.mean()) for name, v in per_user.items()},
+        "coverage": metrics.catalogue_coverage(top, catalogue.size),
+        "fit_seconds": fit_s,
+        "by_tier": by_tier(per_user, tiers),
+    }
+    frame = pd.DataFrame({USER: users, "tier": tiers, **per_user})
+    scored = pd.DataFrame(
+        {
+            USER: np.repeat(users, k),
+            ITEM: catalogue[top.reshape(-1)],
+            "score": top_scores.reshape(-1),
+            "rank": np.tile(np.arange(1, k + 1), users.size),
+        }
+    )
+    return ProtocolResult("topk", summary, frame, scored)
+
+
+# -- protocol C ---------------------------------------------------------------------------
+
+
+def run_leave_one_out(
+    factory: RecommenderFactory,
+    ratings: pd.DataFrame,
+    *,
+    k: int = 10,
+    n_negatives: int = 100,
+    seed: int = 0,
+) -> ProtocolResult:
+    """Protocol C: the latest rating of each user against `n_negatives` sampled unrated items.
+
+    Negatives come from the training catalogue and exclude everything the user rated
+    (train or test). Ties with the held-out item count against it.
+    """
+    train, test = leave_latest_out(ratings)
+    model, fit_s = _timed_fit(factory, train)
+    users = test[USER].to_numpy(np.int64)
+    negatives = sample_unrated(
+        users,
+        train[ITEM].to_numpy(),
+        ratings[USER].to_numpy(),
+        ratings[ITEM].to_numpy(),
+        n_negatives,
+        seed,
+    )
+    candidates = np.concatenate([test[ITEM].to_numpy(np.int64)[:, None], negatives], axis=1)
+    scores = np.asarray(
+        model.score(np.repeat(users, candidates.shape[1]), candidates.reshape(-1)),
+        dtype=np.float64,
+    ).reshape(candidates.shape)
+    ranks = metrics.rank_of_positive(scores)
+    per_user = {f"hr@{k}": metrics.loo_hit_rate(ranks, k), f"ndcg@{k}": metrics.loo_ndcg(ranks, k)}
+    tiers = user_tiers(_train_counts(train, users))
+    summary: dict[str, Any] = {
+        "protocol": f"C: leave latest out, ranked against {n_negatives} sampled unrated items",
+        "seed": seed,
+        "n_users": int(users.size),
+        **{name: float(v.mean()) for name, v in per_user.items()},
+        "fit_seconds": fit_s,
+        "by_tier": by_tier(per_user, tiers),
+    }
+    frame = pd.DataFrame({USER: users, "tier": tiers, "rank": ranks, **per_user})
+    scored = pd.DataFrame(
+        {
+            USER: np.repeat(users, candidates.shape[1]),
+            ITEM: candidates.reshape(-1),
+            "score": scores.reshape(-1),
+            "is_held_out": np.tile(np.r_[True, np.zeros(n_negatives, bool)], users.size),
+        }
+    )
+    return ProtocolResult("leave_one_out", summary, frame, scored)

@@ -1,0 +1,239 @@
+"""Request and response bodies of the HTTP API (pydantic), with validation and examples.
+
+Requests are strict (no "5" for 5, no true for 1, no NaN) and refuse unknown fields, so a
+typo is a 422 with a message rather than a silently ignored field.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_ID = 2**63 - 1  # BIGINT: larger ids could never exist and would overflow the driver
+Id = Annotated[int, Field(gt=0, le=MAX_ID)]
+StrategyName = Literal["auto", "popular", "content_based", "collaborative", "hybrid"]
+Tier = Literal["cold_start", "new", "casual", "active", "power_user"]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx and 5xx answer has this shape."""
+
+    error: str = Field(description="what went wrong, for a person")
+    detail: list[dict[str, Any]] | None = Field(
+        default=None, description="one entry per invalid field (validation errors only)"
+    )
+    request_id: str | None = None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "error": "invalid request: body.n: Input should be less than or equal to 100",
+                    "detail": [{"loc": "body.n", "msg": "Input should be <= 100"}],
+                    "request_id": "5f2b0c3e9a7d4e1f8b6a2c4d0e9f1a3b",
+                }
+            ]
+        }
+    )
+
+
+# ---- recommend
+
+
+class RecommendBody(_Request):
+    user_id: Id
+    n: int = Field(default=10, ge=1, le=100, description="how many movies")
+    strategy: StrategyName = Field(
+        default="auto", description="auto follows the user's tier (popular ... collaborative)"
+    )
+    diversity_lambda: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="MMR relevance weight (1 = relevance only); the service default if absent",
+    )
+    force_refresh: bool = Field(default=False, description="ignore the cache")
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"user_id": 1, "n": 10, "strategy": "auto"}]}
+    )
+
+
+class RecommendedItem(BaseModel):
+    movie_id: int
+    title: str
+    genres: list[str]
+    year: int | None
+    score: float = Field(ge=0.0, le=1.0)
+    rank: int = Field(ge=1)
+    source: str = Field(description="popular, content_based, collaborative, ...")
+    explanation: str
+
+
+class RecommendResponse(BaseModel):
+    user_id: int
+    classification: Tier
+    strategy_used: str
+    model_version: str | None
+    diversity_score: float
+    cached: bool
+    generated_at: str
+    items: list[RecommendedItem]
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "user_id": 1,
+                    "classification": "active",
+                    "strategy_used": "hybrid",
+                    "model_version": "3",
+                    "diversity_score": 0.61,
+                    "cached": False,
+                    "generated_at": "2025-01-01T12:00:00+00:00",
+                    "items": [
+                        {
+                            "movie_id": 318,
+                            "title": "Shawshank Redemption, The",
+                            "genres": ["Crime", "Drama"],
+                            "year": 1994,
+                            "score": 0.93,
+                            "rank": 1,
+                            "source": "collaborative",
+                            "explanation": "Because you rated Godfather, The 5.0",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+
+# ---- ratings and users
+
+
+class RateBody(_Request):
+    user_id: Id
+    movie_id: Id
+    score: float = Field(ge=0.5, le=5.0, multiple_of=0.5, description="0.5 to 5.0 in 0.5 steps")
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"user_id": 1, "movie_id": 318, "score": 4.5}]}
+    )
+
+
+class RatingResponse(BaseModel):
+    user_id: int
+    movie_id: int
+    score: float
+    previous_score: float | None = Field(description="the replaced score of a re-rating")
+    rated_at: datetime
+    classification: Tier = Field(description="the user's tier after this rating")
+    n_ratings: int
+    avg_rating: float
+
+
+class RegisteredUser(BaseModel):
+    user_id: int
+    classification: Tier
+    created_at: datetime
+    access_token: str = Field(description="a bearer token for this user (role user)")
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="seconds")
+
+
+class RatedMovie(BaseModel):
+    movie_id: int
+    title: str | None
+    score: float
+    rated_at: datetime
+
+
+class ProfileResponse(BaseModel):
+    user_id: int
+    classification: Tier
+    n_ratings: int
+    avg_rating: float
+    n_positive: int = Field(description="ratings >= 4.0")
+    n_negative: int = Field(description="ratings <= 2.5")
+    favorite_genres: list[str]
+    cf_weight: float = Field(description="weight of collaborative filtering: min(1, n/50)")
+    cb_weight: float
+    created_at: datetime
+    last_activity: datetime | None
+    recent_ratings: list[RatedMovie]
+
+
+class HistoryItem(BaseModel):
+    movie_id: int
+    title: str
+    rank: int
+    score: float
+    strategy: str
+    source: str
+    model_version: str | None
+    recommended_at: datetime
+
+
+class HistoryResponse(BaseModel):
+    user_id: int
+    items: list[HistoryItem]
+
+
+# ---- movies
+
+
+class MovieOut(BaseModel):
+    movie_id: int
+    title: str
+    year: int | None
+    genres: list[str]
+    rating_count: int
+    avg_rating: float
+    popularity_score: float
+
+
+class MovieList(BaseModel):
+    items: list[MovieOut]
+
+
+class SimilarMovie(MovieOut):
+    similarity: float
+
+
+class SimilarResponse(BaseModel):
+    movie_id: int
+    method: Literal["embedding", "genre_jaccard"] = Field(
+        description="the model's item embeddings when it has them, else genre overlap"
+    )
+    items: list[SimilarMovie]
+
+
+# ---- status
+
+
+class ModelStatus(BaseModel):
+    name: str
+    loaded: bool
+    version: str | None
+    error: str | None
+
+
+class ComponentStatus(BaseModel):
+    ok: bool
+    backend: str
+    error: str | None = None
+
+
+class StatusResponse(BaseModel):
+    ready: bool
+    reasons: list[str] = Field(description="why the service is not ready (empty when ready)")
+    model: ModelStatus
+    database: ComponentStatus
+    cache: ComponentStatus = Field(description="a cache down degrades to uncached answers")

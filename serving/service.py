@@ -1,0 +1,81 @@
+"""The BentoML service: `bentoml serve serving.service:RecoLab` (or `recolab serve`).
+
+A thin shell around the FastAPI app of `serving.app`: at start-up it builds everything
+through `recolab.bootstrap.bootstrap()` (settings from the environment), starts following
+the MLflow `champion` alias, and answers BentoML's probes. BentoML adds `/livez`,
+`/readyz` (503 until a champion is loaded; `GET /status` says why), `/metrics`
+(its own plus `recolab_*`), access logs, tracing and the OpenAPI page at `/`.
+
+Tracing: set an exporter through BentoML's configuration, e.g.
+`BENTOML_CONFIG_OPTIONS='services.recolab.tracing.exporter_type=otlp
+services.recolab.tracing.sample_rate=1.0 services.recolab.tracing.otlp.protocol=http
+services.recolab.tracing.otlp.endpoint=http://localhost:4318/v1/traces'`.
+Workers and traffic limits: `services.recolab.workers=2`, `services.recolab.traffic.timeout=10`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+
+import bentoml
+
+from recolab.adapters.observability import configure_logging
+from recolab.bootstrap import bootstrap
+from recolab.config import PROJECT_ROOT
+from serving.app import ServingRuntime, attach, create_app
+
+log = logging.getLogger("serving")
+
+api = create_app()
+
+
+@bentoml.service(
+    name="recolab",
+    workers=1,  # one process per core is plenty on small machines; raise it via config
+    traffic={"timeout": 30, "max_concurrency": 256},
+)
+@bentoml.asgi_app(api, name="recolab-api")
+class RecoLab:
+    """RecoLab: movie recommendations from the registered champion model and domain rules."""
+
+    def __init__(self) -> None:
+        configure_logging()
+        self._reasons: list[str] = []
+        self.runtime = ServingRuntime.start(bootstrap())
+        attach(api, self.runtime)
+        log.info("serving", extra={"status": self.runtime.status().model_dump()})
+
+    def __is_ready__(self) -> bool:
+        report = self.runtime.status()
+        if report.reasons != self._reasons:  # log changes, not every probe
+            self._reasons = report.reasons
+            if report.reasons:
+                log.warning("not ready: %s", "; ".join(report.reasons))
+            else:
+                log.info("ready", extra={"model_version": report.model.version})
+        return report.ready
+
+    @bentoml.on_shutdown  # type: ignore[untyped-decorator]
+    def shutdown(self) -> None:
+        self.runtime.close()
+
+
+def serve_command(host: str, port: int, *, reload: bool = False) -> list[str]:
+    """The `bentoml serve` command line that runs this service."""
+    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:RecoLab"]
+    command += ["--host", host, "--port", str(port), "--working-dir", str(PROJECT_ROOT)]
+    return [*command, "--reload"] if reload else command
+
+
+def serve(host: str | None = None, port: int | None = None, *, reload: bool = False) -> int:
+    """Run the service in the foreground until interrupted (`recolab serve`); the exit code."""
+    config = bootstrap(migrate=False).serving_config
+    command = serve_command(host or config.host, port or config.port, reload=reload)
+    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true"}
+    try:
+        return subprocess.call(command, env=env)
+    except KeyboardInterrupt:
+        return 130
