@@ -119,9 +119,31 @@ def evaluate(
 
 
 @app.command()
-def serve() -> None:
-    """Start the BentoML recommendation service."""
-    _not_yet("serve", 5)
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address (configs/serving.yaml)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (configs/serving.yaml)")] = None,
+    reload: Annotated[bool, typer.Option(help="restart on code changes")] = False,
+) -> None:
+    """Start the BentoML recommendation service (serves the registered champion)."""
+    from serving.service import serve as serve_service
+
+    raise typer.Exit(serve_service(host, port, reload=reload))
+
+
+@app.command()
+def token(
+    sub: Annotated[str, typer.Argument(help="the user id the token is for")],
+    role: Annotated[str, typer.Option(help="user or admin")] = "user",
+    ttl: Annotated[int, typer.Option(help="lifetime in seconds")] = 3600,
+) -> None:
+    """Print a bearer token signed with RECOLAB_JWT_SECRET, for local use."""
+    from recolab.adapters.security import local_token
+
+    try:
+        typer.echo(local_token(sub, role, ttl))
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()

@@ -195,8 +195,8 @@ class Recommender:
         return cf, strategy, None
 
     def _popular(self, rated: set[MovieId], n: int) -> list[Candidate]:
-        ranked = popularity_ranking(self.catalogue.movies(), exclude=rated, limit=n)
-        return normalize_scores(ranked)
+        head = self.catalogue.by_popularity()[: n + len(rated)]  # enough after exclusions
+        return normalize_scores(popularity_ranking(head, exclude=rated, limit=n))
 
     def _content(self, ratings: Sequence[Rating]) -> list[Candidate]:
         titles, genres = self._lookups(r.movie_id for r in ratings)

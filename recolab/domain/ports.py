@@ -73,6 +73,10 @@ class Catalogue(Protocol):
     """The movies a recommender may return, kept in memory by the serving side."""
 
     def movies(self) -> Sequence[Movie]: ...
+    def by_popularity(self) -> Sequence[Movie]:
+        """All movies, most popular first (precomputed: the popular strategy reads a prefix)."""
+        ...
+
     def get(self, movie_id: MovieId) -> Movie | None: ...
 
 

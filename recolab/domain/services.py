@@ -18,6 +18,7 @@ from recolab.domain.values import MovieId
 
 FAVORITE_GENRES_K = 3
 DEFAULT_MMR_LAMBDA = 0.7
+MAX_ANCHORS = 50  # rated movies considered when explaining a content-based pick
 
 
 class Strategy(StrEnum):
@@ -227,11 +228,12 @@ def content_based_scores(
     norm = math.sqrt(sum(w * w for w in profile.values()))
     rated = {r.movie_id for r in ratings}
     positives = [r for r in ratings if r.is_positive()]
+    # The best and most recent ratings explain picks; a bounded number keeps this cheap.
     anchors = sorted(
         positives or ratings,
         key=lambda r: (-r.score.value, -r.timestamp.to_unix(), r.movie_id.value),
-    )
-    out: list[Candidate] = []
+    )[:MAX_ANCHORS]
+    scored: list[tuple[float, Movie]] = []
     for movie in movies:
         if movie.id in rated:
             continue
@@ -241,13 +243,17 @@ def content_based_scores(
             continue
         cosine = dot / (norm * math.sqrt(len(lower)))
         score = min(1.0, cosine) * 0.95 + 0.05 * min(1.0, movie.popularity_score() / 15.0)
-        out.append(
-            Candidate(
-                movie.id, score, Source.CONTENT_BASED, _cb_reason(movie, anchors, titles, genres_of)
-            )
+        scored.append((score, movie))
+    scored.sort(key=lambda p: (-p[0], p[1].id.value))
+    if limit is not None:
+        scored = scored[:limit]
+    # Explanations only for what is returned: the catalogue can be large.
+    return [
+        Candidate(
+            movie.id, score, Source.CONTENT_BASED, _cb_reason(movie, anchors, titles, genres_of)
         )
-    out.sort(key=lambda c: (-c.score, c.movie_id.value))
-    return out[:limit] if limit is not None else out
+        for score, movie in scored
+    ]
 
 
 def _cb_reason(

@@ -263,14 +263,19 @@ class SqlCatalogue:
         self.engine = engine
         self._movies: list[Movie] = []
         self._by_id: dict[MovieId, Movie] = {}
+        self._ranked: list[Movie] = []
 
     def refresh(self) -> None:
         with self.engine.connect() as conn:
             movies = [movie_from_row(r) for r in conn.execute(select(s.movies))]
-        self._movies, self._by_id = movies, {m.id: m for m in movies}
+        ranked = sorted(movies, key=lambda m: (-m.popularity_score(), m.id.value))
+        self._movies, self._by_id, self._ranked = movies, {m.id: m for m in movies}, ranked
 
     def movies(self) -> Sequence[Movie]:
         return self._movies
+
+    def by_popularity(self) -> Sequence[Movie]:
+        return self._ranked
 
     def get(self, movie_id: MovieId) -> Movie | None:
         return self._by_id.get(movie_id)

@@ -152,6 +152,9 @@ class FakeCatalogue:
     def movies(self) -> Sequence[Movie]:
         return list(self.store.movies.values())
 
+    def by_popularity(self) -> Sequence[Movie]:
+        return sorted(self.store.movies.values(), key=lambda m: (-m.popularity_score(), m.id.value))
+
     def get(self, movie_id: MovieId) -> Movie | None:
         return self.store.movies.get(movie_id)
 
