@@ -121,7 +121,8 @@ class Platform:
         from recolab.adapters.champion import ChampionWatcher, mlflow_champion_version
         from recolab.adapters.scorer import load_scorer
 
-        client = mlflow.MlflowClient(tracking_uri=self.settings.resolved_tracking_uri)
+        uri = self.settings.resolved_tracking_uri
+        client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
         return ChampionWatcher(
             self.settings.model_name,
             resolve=mlflow_champion_version(client),
