@@ -28,7 +28,7 @@ run: $(STAMP)
 	@echo "== RecoLab is starting on http://127.0.0.1:3000 (Ctrl-C stops it). In another shell, try:"
 	@echo "curl -s -X POST http://127.0.0.1:3000/recommend -H 'Content-Type: application/json' \\"
 	@echo "     -H \"Authorization: Bearer $$($(BIN)/recolab token 1 --role admin 2>/dev/null)\" -d '{\"user_id\": 1, \"n\": 5}'"
-	@echo "Then look at: http://127.0.0.1:3000/docs (API), data/reports/ (validation Data Docs),"
+	@echo "Then look at: http://127.0.0.1:3000/ (API docs), data/reports/ (validation Data Docs),"
 	@echo "  .venv/bin/mlflow ui --backend-store-uri sqlite:///data/mlflow.db (runs and models)."
 	@echo
 	$(BIN)/recolab serve
