@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import subprocess
 import tempfile
@@ -23,12 +24,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import mlflow
+import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import torch
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
+from mlflow.pyfunc.model import PythonModel, PythonModelContext
 from mlflow.types import ColSpec, Schema
 
 from recolab.adapters.champion import ALIAS as CHAMPION_ALIAS
@@ -63,13 +66,14 @@ from recolab.adapters.registry import NeuMFPyfunc
 
 mlflow.models.set_model(NeuMFPyfunc())
 """
+_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 _NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 _BATCH_METRICS = 1000  # MLflow's per-request limits for log_batch
 _BATCH_PARAMS_TAGS = 100
 _MAX_VALUE = 6000
 
 
-class NeuMFPyfunc(mlflow.pyfunc.PythonModel):
+class NeuMFPyfunc(PythonModel):
     """A NeuMF checkpoint + movie metadata as an MLflow pyfunc.
 
     `predict` takes a DataFrame of (user_id, movie_id) pairs and returns relevance in [0, 1].
@@ -90,7 +94,7 @@ class NeuMFPyfunc(mlflow.pyfunc.PythonModel):
         model._attach(fit_result, movies)
         return model
 
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+    def load_context(self, context: PythonModelContext) -> None:
         from recolab.adapters.ml.training import FitResult
 
         data = load_checkpoint(Path(context.artifacts[CHECKPOINT]))
@@ -106,7 +110,7 @@ class NeuMFPyfunc(mlflow.pyfunc.PythonModel):
 
     def predict(
         self,
-        context: mlflow.pyfunc.PythonModelContext | None,
+        context: PythonModelContext | None,
         model_input: pd.DataFrame,
         params: dict[str, Any] | None = None,
     ) -> np.ndarray:
@@ -246,7 +250,9 @@ def _snapshot_input(snapshot: FeatureSnapshot) -> DatasetInput:
             empty = pq.read_schema(ratings).empty_table().to_pandas()
             schema = infer_signature(empty).inputs
         source = resolve_dataset_source(snapshot.path.resolve().as_uri())
-    dataset = MetaDataset(source=source, name=snapshot.id, digest=digest, schema=schema)
+    dataset = MetaDataset(  # type: ignore[abstract]  # concrete at runtime
+        source=source, name=snapshot.id, digest=digest, schema=schema
+    )
     return DatasetInput(
         dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")]
     )
@@ -341,16 +347,32 @@ def _requirements() -> list[str]:
 
 
 @contextmanager
-def _tracking(tracking_uri: str) -> Iterator[None]:
-    """Point MLflow's fluent API at `tracking_uri` for a block (not thread-safe)."""
-    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+def use_tracking_uri(tracking_uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API at `tracking_uri` for a block, then restore it exactly.
+
+    `mlflow.set_tracking_uri` also writes MLFLOW_TRACKING_URI into the environment, which
+    `Settings` reads: the previous globals and variables are put back as they were.
+    Not thread-safe (MLflow's fluent state is process-wide).
+    """
+    from mlflow.tracking._model_registry import utils as registry_state
+    from mlflow.tracking._tracking_service import utils as tracking_state
+
+    saved_env = {name: os.environ.get(name) for name in _URI_VARIABLES}
+    saved_tracking: Any = getattr(tracking_state, "_tracking_uri", None)
+    saved_registry: Any = getattr(registry_state, "_registry_uri", None)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(previous[0])
-        mlflow.set_registry_uri(previous[1])
+        # None (never set) is accepted at runtime and means "back to the defaults".
+        mlflow.set_tracking_uri(saved_tracking)
+        mlflow.set_registry_uri(saved_registry)
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def example_input(fit_result: FitResult, n: int = 3) -> pd.DataFrame:
@@ -379,7 +401,7 @@ def register_model(
     metadata in movies.parquet) and loads on CPU without the training data. Requirements
     are pinned explicitly, so MLflow does not infer them by importing the model again.
     """
-    with tempfile.TemporaryDirectory() as tmp, _tracking(tracking_uri):
+    with tempfile.TemporaryDirectory() as tmp, use_tracking_uri(tracking_uri):
         checkpoint = Path(tmp) / "checkpoint.pt"
         torch.save(fit_result.checkpoint(), checkpoint)
         movies_file = Path(tmp) / "movies.parquet"

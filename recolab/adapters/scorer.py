@@ -27,6 +27,7 @@ from recolab.domain.values import MovieId, UserId
 if TYPE_CHECKING:
     import mlflow
 
+    from recolab.adapters.ml.neumf import NeuMF
     from recolab.adapters.ml.training import FitResult
 
 # Explicit targets are (rating - 0.5) / 4.5 (see recolab.adapters.ml.system).
@@ -52,16 +53,25 @@ class FoldInConfig:
 
 
 @dataclass(frozen=True)
-class _UserVector:
-    gmf: Tensor | None
-    mlp: Tensor | None
-    bias: Tensor | None
+class _ItemSide:
+    """Item-side terms of the network for all items, or for a gathered subset."""
+
+    gmf: Tensor | None  # [n, gmf_dim], already scaled by the GMF half of the fusion layer
+    first: Tensor | None  # [n, h1]: the item half of the first MLP layer
+    bias: Tensor | None  # [n]
+
+    def take(self, idx: Tensor) -> _ItemSide:
+        return _ItemSide(
+            *(None if t is None else t[idx] for t in (self.gmf, self.first, self.bias))
+        )
 
 
 class NeuMFScorer:
     """A fitted NeuMF behind the `Scorer` port, plus `similar()` for item-to-item lookups.
 
-    Thread-safe for concurrent reads: nothing is mutated after construction.
+    A user is one flat vector [GMF embedding | MLP embedding | bias]; users the model saw
+    are rows of a precomputed table, unseen users are fitted by `fold_in_top_k`. Safe for
+    concurrent calls: nothing is mutated after construction.
     """
 
     def __init__(
@@ -77,38 +87,40 @@ class NeuMFScorer:
         self.movies = movies
         self.mode = fit_result.config.mode
         self.fold_in_config = fold_in or FoldInConfig()
-        model = fit_result.model
         self._user_index = {int(u): i for i, u in enumerate(fit_result.users.ids)}
         self._item_index = {int(m): i for i, m in enumerate(fit_result.items.ids)}
         self._item_ids = np.asarray(fit_result.items.ids, dtype=np.int64)
         self.n_items = len(self._item_ids)
-        with torch.no_grad():
-            # Plain (not inference-mode) tensors: fold-in back-propagates through them.
-            terms = model.item_terms()
-            self._item_gmf = _frozen(terms.gmf)
-            self._item_first = _frozen(terms.mlp_first)
-            self._item_bias = _frozen(terms.bias)
-            self._user_gmf = _frozen(_weight(model.user_gmf))
-            self._user_mlp = _frozen(_weight(model.user_mlp))
-            self._user_bias = _frozen(_weight(model.user_bias))
-            fusion = model.fusion.weight.detach().squeeze(0).float()
-            gmf_dim = self._item_gmf.shape[1] if self._item_gmf is not None else 0
-            self._w_gmf = fusion[:gmf_dim].clone()
-            self._w_mlp = fusion[gmf_dim:].clone()
-            self._global = float(model.global_bias.detach())
-            self._first_user: Tensor | None = None
-            self._first_bias: Tensor | None = None
-            self._mlp_rest: nn.Module | None = None
-            if model.mlp_first is not None and model.mlp_rest is not None:
-                d = model.config.mlp_dim
-                self._first_user = _frozen(model.mlp_first.weight[:, :d])
-                self._first_bias = _frozen(model.mlp_first.bias)
-                self._mlp_rest = copy.deepcopy(model.mlp_rest).eval().requires_grad_(False)
-            self._prior = _UserVector(
-                _mean_row(self._user_gmf), _mean_row(self._user_mlp), _mean_row(self._user_bias)
-            )
-            self._prior_scores = self._raw_scores(self._prior)
-            self._item_unit = _unit_rows(self._item_gmf, self._item_first, self._w_gmf)
+        with torch.no_grad():  # plain tensors, not inference ones: fold-in differentiates
+            self._extract(fit_result.model)
+
+    def _extract(self, model: NeuMF) -> None:
+        terms = model.item_terms()
+        fusion = model.fusion.weight.detach().squeeze(0).float()
+        gmf_dim = model.config.gmf_dim if model.user_gmf is not None else 0
+        self._w_mlp = fusion[gmf_dim:].clone()
+        self._global = float(model.global_bias.detach())
+        gmf = None if terms.gmf is None else _plain(terms.gmf) * fusion[:gmf_dim]
+        self._items = _ItemSide(gmf, _opt(terms.mlp_first), _opt(terms.bias))
+        users = [_plain(m.weight) for m in (model.user_gmf, model.user_mlp, model.user_bias) if m]
+        sizes = [u.shape[1] for u in users]
+        self._users = torch.cat(users, dim=1).contiguous()
+        # Where each part of a user vector lives (empty slices for disabled paths).
+        cuts = np.cumsum([0, gmf_dim, model.config.mlp_dim if model.user_mlp else 0])
+        self._gmf = slice(int(cuts[0]), int(cuts[1]))
+        self._mlp = slice(int(cuts[1]), int(cuts[2]))
+        self._bias = slice(int(cuts[2]), int(sum(sizes)))
+        self._first_user: Tensor | None = None
+        self._first_bias: Tensor | None = None
+        self._mlp_rest: nn.Module | None = None
+        if model.mlp_first is not None and model.mlp_rest is not None:
+            d = model.config.mlp_dim
+            self._first_user = _plain(model.mlp_first.weight[:, :d])
+            self._first_bias = _plain(model.mlp_first.bias)
+            self._mlp_rest = copy.deepcopy(model.mlp_rest).float().eval().requires_grad_(False)
+        self._prior = self._users.mean(dim=0)  # the mean user: fold-in start and fallback
+        self._prior_scores = self._raw(self._prior, self._items, self.n_items)
+        self._item_unit = _unit_rows(self._items)
 
     # -- the Scorer port ---------------------------------------------------------------
 
@@ -123,10 +135,8 @@ class NeuMFScorer:
         if idx is None:
             raise KeyError(f"{user_id} is not known to model version {self.version}")
         with torch.inference_mode():
-            vector = _UserVector(
-                _row(self._user_gmf, idx), _row(self._user_mlp, idx), _row(self._user_bias, idx)
-            )
-            return self._rank(self._raw_scores(vector), k, exclude)
+            raw = self._raw(self._users[idx], self._items, self.n_items)
+            return self._rank(raw, k, exclude)
 
     def fold_in_top_k(
         self, rated: Sequence[Rating], k: int, exclude: Collection[MovieId]
@@ -139,32 +149,31 @@ class NeuMFScorer:
         """
         latest = {int(r.movie_id): float(r.score) for r in rated}
         known = [(self._item_index[m], s) for m, s in latest.items() if m in self._item_index]
-        blocked = {*exclude, *(MovieId(m) for m in latest)}
+        blocked = [*exclude, *(MovieId(m) for m in latest)]
         if not known:
             with torch.inference_mode():
                 return self._rank(self._prior_scores, k, blocked)
         items = torch.tensor([i for i, _ in known], dtype=torch.int64)
         stars = torch.tensor([s for _, s in known], dtype=torch.float32)
-        vector = self._fit_user(items, stars)
+        user = self.fold_in(items, stars)
         with torch.inference_mode():
-            return self._rank(self._raw_scores(vector), k, blocked)
+            return self._rank(self._raw(user, self._items, self.n_items), k, blocked)
 
     # -- item to item --------------------------------------------------------------------
 
     def similar(self, movie_id: MovieId, k: int) -> list[tuple[MovieId, float]]:
         """The `k` movies whose learnt representation is closest (cosine) to `movie_id`'s.
 
-        The representation is the item as the network sees it: its GMF factor weighted by
-        the fusion layer and its half of the first MLP layer, each scaled to unit length.
+        The representation is the item as the network sees it: its GMF factor scaled by
+        the fusion layer and its half of the first MLP layer, each of unit length.
         """
         idx = self._item_index.get(int(movie_id))
-        if idx is None or k <= 0:
+        if idx is None or k <= 0 or self.n_items < 2:
             return []
         with torch.inference_mode():
             sims = self._item_unit @ self._item_unit[idx]
             sims[idx] = float("-inf")
-            n = min(k, self.n_items - 1)
-            values, order = torch.topk(sims, n)
+            values, order = torch.topk(sims, min(k, self.n_items - 1))
         return [
             (MovieId(int(self._item_ids[i])), float(v))
             for i, v in zip(order.tolist(), values.tolist(), strict=True)
@@ -172,39 +181,27 @@ class NeuMFScorer:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _raw_scores(self, user: _UserVector, items: Tensor | None = None) -> Tensor:
-        """Raw model output of one user against `items` (all items when None)."""
-
-        def pick(table: Tensor | None) -> Tensor | None:
-            return table if table is None or items is None else table[items]
-
-        item_gmf, item_first, item_bias = (
-            pick(self._item_gmf),
-            pick(self._item_first),
-            pick(self._item_bias),
-        )
-        size = self.n_items if items is None else int(items.numel())
-        out = torch.full((size,), self._global)
-        if user.gmf is not None and item_gmf is not None:
-            out = out + item_gmf @ (user.gmf * self._w_gmf)
-        if user.mlp is not None and item_first is not None:
-            assert self._first_user is not None and self._mlp_rest is not None
-            user_first = self._first_user @ user.mlp + self._first_bias
-            out = out + self._mlp_rest(item_first + user_first) @ self._w_mlp
-        if user.bias is not None and item_bias is not None:
-            out = out + user.bias + item_bias
+    def _raw(self, user: Tensor, items: _ItemSide, n: int) -> Tensor:
+        """Raw model output (logit or normalised rating) of one user vector against items."""
+        out = torch.full((n,), self._global)
+        if items.gmf is not None:
+            out = out + items.gmf @ user[self._gmf]
+        if items.first is not None:
+            assert self._first_user is not None and self._first_bias is not None
+            assert self._mlp_rest is not None
+            hidden = items.first + (self._first_user @ user[self._mlp] + self._first_bias)
+            out = out + self._mlp_rest(hidden) @ self._w_mlp
+        if items.bias is not None:
+            out = out + user[self._bias] + items.bias
         return out
 
-    def _rank(
-        self, raw: Tensor, k: int, exclude: Iterable[MovieId]
-    ) -> list[tuple[MovieId, float]]:
+    def _rank(self, raw: Tensor, k: int, exclude: Iterable[MovieId]) -> list[tuple[MovieId, float]]:
         blocked = {i for m in exclude if (i := self._item_index.get(int(m))) is not None}
         n = min(k, self.n_items - len(blocked))
         if n <= 0:
             return []
         if blocked:
-            raw = raw.clone()
-            raw[torch.tensor(sorted(blocked), dtype=torch.int64)] = float("-inf")
+            raw = raw.index_fill(0, torch.tensor(list(blocked)), float("-inf"))
         values, order = torch.topk(raw, n)
         scores = to_relevance(values, self.mode)
         return [
@@ -212,78 +209,53 @@ class NeuMFScorer:
             for i, s in zip(order.tolist(), scores.tolist(), strict=True)
         ]
 
-    def _fit_user(self, items: Tensor, stars: Tensor) -> _UserVector:
-        """Adam on a fresh user vector against the frozen item side; seeded, so repeatable."""
-        cfg = self.fold_in_config
-        prior = self._prior
-        named = (("gmf", prior.gmf), ("mlp", prior.mlp), ("bias", prior.bias))
-        fresh = {name: t.clone().requires_grad_(True) for name, t in named if t is not None}
-        params = list(fresh.values())
-        anchors = [p.detach().clone() for p in params]
-        vector = _UserVector(fresh.get("gmf"), fresh.get("mlp"), fresh.get("bias"))
-        batches, targets = self._fold_in_batches(items, stars, cfg)
-        prior_weight = cfg.prior_weight / items.numel()
-        optimiser = torch.optim.Adam(params, lr=cfg.lr)
-        with torch.enable_grad():
-            for step in range(cfg.steps):
-                raw = self._raw_scores(vector, batches[step])
-                if self.mode == "implicit":
-                    loss = F.binary_cross_entropy_with_logits(raw, targets)
-                else:
-                    loss = F.mse_loss(raw, targets)
-                penalty = sum((p - a).pow(2).sum() for p, a in zip(params, anchors, strict=True))
-                loss = loss + prior_weight * penalty
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward(inputs=params)
-                optimiser.step()
-        return _UserVector(*(None if p is None else p.detach() for p in _fields(vector)))
+    def fold_in(self, items: Tensor, stars: Tensor) -> Tensor:
+        """A user vector fitted to ratings `stars` of item indices `items` (item side frozen).
 
-    def _fold_in_batches(
-        self, items: Tensor, stars: Tensor, cfg: FoldInConfig
-    ) -> tuple[Tensor, Tensor]:
-        """Items per step [steps, n] and their targets [n]."""
+        Adam from the mean user, with an L2 pull back to it (a Gaussian prior) that fades
+        as ratings accumulate. Implicit mode: rated items against a seeded sample of unrated
+        ones (BCE); explicit mode: the normalised ratings (MSE).
+        """
+        cfg = self.fold_in_config
+        batch, targets = self._fold_in_batch(items, stars)
+        side = self._items.take(batch)
+        anchor = self._prior
+        weight = cfg.prior_weight / items.numel()
+        loss_fn = F.binary_cross_entropy_with_logits if self.mode == "implicit" else F.mse_loss
+        with torch.inference_mode(False), torch.enable_grad():
+            user = anchor.clone().requires_grad_(True)
+            optimiser = torch.optim.Adam([user], lr=cfg.lr)
+            for _ in range(cfg.steps):
+                optimiser.zero_grad(set_to_none=True)
+                raw = self._raw(user, side, int(batch.numel()))
+                loss = loss_fn(raw, targets) + weight * (user - anchor).pow(2).sum()
+                torch.autograd.backward(loss)
+                optimiser.step()
+        return user.detach()
+
+    def _fold_in_batch(self, items: Tensor, stars: Tensor) -> tuple[Tensor, Tensor]:
         if self.mode != "implicit":
-            targets = (stars - _RATING_MIN) / _RATING_SPAN
-            return items.expand(cfg.steps, -1), targets
+            return items, (stars - _RATING_MIN) / _RATING_SPAN
         unrated = torch.ones(self.n_items, dtype=torch.bool)
         unrated[items] = False
         pool = torch.nonzero(unrated).squeeze(1)
-        n_neg = cfg.negatives * int(items.numel()) if pool.numel() else 0
-        generator = torch.Generator().manual_seed(cfg.seed)
-        draws = torch.randint(0, max(pool.numel(), 1), (cfg.steps, n_neg), generator=generator)
-        batches = torch.cat([items.expand(cfg.steps, -1), pool[draws]], dim=1)
+        generator = torch.Generator().manual_seed(self.fold_in_config.seed)
+        n_neg = min(self.fold_in_config.negatives * int(items.numel()), int(pool.numel()))
+        negatives = pool[torch.randperm(pool.numel(), generator=generator)[:n_neg]]
         targets = torch.cat([torch.ones(items.numel()), torch.zeros(n_neg)])
-        return batches, targets
+        return torch.cat([items, negatives]), targets
 
 
-def _fields(vector: _UserVector) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-    return vector.gmf, vector.mlp, vector.bias
+def _plain(tensor: Tensor) -> Tensor:
+    return tensor.detach().float().contiguous().clone()
 
 
-def _weight(module: nn.Module | None) -> Tensor | None:
-    return None if module is None else module.weight  # type: ignore[return-value]
+def _opt(tensor: Tensor | None) -> Tensor | None:
+    return None if tensor is None else _plain(tensor)
 
 
-def _frozen(tensor: Tensor | None) -> Tensor | None:
-    return None if tensor is None else tensor.detach().float().contiguous().clone()
-
-
-def _row(table: Tensor | None, idx: int) -> Tensor | None:
-    if table is None:
-        return None
-    return table[idx]
-
-
-def _mean_row(table: Tensor | None) -> Tensor | None:
-    return None if table is None else table.mean(dim=0)
-
-
-def _unit_rows(gmf: Tensor | None, first: Tensor | None, w_gmf: Tensor) -> Tensor:
-    blocks = []
-    if gmf is not None:
-        blocks.append(F.normalize(gmf * w_gmf, dim=1))
-    if first is not None:
-        blocks.append(F.normalize(first, dim=1))
+def _unit_rows(items: _ItemSide) -> Tensor:
+    blocks = [F.normalize(t, dim=1) for t in (items.gmf, items.first) if t is not None]
     return F.normalize(torch.cat(blocks, dim=1), dim=1)
 
 

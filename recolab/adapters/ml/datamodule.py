@@ -78,7 +78,11 @@ def sample_negatives(
     for _ in range(_REJECTION_ROUNDS):
         keys = pair_keys(users[todo], items[todo], n_items)
         pos = torch.searchsorted(known_keys, keys).clamp_(max=max(known_keys.numel() - 1, 0))
-        clash = known_keys[pos] == keys if known_keys.numel() else torch.zeros_like(keys, dtype=torch.bool)
+        clash = (
+            known_keys[pos] == keys
+            if known_keys.numel()
+            else torch.zeros_like(keys, dtype=torch.bool)
+        )
         todo = todo[clash]
         if todo.numel() == 0:
             break
@@ -135,7 +139,9 @@ class IndexBatches:
         if self.num_negatives == 0:
             return self.users, self.items, self.targets
         k = self.num_negatives
-        negatives = sample_negatives(self.users.repeat_interleave(k), self.n_items, self._known, generator)
+        negatives = sample_negatives(
+            self.users.repeat_interleave(k), self.n_items, self._known, generator
+        )
         items = torch.cat([self.items.unsqueeze(1), negatives.view(-1, k)], dim=1)
         targets = torch.zeros(items.shape)
         targets[:, 0] = 1.0
@@ -147,10 +153,14 @@ class IndexBatches:
         users, items, targets = self._epoch_tensors(generator)
         n = self._epoch_rows()
         if self.shuffle:
-            order = torch.randperm(len(users), generator=generator)[self.rank :: self.world_size][:n]
+            order = torch.randperm(len(users), generator=generator)[self.rank :: self.world_size][
+                :n
+            ]
             users, items, targets = users[order], items[order], targets[order]
         elif self.world_size > 1:
-            users, items, targets = (t[self.rank :: self.world_size][:n] for t in (users, items, targets))
+            users, items, targets = (
+                t[self.rank :: self.world_size][:n] for t in (users, items, targets)
+            )
         for start in range(0, n, self.batch_size):
             stop = start + self.batch_size
             yield users[start:stop], items[start:stop], targets[start:stop]

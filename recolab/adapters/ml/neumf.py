@@ -65,7 +65,7 @@ class ItemTerms:
 
 
 class NeuMF(nn.Module):
-    """Neural matrix factorisation: score(u, i) = b + b_u + b_i + w·[gmf_u ⊙ gmf_i, MLP(mlp_u, mlp_i)]."""
+    """Neural matrix factorisation: b + b_u + b_i + w·[gmf_u ⊙ gmf_i, MLP(mlp_u, mlp_i)]."""
 
     def __init__(self, config: NeuMFConfig) -> None:
         super().__init__()
@@ -127,7 +127,11 @@ class NeuMF(nn.Module):
         out = self.fusion(fused).squeeze(-1) + self.global_bias
         if self.user_bias is not None and self.item_bias is not None:
             user_bias = self.user_bias(users)  # [b, 1] broadcasts over candidates when grouped
-            out = out + (user_bias if grouped else user_bias.squeeze(-1)) + self.item_bias(items).squeeze(-1)
+            out = (
+                out
+                + (user_bias if grouped else user_bias.squeeze(-1))
+                + self.item_bias(items).squeeze(-1)
+            )
         return out
 
     def embedding_l2(self, users: Tensor, items: Tensor) -> Tensor:

@@ -51,7 +51,7 @@ class NeuMFSystem(pl.LightningModule):
         self.history: list[dict[str, float]] = []
 
     def forward(self, users: Tensor, items: Tensor) -> Tensor:
-        return self.model(users, items)  # type: ignore[no-any-return]
+        return self.model(users, items)
 
     def loss(self, batch: Batch) -> Tensor:
         users, items, targets = batch
@@ -89,7 +89,9 @@ class NeuMFSystem(pl.LightningModule):
         if self.mode == "explicit":
             pred = self.model(users, items).float().clamp(0.0, 1.0)
             err = pred - targets
-            step = torch.stack([err.pow(2).sum(), err.abs().sum(), torch.tensor(float(err.numel()))])
+            step = torch.stack(
+                [err.pow(2).sum(), err.abs().sum(), torch.tensor(float(err.numel()))]
+            )
         else:
             scores = self.model(users, items).float()
             # Pessimistic ties: a negative scored equal to the positive ranks above it.
@@ -107,7 +109,10 @@ class NeuMFSystem(pl.LightningModule):
             values = {"val/rmse": (first / count) ** 0.5 * RATING_SPAN}
             values["val/mae"] = second / count * RATING_SPAN
         else:
-            values = {f"val/ndcg@{self.top_k}": first / count, f"val/hr@{self.top_k}": second / count}
+            values = {
+                f"val/ndcg@{self.top_k}": first / count,
+                f"val/hr@{self.top_k}": second / count,
+            }
         self.log_dict(values)
         self._last_val = values
 

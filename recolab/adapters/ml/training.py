@@ -223,7 +223,9 @@ def encode(ratings: pd.DataFrame, mode: Mode) -> tuple[Interactions, IdIndex, Id
     return data, users, items
 
 
-def build_trainer(config: TrainConfig, callbacks: list[pl.Callback], **overrides: Any) -> pl.Trainer:
+def build_trainer(
+    config: TrainConfig, callbacks: list[pl.Callback], **overrides: Any
+) -> pl.Trainer:
     """A Trainer without per-step overhead: no logger, summary, sanity steps or checkpoints."""
     options: dict[str, Any] = {
         "accelerator": config.accelerator,
@@ -279,9 +281,7 @@ def fit(ratings: pd.DataFrame, config: TrainConfig, **trainer_overrides: Any) ->
         train, val = _holdout_explicit(data, config.val_fraction, rng)
         global_mean = float(train.targets.mean())
     else:
-        train, ranking = _holdout_ranking(
-            data, len(items), config.val_negatives, rng, config.seed
-        )
+        train, ranking = _holdout_ranking(data, len(items), config.val_negatives, rng, config.seed)
         global_mean = 0.0
     model = build_model(config, len(users), len(items), global_mean)
     system = NeuMFSystem(
@@ -308,6 +308,8 @@ def fit(ratings: pd.DataFrame, config: TrainConfig, **trainer_overrides: Any) ->
         callbacks.append(
             pl.callbacks.EarlyStopping(monitor, patience=config.patience, mode=direction)
         )
+    else:
+        trainer_overrides = {"limit_val_batches": 0, **trainer_overrides}
     trainer = build_trainer(config, callbacks, **trainer_overrides)
     trainer.fit(system, datamodule=datamodule)
     model = system.model.cpu().eval()

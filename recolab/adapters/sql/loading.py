@@ -16,7 +16,9 @@ Bulk mode: when at least ``BULK_MIN_ROWS`` ratings are new or changed, and at le
 (and, on PostgreSQL, their foreign keys) are dropped first and rebuilt before commit:
 one sort per index and one anti-join per foreign key instead of per-row maintenance and
 trigger calls. A failure rolls the DDL back with the data. The price is an exclusive
-lock on those tables until commit.
+lock on those tables until commit. A bulk load into an empty ratings table on PostgreSQL
+truncates it and copies with ``FREEZE``: every later scan (statistics, index builds,
+foreign-key checks, the first readers after commit) skips per-row visibility work.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    text,
     true,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -216,7 +219,7 @@ def load_dataset(
             user_counts = _merge_users(conn, len(batch.users))
         with _phase(phases, "ratings"):
             notify("merging ratings")
-            _merge_ratings(conn, batch, direct=direct)
+            _merge_ratings(conn, batch, direct=direct, bulk=bulk)
         with _phase(phases, "statistics"):
             notify("recomputing statistics")
             if bulk and conn.dialect.name == "postgresql":
@@ -379,11 +382,18 @@ def _stage(conn: Connection, batch: _Batch, *, with_ratings: bool) -> None:
         _analyze(conn, [_stage_ratings])
 
 
-def _copy_rows(conn: Connection, table: Table, columns: Sequence[np.ndarray]) -> None:
-    """Append 8-byte numeric columns (BIGINT / DOUBLE) to ``table`` as fast as possible."""
+def _copy_rows(
+    conn: Connection, table: Table, columns: Sequence[np.ndarray], *, freeze: bool = False
+) -> None:
+    """Append 8-byte numeric columns (BIGINT / DOUBLE) to ``table`` as fast as possible.
+
+    ``freeze`` (PostgreSQL; the table must have been truncated in this transaction)
+    writes the rows already frozen and their pages all-visible.
+    """
     names = ", ".join(c.name for c in table.columns)
     if conn.dialect.name == "postgresql":
-        _copy_binary(conn, f"COPY {table.name} ({names}) FROM STDIN (FORMAT BINARY)", columns)
+        options = "FORMAT BINARY, FREEZE" if freeze else "FORMAT BINARY"
+        _copy_binary(conn, f"COPY {table.name} ({names}) FROM STDIN ({options})", columns)
         return
     marks = ", ".join("?" for _ in columns)
     sql = f"INSERT INTO {table.name} ({names}) VALUES ({marks})"
@@ -600,11 +610,14 @@ def _diff_ratings(conn: Connection, batch: _Batch, *, direct: bool) -> TableCoun
     return TableCounts(inserted=fresh, updated=changed - fresh, unchanged=n - changed)
 
 
-def _merge_ratings(conn: Connection, batch: _Batch, *, direct: bool) -> None:
+def _merge_ratings(conn: Connection, batch: _Batch, *, direct: bool, bulk: bool) -> None:
     target = schema.ratings
     if direct:
         # An empty table cannot conflict and the batch has no duplicates: append.
-        _copy_rows(conn, target, batch.rating_columns)
+        freeze = bulk and _can_freeze(conn)
+        if freeze:
+            conn.execute(text(f"TRUNCATE {target.name}"))
+        _copy_rows(conn, target, batch.rating_columns, freeze=freeze)
         return
     changed = _changed_ratings
     names = ["user_id", "movie_id", "score", "timestamp"]
@@ -621,6 +634,22 @@ def _merge_ratings(conn: Connection, batch: _Batch, *, direct: bool) -> None:
         ),
     )
     conn.execute(stmt)
+
+
+def _can_freeze(conn: Connection) -> bool:
+    """Whether the empty ratings table may be truncated and filled with ``COPY ... FREEZE``.
+
+    Frozen rows on all-visible pages spare every later scan its per-row visibility checks
+    (and the first readers after commit a rewrite of each page to set hint bits). It needs
+    the table truncated in this transaction, which the exclusive lock taken when dropping
+    its indexes makes safe once it is seen to be still empty, and READ COMMITTED (FREEZE
+    refuses a transaction holding a snapshot). Like any TRUNCATE, it is not MVCC-safe:
+    transactions that started before the commit see the new rows at once.
+    """
+    if conn.dialect.name != "postgresql":
+        return False
+    isolation = conn.exec_driver_sql("SHOW transaction_isolation").scalar_one()
+    return isolation == "read committed" and _is_empty(conn, schema.ratings)
 
 
 def _merge(conn: Connection, stmt: Any, target: Table, n_staged: int) -> TableCounts:
@@ -652,7 +681,7 @@ def _recompute_touched(conn: Connection, *, everything: bool) -> None:
     if everything:
         for statement in (
             *user_statistics_statements(dialect, None),
-            *movie_statistics_statements(None),
+            *movie_statistics_statements(dialect, None),
         ):
             conn.execute(statement)
         return
@@ -670,7 +699,7 @@ def _recompute_touched(conn: Connection, *, everything: bool) -> None:
     ):
         conn.execute(_insert(conn, ids).from_select(["id"], query).on_conflict_do_nothing())
     _recount(conn, _scope_users, schema.users, partial(user_statistics_statements, dialect))
-    _recount(conn, _scope_movies, schema.movies, movie_statistics_statements)
+    _recount(conn, _scope_movies, schema.movies, partial(movie_statistics_statements, dialect))
 
 
 def _recount(

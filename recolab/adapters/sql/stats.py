@@ -9,6 +9,10 @@ rows whose figures did not change are not rewritten.
   time), ``favorite_genres``: the 3 genres most frequent among the user's positive
   ratings (score >= 4.0), by count descending then genre name (binary order), joined
   with ``|``; ``''`` when there are none.
+
+``avg_rating`` is ``rating_sum / n`` (what ``avg()`` returns, and what the incremental
+rules keep). On PostgreSQL a recount of every row materialises its aggregates in
+temporary tables first (``CREATE TABLE AS`` may use parallel workers; an UPDATE may not).
 """
 
 from __future__ import annotations
@@ -87,7 +91,7 @@ def recompute_statistics(
             conn.execute(statement)
     if movie_ids is None or movie_ids:
         scope = None if movie_ids is None else id_scope(dialect, movie_ids)
-        for statement in movie_statistics_statements(scope):
+        for statement in movie_statistics_statements(dialect, scope):
             conn.execute(statement)
 
 
@@ -101,10 +105,10 @@ def id_scope(dialect: str, ids: Collection[int]) -> Scope:
     return lambda column: column.in_(select(table.c.value))
 
 
-def movie_statistics_statements(scope: Scope | None) -> list[Executable]:
+def movie_statistics_statements(dialect: str, scope: Scope | None) -> list[Executable]:
     """The statements that recount movie statistics, rated or not.
 
-    With a scope, one UPDATE; without one, the counts are first materialised in a
+    One UPDATE; on PostgreSQL without a scope, the counts are first materialised in a
     temporary table (see :func:`user_statistics_statements`).
     """
     counts = select(
@@ -114,7 +118,7 @@ def movie_statistics_statements(scope: Scope | None) -> list[Executable]:
     ).group_by(ratings.c.movie_id)
     if scope is not None:
         counts = counts.where(scope(ratings.c.movie_id))
-    c, setup, teardown = _figures_source(counts, "_movie_counts", scope)
+    c, setup, teardown = _figures_source(counts, "_movie_counts", dialect, scope)
     # Every movie in scope, rated or not, in one join: no anti-join for the planner to
     # misjudge, and movies whose last rating went away drop back to zero.
     n, total = func.coalesce(c.c.n, 0), func.coalesce(c.c.total, 0.0)
@@ -136,9 +140,10 @@ def movie_statistics_statements(scope: Scope | None) -> list[Executable]:
 def user_statistics_statements(dialect: str, scope: Scope | None) -> list[Executable]:
     """The statements that recount user statistics, with ratings or without.
 
-    With a scope, one UPDATE whose aggregates the planner can restrict to those ids.
-    Without one (every user), the aggregates are first materialised in temporary tables
-    with ``CREATE TABLE AS``: PostgreSQL may run that query in parallel, never an UPDATE's.
+    One UPDATE, whose aggregates the planner restricts to the ids in scope. On PostgreSQL
+    without a scope (every user), the aggregates are first materialised in temporary
+    tables with ``CREATE TABLE AS``, whose query may run on parallel workers (an UPDATE's
+    never does).
     """
     counts = select(
         ratings.c.user_id,
@@ -148,9 +153,9 @@ def user_statistics_statements(dialect: str, scope: Scope | None) -> list[Execut
     ).group_by(ratings.c.user_id)
     if scope is not None:
         counts = counts.where(scope(ratings.c.user_id))
-    c, count_setup, count_teardown = _figures_source(counts, "_user_counts", scope)
+    c, count_setup, count_teardown = _figures_source(counts, "_user_counts", dialect, scope)
     top, top_setup, top_teardown = _figures_source(
-        _favorite_genres(dialect, scope), "_user_favorites", scope
+        _favorite_genres(dialect, scope), "_user_favorites", dialect, scope
     )
     favorites = (
         top.c.g1
@@ -193,13 +198,13 @@ def _average(n: ColumnElement[Any], total: ColumnElement[Any]) -> ColumnElement[
 
 
 def _figures_source(
-    query: Select[Any], name: str, scope: Scope | None
+    query: Select[Any], name: str, dialect: str, scope: Scope | None
 ) -> tuple[FromClause, list[Executable], list[Executable]]:
-    """``query`` as a subquery (scoped), or as a temporary table built from it (everything).
+    """``query`` as a subquery, or (PostgreSQL, every row) a temporary table built from it.
 
     Returns the FROM element, the statements that create it and those that drop it.
     """
-    if scope is not None:
+    if scope is not None or dialect != "postgresql":
         return query.subquery(name.lstrip("_")), [], []
     create = CreateTableAs(query, name, temporary=True)
     return create.table, [create], [DropTable(create.table)]

@@ -1,0 +1,1 @@
+"""NeuMF in PyTorch Lightning: plain model, tensor DataModule, Lightning system, baselines."""

@@ -1,0 +1,1 @@
+"""Offline evaluation: numpy metrics, seeded splits and protocol runners (A, B, C)."""

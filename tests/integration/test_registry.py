@@ -1,0 +1,287 @@
+"""MLflow tracking and registry on a temporary SQLite store: runs, versions, alias, round trip."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from recolab.adapters import registry as reg
+from recolab.adapters.features import FeatureSnapshot
+from recolab.adapters.ml.training import FitResult, TrainConfig, fit
+from recolab.adapters.scorer import NeuMFScorer, load_scorer, to_relevance
+from recolab.domain.values import MovieId, UserId
+
+MODEL = "recolab-neumf"
+
+
+def synthetic(seed: int = 0, n: int = 600) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    ratings = pd.DataFrame(
+        {"user_id": rng.integers(1, 41, n), "movie_id": rng.integers(1, 61, n)}
+    ).drop_duplicates(["user_id", "movie_id"], ignore_index=True)
+    ratings["rating"] = rng.integers(1, 11, len(ratings)) / 2.0
+    ratings["timestamp"] = np.arange(len(ratings), dtype=np.int64)
+    ratings = ratings.astype({"user_id": "int64", "movie_id": "int64"})
+    ids = np.arange(1, 61, dtype=np.int64)
+    movies = pd.DataFrame(
+        {
+            "movie_id": ids,
+            "title": [f"Movie {i}" for i in ids],
+            "year": pd.array([1990 + i % 20 for i in ids], dtype="Int64"),
+            "genres": ["Drama|Comedy" if i % 2 else "Action" for i in ids],
+        }
+    )
+    return ratings, movies
+
+
+def make_snapshot(root: Path, ratings: pd.DataFrame, snapshot_id: str) -> FeatureSnapshot:
+    """A feature snapshot folder as `build_snapshot` writes it (manifest + Parquet tables)."""
+    path = root / snapshot_id
+    path.mkdir(parents=True)
+    ratings.to_parquet(path / "ratings.parquet", index=False)
+    manifest = {
+        "id": snapshot_id,
+        "content_hash": snapshot_id * 4,
+        "dataset": "synthetic",
+        "rows": {"ratings": len(ratings)},
+    }
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    return FeatureSnapshot(snapshot_id, path)
+
+
+def quick_fit(ratings: pd.DataFrame, mode: str, lr: float = 0.01) -> FitResult:
+    config = TrainConfig(
+        mode=mode,  # type: ignore[arg-type]
+        gmf_dim=8,
+        mlp_dim=8,
+        mlp_layers=(16, 8),
+        batch_size=256,
+        max_epochs=2,
+        patience=5,
+        val_negatives=20,
+        lr=lr,
+    )
+    return fit(ratings, config)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[pd.DataFrame, pd.DataFrame]:
+    return synthetic()
+
+
+@pytest.fixture(scope="module", params=["explicit", "implicit"])
+def fitted(request: pytest.FixtureRequest, data: tuple[pd.DataFrame, pd.DataFrame]) -> FitResult:
+    return quick_fit(data[0], request.param)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[str]:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    before = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    yield uri
+    # register_model must leave MLflow's process-wide URIs (and the environment) as it found them
+    after = {k: os.environ.get(k) for k in before}
+    assert after == before
+
+
+def log_run(
+    uri: str,
+    tmp_path: Path,
+    fitted: FitResult,
+    snapshot: FeatureSnapshot,
+    protocol: str,
+    ndcg: float = 0.3,
+) -> str:
+    experiment = reg.ensure_experiment(uri, "recolab-synthetic", tmp_path / "mlartifacts")
+    plot = tmp_path / "learning_curve.png"
+    plot.write_bytes(b"\x89PNG fake")
+    return reg.log_training_run(
+        tracking_uri=uri,
+        experiment_id=experiment,
+        fit_result=fitted,
+        params={"protocol": protocol, "evaluation": {"k": 10, "seeds": [1, 2]}},
+        metrics={"test/ndcg@10": ndcg, "test/rmse": 0.9},
+        history=fitted.history,
+        report={"neumf": {"ndcg@10": ndcg}},
+        artefacts={"plots": plot},
+        snapshot=snapshot,
+        protocol=protocol,
+        tags={"purpose": "test"},
+        run_name="neumf-test",
+    )
+
+
+def test_ensure_experiment_is_idempotent_with_a_local_artifact_root(
+    store: str, tmp_path: Path
+) -> None:
+    first = reg.ensure_experiment(store, "recolab-demo", tmp_path / "mlartifacts")
+    assert reg.ensure_experiment(store, "recolab-demo", tmp_path / "mlartifacts") == first
+    client = reg.mlflow_client(store)
+    location = client.get_experiment(first).artifact_location
+    assert location == (tmp_path / "mlartifacts" / "recolab-demo").resolve().as_uri()
+    client.delete_experiment(first)
+    assert reg.ensure_experiment(store, "recolab-demo", tmp_path / "mlartifacts") == first
+    assert client.get_experiment(first).lifecycle_stage == "active"
+
+
+def test_training_run_is_fully_recorded(
+    store: str, tmp_path: Path, fitted: FitResult, data: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
+    snapshot = make_snapshot(tmp_path / "features", data[0], "snap0001")
+    run_id = log_run(store, tmp_path, fitted, snapshot, "B")
+    client = reg.mlflow_client(store)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "neumf-test"
+
+    params = run.data.params
+    for key, value in fitted.config.to_dict().items():
+        expected = json.dumps(value) if isinstance(value, list) else str(value)
+        assert params[key] == expected, key
+    assert params["evaluation.k"] == "10" and params["evaluation.seeds"] == "[1, 2]"
+
+    assert run.data.metrics["test/ndcg_at_10"] == pytest.approx(0.3)
+    assert len(fitted.history) == 2
+    for key in fitted.history[0]:
+        if key == "epoch":
+            continue
+        history = client.get_metric_history(run_id, reg.metric_key(key))
+        assert [m.step for m in history] == [int(row["epoch"]) for row in fitted.history]
+        assert [m.value for m in history] == pytest.approx([row[key] for row in fitted.history])
+
+    def listed(folder: str) -> set[str]:
+        return {f.path for f in client.list_artifacts(run_id, folder)}
+
+    assert listed("evaluation") == {"evaluation/report.json"}
+    assert listed("id_maps") == {"id_maps/users.csv", "id_maps/items.csv"}
+    assert {"config/train_config.yaml", "config/params.yaml"} <= listed("config")
+    assert listed("plots") == {"plots/learning_curve.png"}
+    users_csv = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path="id_maps/users.csv", tracking_uri=store
+    )
+    assert pd.read_csv(users_csv)["user_id"].tolist() == fitted.users.ids.tolist()
+
+    assert run.inputs is not None
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert dataset_input.dataset.name == "snap0001"
+    assert dataset_input.dataset.digest == ("snap0001" * 4)[:36]
+    assert {(t.key, t.value) for t in dataset_input.tags} == {("mlflow.data.context", "training")}
+    assert snapshot.path.resolve().as_uri() in dataset_input.dataset.source
+
+    tags = run.data.tags
+    assert (tags["dataset"], tags["snapshot"], tags["protocol"]) == ("synthetic", "snap0001", "B")
+    assert tags["git_commit"] == reg.git_commit() and tags["purpose"] == "test"
+    assert tags["git_commit"] == "unknown" or len(tags["git_commit"]) == 40
+
+
+def test_registered_champion_round_trip_on_cpu(
+    store: str, tmp_path: Path, fitted: FitResult, data: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
+    ratings, movies = data
+    snapshot = make_snapshot(tmp_path / "features", ratings, "snap0001")
+    other = quick_fit(ratings, fitted.config.mode, lr=0.05)
+    versions = []
+    for model in (other, fitted):
+        run_id = log_run(store, tmp_path, model, snapshot, "B")
+        versions.append(
+            reg.register_model(
+                tracking_uri=store, run_id=run_id, fit_result=model, model_name=MODEL, movies=movies
+            )
+        )
+    assert versions == ["1", "2"]
+    client = reg.mlflow_client(store)
+    reg.set_champion(client, MODEL, "2")
+
+    pairs = pd.DataFrame(
+        {
+            "user_id": np.r_[fitted.users.ids[:20], 10_000].astype(np.int64),
+            "movie_id": np.r_[fitted.items.ids[:20], fitted.items.ids[0]].astype(np.int64),
+        }
+    )
+    in_memory = reg.NeuMFPyfunc.from_fit_result(fitted, movies).predict(None, pairs)
+    with reg.use_tracking_uri(store):
+        loaded = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion", suppress_warnings=True)
+    predicted = loaded.predict(pairs)
+    assert np.array_equal(predicted, in_memory)  # identical, not just close
+    assert np.all((predicted >= 0) & (predicted <= 1))
+    model_side = torch.from_numpy(fitted.users.lookup(pairs["user_id"].to_numpy()[:20]))
+    item_side = torch.from_numpy(fitted.items.lookup(pairs["movie_id"].to_numpy()[:20]))
+    with torch.no_grad():
+        direct = to_relevance(fitted.model(model_side, item_side).double(), fitted.config.mode)
+    np.testing.assert_allclose(predicted[:20], direct.numpy(), atol=1e-6)
+
+    unwrapped = loaded.unwrap_python_model()
+    assert isinstance(unwrapped, reg.NeuMFPyfunc) and unwrapped.fit_result is not None
+    for name, tensor in fitted.model.state_dict().items():
+        assert torch.equal(unwrapped.fit_result.model.state_dict()[name], tensor), name
+    pd.testing.assert_frame_equal(unwrapped.movies, movies)
+    signature = loaded.metadata.signature
+    assert signature.inputs.input_names() == ["user_id", "movie_id"]
+
+    # The serving path: resolve the alias, then load that version by number.
+    scorer = load_scorer(f"models:/{MODEL}/2", store, "2")
+    assert scorer.version == "2" and scorer.movies is not None
+    user = UserId(int(fitted.users.ids[0]))
+    exclude = {MovieId(int(m)) for m in fitted.items.ids[:3]}
+    expected = NeuMFScorer(fitted).top_k(user, 10, exclude)
+    assert scorer.top_k(user, 10, exclude) == expected
+    assert load_scorer(f"models:/{MODEL}@champion", store, "2").top_k(user, 10, exclude) == expected
+    older = load_scorer(f"models:/{MODEL}/1", store, "1")
+    assert older.top_k(user, 10, exclude) == NeuMFScorer(other).top_k(user, 10, exclude)
+
+
+def test_champion_metric_is_comparable_only_on_same_protocol_and_snapshot(
+    store: str, tmp_path: Path, fitted: FitResult, data: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
+    ratings, movies = data
+    client = reg.mlflow_client(store)
+    assert reg.champion_metric(client, MODEL, "test/ndcg@10", "B", "snap0001") is None
+
+    snapshot = make_snapshot(tmp_path / "features", ratings, "snap0001")
+    run_id = log_run(store, tmp_path, fitted, snapshot, "B", ndcg=0.41)
+    version = reg.register_model(
+        tracking_uri=store, run_id=run_id, fit_result=fitted, model_name=MODEL, movies=movies
+    )
+    assert reg.champion_metric(client, MODEL, "test/ndcg@10", "B", "snap0001") is None
+    reg.set_champion(client, MODEL, version)
+
+    found = reg.champion_metric(client, MODEL, "test/ndcg@10", "B", "snap0001")
+    assert found is not None and found[0] == version and found[1] == pytest.approx(0.41)
+    assert reg.champion_metric(client, MODEL, "test/ndcg@10", "C", "snap0001") is None
+    assert reg.champion_metric(client, MODEL, "test/ndcg@10", "B", "snap0002") is None
+    assert reg.champion_metric(client, MODEL, "test/hr@10", "B", "snap0001") is None
+
+
+def test_challenger_and_comparison_are_recorded(
+    store: str, tmp_path: Path, fitted: FitResult, data: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
+    ratings, movies = data
+    snapshot = make_snapshot(tmp_path / "features", ratings, "snap0001")
+    run_id = log_run(store, tmp_path, fitted, snapshot, "B")
+    version = reg.register_model(
+        tracking_uri=store, run_id=run_id, fit_result=fitted, model_name=MODEL, movies=movies
+    )
+    client = reg.mlflow_client(store)
+    reason = "ndcg@10 0.3000 does not beat champion 0.4100"
+    reg.tag_challenger(client, MODEL, version, reason)
+    details = {"promote": False, "reason": reason, "candidate": 0.3, "champion": 0.41}
+    reg.record_comparison(client, MODEL, version, details)
+
+    tags = client.get_model_version(MODEL, version).tags
+    assert tags["challenger"] == reason
+    assert tags["promotion.promote"] == "False" and tags["promotion.champion"] == "0.41"
+    run_tags = client.get_run(run_id).data.tags
+    assert run_tags["promotion.reason"] == reason
+    comparison = mlflow.artifacts.load_dict(
+        f"{client.get_run(run_id).info.artifact_uri}/promotion/comparison.json"
+    )
+    assert comparison == details
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        client.get_model_version_by_alias(MODEL, "champion")

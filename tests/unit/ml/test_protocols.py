@@ -1,0 +1,156 @@
+"""Splits hold no leakage; protocol runners score what they claim to score."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recolab.adapters.ml.baselines import BiasOnlyRecommender, PopularityRecommender
+from recolab.evaluation import protocols as P
+
+
+def _ratings(
+    n_users: int = 30, n_items: int = 40, per_user: int = 12, seed: int = 0
+) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for user in range(1, n_users + 1):
+        items = rng.choice(np.arange(1, n_items + 1), size=per_user, replace=False)
+        for j, item in enumerate(items):
+            rows.append((user, int(item), float(rng.integers(1, 11) / 2), 1_000_000 + j // 2))
+    frame = pd.DataFrame(rows, columns=["user_id", "movie_id", "rating", "timestamp"])
+    return frame.astype({"user_id": "int64", "movie_id": "int64", "timestamp": "int64"})
+
+
+def _pairs(frame: pd.DataFrame) -> set[tuple[int, int]]:
+    return set(zip(frame["user_id"], frame["movie_id"], strict=True))
+
+
+def test_kfold_indices_are_disjoint_and_cover_every_row() -> None:
+    folds = P.kfold_indices(103, 5, seed=1)
+    joined = np.concatenate(folds)
+    assert sorted(joined.tolist()) == list(range(103))
+    assert {len(f) for f in folds} <= {20, 21}
+    assert [f.tolist() for f in folds] == [f.tolist() for f in P.kfold_indices(103, 5, seed=1)]
+
+
+def test_stratified_split_has_no_leakage_and_keeps_the_fraction_per_user() -> None:
+    ratings = _ratings()
+    train, test = P.stratified_user_split(ratings, 0.25, seed=3)
+    assert not _pairs(train) & _pairs(test)
+    assert len(train) + len(test) == len(ratings)
+    assert (test.groupby("user_id").size() == 3).all()  # round(12 * 0.25)
+    assert set(train["user_id"]) == set(ratings["user_id"])
+    again_train, _ = P.stratified_user_split(ratings, 0.25, seed=3)
+    assert again_train.index.equals(train.index)
+
+
+def test_leave_latest_out_holds_out_the_latest_rating_with_deterministic_ties() -> None:
+    ratings = _ratings()
+    train, test = P.leave_latest_out(ratings)
+    assert test["user_id"].is_unique and len(test) == ratings["user_id"].nunique()
+    assert not _pairs(train) & _pairs(test)
+    latest = ratings.groupby("user_id")["timestamp"].max()
+    assert (test.set_index("user_id")["timestamp"] == latest).all()
+    # every user's last two ratings share a timestamp: the higher movie_id is held out
+    tied = ratings[ratings["timestamp"] == ratings["user_id"].map(latest)]
+    assert (
+        test.set_index("user_id")["movie_id"] == tied.groupby("user_id")["movie_id"].max()
+    ).all()
+
+
+def test_sampled_negatives_are_unrated_distinct_catalogue_items() -> None:
+    ratings = _ratings()
+    users = np.unique(ratings["user_id"].to_numpy())
+    catalogue = np.arange(1, 41)
+    neg = P.sample_unrated(
+        users, catalogue, ratings["user_id"].to_numpy(), ratings["movie_id"].to_numpy(), 20, seed=0
+    )
+    rated = _pairs(ratings)
+    for user, row in zip(users, neg, strict=True):
+        assert len(set(row.tolist())) == 20
+        assert set(row.tolist()) <= set(catalogue.tolist())
+        assert not {(int(user), int(item)) for item in row} & rated
+    with pytest.raises(ValueError):
+        P.sample_unrated(
+            users, catalogue, ratings["user_id"].to_numpy(), ratings["movie_id"].to_numpy(), 29, 0
+        )
+
+
+class _Oracle:
+    """Knows the held-out rows: scores them above everything (or below, when `invert`)."""
+
+    def __init__(self, held_out: pd.DataFrame, invert: bool = False) -> None:
+        self.keys = set(zip(held_out["user_id"], held_out["movie_id"], strict=True))
+        self.sign = -1.0 if invert else 1.0
+
+    def fit(self, ratings: pd.DataFrame) -> "_Oracle":
+        return self
+
+    def score(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
+        hit = [(int(u), int(i)) in self.keys for u, i in zip(user_ids, item_ids, strict=True)]
+        return self.sign * np.asarray(hit, dtype=np.float64)
+
+    def predict(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
+        return self.score(user_ids, item_ids)
+
+
+def test_leave_one_out_scores_a_perfect_and_a_worst_recommender() -> None:
+    ratings = _ratings()
+    _, test = P.leave_latest_out(ratings)
+    best = P.run_leave_one_out(lambda: _Oracle(test), ratings, n_negatives=20, seed=0)
+    worst = P.run_leave_one_out(lambda: _Oracle(test, invert=True), ratings, n_negatives=20)
+    assert best.summary["hr@10"] == 1.0 and best.summary["ndcg@10"] == 1.0
+    assert worst.summary["hr@10"] == 0.0
+    assert best.summary["by_tier"]["casual"]["n_users"] == 30  # 11 training ratings each
+    assert len(best.scored) == 30 * 21
+
+
+def test_topk_never_recommends_training_items_and_matches_a_recount() -> None:
+    ratings = _ratings()
+    train, test = P.stratified_user_split(ratings, 0.25, seed=0)
+    result = P.run_topk(PopularityRecommender, ratings, k=5, seed=0)
+    recs = result.scored
+    assert not _pairs(recs) & _pairs(train)
+    assert (recs.groupby("user_id").size() == 5).all()
+    relevant = test.groupby("user_id")["movie_id"].apply(set)
+    precision = [
+        len(set(group["movie_id"]) & relevant[user]) / 5 for user, group in recs.groupby("user_id")
+    ]
+    assert result.summary["precision@5"] == pytest.approx(np.mean(precision))
+    assert 0 < result.summary["coverage"] <= 1
+
+
+def test_topk_perfect_recommender_reaches_full_precision_and_ndcg() -> None:
+    ratings = _ratings()
+    _, test = P.stratified_user_split(ratings, 0.25, seed=0)
+    movies = pd.DataFrame({"movie_id": np.arange(1, 41), "genres": ["Action|Drama", "Comedy"] * 20})
+    result = P.run_topk(
+        lambda: _Oracle(test), ratings, k=3, seed=0, items=P.ItemFeatures.from_movies(movies)
+    )
+    assert result.summary["precision@3"] == 1.0
+    assert result.summary["ndcg@3"] == pytest.approx(1.0)
+    assert result.summary["recall@3"] == pytest.approx(1.0)
+    assert result.summary["map@3"] == pytest.approx(1.0)
+    assert 0 <= result.summary["ild"] <= 1
+
+
+def test_rating_cv_bias_only_beats_the_global_mean(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    users = rng.integers(1, 60, 3000)
+    items = rng.integers(1, 80, 3000)
+    user_bias = rng.normal(0, 0.7, 61)
+    item_bias = rng.normal(0, 0.7, 81)
+    rating = np.clip(3.5 + user_bias[users] + item_bias[items] + rng.normal(0, 0.3, 3000), 0.5, 5)
+    ratings = pd.DataFrame(
+        {"user_id": users, "movie_id": items, "rating": rating, "timestamp": np.arange(3000)}
+    ).drop_duplicates(["user_id", "movie_id"])
+    result = P.run_rating_cv(BiasOnlyRecommender, ratings, n_folds=3, seed=0)
+    spread = float(ratings["rating"].std())
+    assert result.summary["rmse"]["mean"] < 0.6 * spread
+    assert len(result.summary["rmse_per_fold"]) == 3
+    path = result.export_scores(tmp_path / "out" / "predictions.csv")
+    exported = pd.read_csv(path)
+    assert len(exported) == len(ratings)
+    assert {"user_id", "movie_id", "score"} <= set(exported.columns)
