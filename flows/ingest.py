@@ -72,7 +72,8 @@ def ingest(
     """Load a MovieLens release (or the generated demo) into the database, validated first.
 
     A batch that fails any expectation loads nothing: the flow fails with the report (also
-    saved as JSON and Data Docs under data/reports/ and as a Prefect artifact).
+    saved as JSON and GX Data Docs under data/reports/ and as a Prefect artifact; a batch that
+    passes gets the JSON report only).
     """
     platform = platform_for(database_url, overrides)
     report = IngestReport(dataset=dataset, source=source or dataset)

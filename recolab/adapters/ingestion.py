@@ -103,13 +103,18 @@ class GxOutcome:
 
 
 class GxValidator:
-    def __init__(self, sample_size: int = 5) -> None:
+    def __init__(self, sample_size: int = 5, data_docs: str = "on_failure") -> None:
         self.sample_size = sample_size
+        self.data_docs = data_docs
 
     def validate(self, batch: Any, report_dir: Path | None) -> GxOutcome:
         data: MovieLensData = batch.data
         report = validate_dataset(
-            data.ratings, data.movies, report_dir=report_dir, sample_size=self.sample_size
+            data.ratings,
+            data.movies,
+            report_dir=report_dir,
+            sample_size=self.sample_size,
+            data_docs=self.data_docs,
         )
         return GxOutcome(report)
 

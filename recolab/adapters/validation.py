@@ -142,6 +142,9 @@ class ValidationFailed(Exception):
         return "\n".join(lines)
 
 
+DATA_DOCS_MODES = ("on_failure", "always", "never")
+
+
 def raise_for_failures(report: ValidationReport) -> None:
     """Raise ValidationFailed when any expectation of ``report`` failed."""
     if not report.success:
@@ -155,6 +158,7 @@ def validate_dataset(
     report_dir: Path | None = None,
     sample_size: int = 5,
     now: int | None = None,
+    data_docs: str = "on_failure",
 ) -> ValidationReport:
     """Validate normalised ratings and movies with Great Expectations before loading them.
 
@@ -162,8 +166,12 @@ def validate_dataset(
     failures (call ``raise_for_failures``). Only when the column sets do not match the schema
     are the other expectations not run. ``now`` (unix seconds, default: the clock) bounds
     timestamps (now + 1 day) and years (its year + 5). With ``report_dir``, writes
-    ``validation.json`` there and GX Data Docs under ``report_dir/data_docs``.
+    ``validation.json`` there and GX Data Docs under ``report_dir/data_docs``: for a failed
+    batch only (``data_docs="on_failure"``, the default: rendering the HTML costs more than
+    running the checks on small datasets), for every batch (``"always"``) or never.
     """
+    if data_docs not in DATA_DOCS_MODES:
+        raise ValueError(f"data_docs must be one of {DATA_DOCS_MODES}, not {data_docs!r}")
     started = time.perf_counter()
     now = int(time.time()) if now is None else now
     parameters = {
@@ -187,7 +195,8 @@ def validate_dataset(
         results = [_to_result(o, sources[o.spec.table], sample_size) for o in outcomes]
         timings["samples_s"] = time.perf_counter() - tick
         index_html = None
-        if report_dir is not None:
+        failed = not all(r.success for r in results)
+        if report_dir is not None and (data_docs == "always" or (failed and data_docs != "never")):
             tick = time.perf_counter()
             index_html = str(suites.build_data_docs(report_dir / "data_docs"))
             timings["data_docs_s"] = time.perf_counter() - tick

@@ -331,11 +331,30 @@ def test_report_dir_gets_json_and_gx_data_docs(tmp_path: Path) -> None:
 
 
 def test_data_docs_show_only_their_own_run(tmp_path: Path) -> None:
-    validate_dataset(make_ratings(), make_movies(), now=NOW, report_dir=tmp_path / "first")
-    validate_dataset(make_ratings(), make_movies(), now=NOW, report_dir=tmp_path / "second")
+    for run in ("first", "second"):
+        validate_dataset(
+            make_ratings(), make_movies(), now=NOW, report_dir=tmp_path / run, data_docs="always"
+        )
 
     pages = list((tmp_path / "second" / "data_docs" / "validations").rglob("*.html"))
     assert len(pages) == 8  # one per suite, none left over from the first run
+
+
+def test_a_passing_batch_gets_the_json_report_but_data_docs_only_when_asked(
+    tmp_path: Path,
+) -> None:
+    report = validate_dataset(make_ratings(), make_movies(), now=NOW, report_dir=tmp_path)
+
+    assert report.success
+    assert ValidationReport.from_json((tmp_path / "validation.json").read_text()) == report
+    assert report.data_docs is None
+    assert "data_docs_s" not in report.timings
+    assert not (tmp_path / "data_docs").exists()
+
+
+def test_data_docs_mode_is_checked() -> None:
+    with pytest.raises(ValueError, match="data_docs must be one of"):
+        validate_dataset(make_ratings(), make_movies(), now=NOW, data_docs="sometimes")
 
 
 def test_validation_failed_names_each_failure_with_count_and_rows() -> None:
