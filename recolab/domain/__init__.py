@@ -20,6 +20,7 @@ from recolab.domain.model import (
 )
 from recolab.domain.services import (
     Candidate,
+    GenreIndex,
     Reason,
     ReasonKind,
     Strategy,
@@ -42,6 +43,7 @@ __all__ = [
     "DomainError",
     "DomainEvent",
     "EventBus",
+    "GenreIndex",
     "InvalidValue",
     "ModelPromoted",
     "Movie",

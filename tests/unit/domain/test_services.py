@@ -32,7 +32,7 @@ from recolab.domain import (
     select_strategy,
     strategy_weights,
 )
-from recolab.domain.services import genre_profile, genre_similarity
+from recolab.domain.services import GenreIndex, genre_profile, genre_similarity
 
 CF = Source.COLLABORATIVE
 CB = Source.CONTENT_BASED
@@ -336,6 +336,46 @@ def test_content_based_popularity_breaks_genre_ties() -> None:
     assert _ids(out) == [21, 20]
     assert out[0].score == pytest.approx(1.0)
     assert out[1].score < out[0].score
+
+
+def _reference_content_scores(
+    ratings: Sequence[Rating], movies: Sequence[Movie]
+) -> list[tuple[int, float]]:
+    """The rule written out movie by movie: cosine of genres, popularity nudge, ties by id."""
+    profile = genre_profile(ratings, GENRES)
+    norm = sum(w * w for w in profile.values()) ** 0.5
+    rated = {r.movie_id for r in ratings}
+    out = []
+    for movie in movies:
+        genres = [g.lower() for g in movie.genres]
+        dot = sum(profile.get(g, 0.0) for g in genres)
+        if movie.id in rated or dot <= 0:
+            continue
+        cosine = min(1.0, dot / (norm * len(genres) ** 0.5))
+        out.append((movie.id.value, cosine * 0.95 + 0.05 * min(1.0, movie.popularity_score() / 15)))
+    return sorted(out, key=lambda p: (-p[1], p[0]))
+
+
+@pytest.mark.parametrize("limit", [None, 0, 1, 2, 3, 50])
+def test_content_based_on_a_genre_index_follows_the_rule_with_ties_and_limits(
+    limit: int | None,
+) -> None:
+    movies = [
+        *MOVIES,
+        _movie(30, "Twin A", ["Crime", "Thriller"], count=10, avg=4.0),
+        _movie(31, "Twin B", ["thriller", "crime"], count=10, avg=4.0),
+        _movie(32, "No genres", [], count=10, avg=4.0),
+    ]
+    ratings = [_rating(1, 5.0), _rating(3, 4.0)]
+    index = GenreIndex(movies)
+
+    out = content_based_scores(ratings, index, titles=TITLES, genres_of=GENRES, limit=limit)
+
+    expected = _reference_content_scores(ratings, movies)[:limit]
+    assert [(c.movie_id.value, pytest.approx(c.score)) for c in out] == expected
+    assert out == content_based_scores(
+        ratings, movies, titles=TITLES, genres_of=GENRES, limit=limit
+    )
 
 
 def test_content_based_without_a_profile_returns_nothing() -> None:
