@@ -214,12 +214,15 @@ def authenticate(
 
 
 Caller = Annotated[Principal, Depends(authenticate)]
-UserIdPath = Annotated[int, Path(gt=0, le=sc.MAX_ID, description="a user id")]
-MovieIdPath = Annotated[int, Path(gt=0, le=sc.MAX_ID, description="a movie id")]
+UserIdPath = Annotated[int, Path(ge=1, le=sc.MAX_ID, description="a user id")]
+MovieIdPath = Annotated[int, Path(ge=1, le=sc.MAX_ID, description="a movie id")]
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": sc.ErrorBody} for code in (*codes, 401, 413, 422, 429)}
+    """Error answers of a route: its own `codes` and those every route can give (400 for
+    malformed JSON or Content-Length, 503 while the database is unreachable)."""
+    common = (400, 401, 413, 422, 429, 503)
+    return {code: {"model": sc.ErrorBody} for code in (*codes, *common)}
 
 
 # ---- routes

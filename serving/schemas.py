@@ -12,7 +12,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_ID = 2**63 - 1  # BIGINT: larger ids could never exist and would overflow the driver
-Id = Annotated[int, Field(gt=0, le=MAX_ID)]
+# ge=1, not gt=0: BentoML labels the spec OpenAPI 3.0, where exclusiveMinimum is a boolean
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 StrategyName = Literal["auto", "popular", "content_based", "collaborative", "hybrid"]
 Tier = Literal["cold_start", "new", "casual", "active", "power_user"]
 

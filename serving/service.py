@@ -11,6 +11,10 @@ Tracing: set an exporter through BentoML's configuration, e.g.
 services.recolab.tracing.sample_rate=1.0 services.recolab.tracing.otlp.protocol=http
 services.recolab.tracing.otlp.endpoint=http://localhost:4318/v1/traces'`.
 Workers and traffic limits: `services.recolab.workers=2`, `services.recolab.traffic.timeout=10`.
+
+Each worker runs torch on `RECOLAB_TORCH_THREADS` threads (default 1): requests already run
+in parallel, and workers that each spin one intra-op pool per core oversubscribe the cores
+under load. Set 0 to keep torch's own default (one thread per core).
 """
 
 from __future__ import annotations
@@ -19,15 +23,19 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 
 import bentoml
 
 from recolab.adapters.observability import configure_logging
 from recolab.bootstrap import bootstrap
-from recolab.config import PROJECT_ROOT
+from recolab.config import PROJECT_ROOT, ConfigError
 from serving.app import ServingRuntime, attach, create_app
 
 log = logging.getLogger("serving")
+
+TORCH_THREADS_ENV = "RECOLAB_TORCH_THREADS"
+DEFAULT_TORCH_THREADS = 1
 
 api = create_app()
 
@@ -43,6 +51,7 @@ class RecoLab:
 
     def __init__(self) -> None:
         configure_logging()
+        configure_torch_threads()
         self._reasons: list[str] = []
         self.runtime = ServingRuntime.start(bootstrap())
         attach(api, self.runtime)
@@ -61,6 +70,26 @@ class RecoLab:
     @bentoml.on_shutdown  # type: ignore[untyped-decorator]
     def shutdown(self) -> None:
         self.runtime.close()
+
+
+def configure_torch_threads(environ: Mapping[str, str] | None = None) -> int:
+    """Size this worker's torch intra-op pool from `RECOLAB_TORCH_THREADS`; the size in use.
+
+    Called at service start-up (once per worker), never at import of `recolab`."""
+    raw = (os.environ if environ is None else environ).get(TORCH_THREADS_ENV, "").strip()
+    try:
+        wanted = int(raw) if raw else DEFAULT_TORCH_THREADS
+    except ValueError:
+        raise ConfigError(f"{TORCH_THREADS_ENV}={raw!r}: expected a whole number >= 0") from None
+    if wanted < 0:
+        raise ConfigError(f"{TORCH_THREADS_ENV}={raw!r}: expected a whole number >= 0")
+    import torch
+
+    if wanted:
+        torch.set_num_threads(wanted)
+    threads = torch.get_num_threads()
+    log.info("torch intra-op threads: %d", threads)
+    return threads
 
 
 def serve_command(host: str, port: int, *, reload: bool = False) -> list[str]:

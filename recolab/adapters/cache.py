@@ -101,19 +101,27 @@ def _escape(pattern: str) -> str:
 class ResilientCache:
     """Wraps a remote cache so that its failures degrade to 'no cache' instead of errors.
 
-    `healthy` tells readiness whether the last call to the backend worked.
+    `healthy` tells readiness whether the last call to the backend worked. An invalidation
+    (`delete_prefix`) that fails while the backend is down is remembered and replayed
+    before the next call that reaches it, so entries cached before an outage are not served
+    after it when a rating during the outage made them stale. Past `max_pending` remembered
+    prefixes, the whole namespace is dropped on recovery instead.
     """
 
-    def __init__(self, inner: Any, retry_after_s: float = 5.0) -> None:
+    def __init__(self, inner: Any, retry_after_s: float = 5.0, max_pending: int = 10_000) -> None:
         self._inner = inner
         self._retry_after = retry_after_s
         self._down_until = 0.0
+        self._pending: set[str] = set()
+        self._max_pending = max_pending
+        self._lock = threading.Lock()
         self.healthy = True
 
     def _call(self, default: Any, method: str, *args: Any) -> Any:
         if time.monotonic() < self._down_until:
             return default
         try:
+            self._replay()
             result = getattr(self._inner, method)(*args)
         except Exception as exc:  # any backend failure means uncached
             if self.healthy:
@@ -124,6 +132,24 @@ class ResilientCache:
         self.healthy = True
         return result
 
+    def _remember(self, prefix: str) -> None:
+        with self._lock:
+            self._pending.add(prefix)
+            if len(self._pending) > self._max_pending:
+                self._pending = {""}  # too many to track: drop everything on recovery
+
+    def _replay(self) -> None:
+        """Apply the invalidations missed during an outage (raises if the backend fails)."""
+        if not self._pending:
+            return
+        with self._lock:
+            pending = sorted(self._pending)
+        for prefix in pending:
+            self._inner.delete_prefix(prefix)
+            with self._lock:
+                self._pending.discard(prefix)
+        log.info("cache back: replayed %d missed invalidations", len(pending))
+
     def get(self, key: str) -> bytes | None:
         value: bytes | None = self._call(None, "get", key)
         return value
@@ -132,8 +158,17 @@ class ResilientCache:
         self._call(None, "set", key, value, ttl_s)
 
     def delete_prefix(self, prefix: str) -> int:
-        return int(self._call(0, "delete_prefix", prefix))
+        failed = object()
+        deleted = self._call(failed, "delete_prefix", prefix)
+        if deleted is failed:
+            self._remember(prefix)
+            return 0
+        return int(deleted)
 
     def ping(self) -> bool:
         self._down_until = 0.0
         return bool(self._call(False, "ping"))
+
+    @property
+    def pending_invalidations(self) -> int:
+        return len(self._pending)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from recolab.domain.errors import InvalidValue, UserNotFound
@@ -13,6 +13,7 @@ from recolab.domain.model import Movie, Rating, Source, User, UserClassification
 from recolab.domain.ports import Cache, Catalogue, EventPublisher, Scorer, UnitOfWork
 from recolab.domain.services import (
     Candidate,
+    GenreIndex,
     Reason,
     ReasonKind,
     Strategy,
@@ -32,6 +33,10 @@ from recolab.domain.values import MovieId, Timestamp, UserId
 REQUESTABLE = ("auto", "popular", "content_based", "collaborative", "hybrid")
 MAX_N = 100
 ANCHORS = 20  # best-rated movies considered when explaining a collaborative pick
+# A collaborative pick's reason is worked out only if the pick is served: the model's
+# shortlist is much longer than the answer, and explaining every candidate was most of
+# the cost of a recommendation. Compared by identity, never by value.
+_EXPLAIN_LATER = Reason(ReasonKind.SIMILAR_USERS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +111,9 @@ class Recommender:
     ttl_s: int = 600
     shortlist: int = 200
     default_lambda: float = 0.7
+    _genres: tuple[Sequence[Movie], GenreIndex] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def recommend(self, request: RecommendRequest) -> RecommendationResult:
         scorer = self.scorer()
@@ -148,11 +156,14 @@ class Recommender:
         picks, used, fallback = self._candidates(strategy, user, ratings, rated, scorer, request.n)
         if used is Strategy.COLLABORATIVE_WITH_DIVERSITY:
             picks = mmr_rerank(picks, self._similarity(picks), lambda_=lam, k=request.n)
-        chosen = [
-            (c, m)
-            for c in picks
-            if c.movie_id not in rated and (m := self.catalogue.get(c.movie_id)) is not None
-        ][: request.n]
+        chosen = self._explain(
+            [
+                (c, m)
+                for c in picks
+                if c.movie_id not in rated and (m := self.catalogue.get(c.movie_id)) is not None
+            ][: request.n],
+            ratings,
+        )
         movies = [m for _, m in chosen]
         return RecommendationResult(
             user_id=request.user_id,
@@ -177,11 +188,14 @@ class Recommender:
         if strategy is Strategy.POPULAR or not ratings:
             reason = None if strategy is Strategy.POPULAR else "no ratings yet: popular instead"
             return self._popular(rated, n), Strategy.POPULAR, reason
+        # Content-based alone needs only the n best (they exclude rated movies already); a
+        # hybrid merge needs the whole shortlist.
         if strategy is Strategy.CONTENT_BASED:
-            return self._content(ratings), strategy, None
+            return self._content(ratings, n), strategy, None
         cf = self._collaborative(user, ratings, rated, scorer)
         if cf is None:
-            return self._content(ratings), Strategy.CONTENT_BASED, "no model: content-based instead"
+            fallback = "no model: content-based instead"
+            return self._content(ratings, n), Strategy.CONTENT_BASED, fallback
         if strategy is Strategy.HYBRID:
             weights = strategy_weights(user.classify())
             cf_w, cb_w = weights.collaborative, weights.content_based
@@ -198,15 +212,24 @@ class Recommender:
         head = self.catalogue.by_popularity()[: n + len(rated)]  # enough after exclusions
         return normalize_scores(popularity_ranking(head, exclude=rated, limit=n))
 
-    def _content(self, ratings: Sequence[Rating]) -> list[Candidate]:
+    def _content(self, ratings: Sequence[Rating], limit: int | None = None) -> list[Candidate]:
         titles, genres = self._lookups(r.movie_id for r in ratings)
         return content_based_scores(
             ratings,
-            self.catalogue.movies(),
+            self._genre_index(),
             titles=titles,
             genres_of=genres,
-            limit=self.shortlist,
+            limit=self.shortlist if limit is None else min(limit, self.shortlist),
         )
+
+    def _genre_index(self) -> GenreIndex:
+        """The catalogue's genre index, rebuilt when the catalogue hands out new movies."""
+        movies = self.catalogue.movies()
+        built = self._genres
+        if built is None or built[0] is not movies:
+            built = (movies, GenreIndex(movies))
+            self._genres = built  # a race only builds it twice
+        return built[1]
 
     def _collaborative(
         self, user: User, ratings: list[Rating], rated: set[MovieId], scorer: Scorer | None
@@ -218,19 +241,32 @@ class Recommender:
         else:
             pairs = scorer.fold_in_top_k(ratings, self.shortlist, rated)
             source = Source.COLLABORATIVE_FOLD_IN
+        return [
+            Candidate(movie_id, score, source, _EXPLAIN_LATER)
+            for movie_id, score in pairs
+            if self.catalogue.get(movie_id) is not None
+        ]
+
+    def _explain(
+        self, chosen: list[tuple[Candidate, Movie]], ratings: Sequence[Rating]
+    ) -> list[tuple[Candidate, Movie]]:
+        """Give the collaborative picks that are served their reasons."""
+        if not any(c.reason is _EXPLAIN_LATER for c, _ in chosen):
+            return chosen
         anchors = sorted(
             (r for r in ratings if r.is_positive()),
             key=lambda r: (-r.score.value, -r.timestamp.to_unix()),
         )[:ANCHORS]
         titles, genres = self._lookups(r.movie_id for r in anchors)
-        out = []
-        for movie_id, score in pairs:
-            movie = self.catalogue.get(movie_id)
-            if movie is None:
-                continue
-            reason = _cf_reason(movie, anchors, titles, genres)
-            out.append(Candidate(movie_id, score, source, reason))
-        return out
+        return [
+            (
+                replace(c, reason=_cf_reason(m, anchors, titles, genres))
+                if c.reason is _EXPLAIN_LATER
+                else c,
+                m,
+            )
+            for c, m in chosen
+        ]
 
     def _lookups(
         self, movie_ids: Iterable[MovieId]

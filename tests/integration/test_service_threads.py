@@ -1,0 +1,45 @@
+"""Per-worker torch threads: set at service start-up from RECOLAB_TORCH_THREADS (default 1)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from recolab.config import ConfigError
+from serving.service import TORCH_THREADS_ENV, configure_torch_threads
+
+
+@pytest.fixture(autouse=True)
+def restore_threads() -> Iterator[None]:
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_one_thread_by_default() -> None:
+    assert configure_torch_threads({}) == 1 == torch.get_num_threads()
+
+
+def test_configurable_and_zero_keeps_torch_default() -> None:
+    assert configure_torch_threads({TORCH_THREADS_ENV: "2"}) == 2
+    assert configure_torch_threads({TORCH_THREADS_ENV: "0"}) == 2  # left as it was
+
+
+@pytest.mark.parametrize("raw", ["-1", "many", "1.5"])
+def test_bad_values_are_refused_with_the_variable_name(raw: str) -> None:
+    with pytest.raises(ConfigError, match=TORCH_THREADS_ENV):
+        configure_torch_threads({TORCH_THREADS_ENV: raw})
+
+
+def test_not_set_at_import_of_recolab() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import torch; n = torch.get_num_threads(); import recolab.bootstrap, serving.app; "
+        "assert torch.get_num_threads() == n, (n, torch.get_num_threads()); print(n)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
