@@ -23,8 +23,15 @@ def pipeline(
     max_epochs: int | None = None,
     overrides: list[str] | None = None,
     database_url: str | None = None,
+    skip_ingest: bool = False,
 ) -> dict[str, Any]:
-    loaded = ingest(dataset=dataset, source=source, database_url=database_url, overrides=overrides)
+    """Ingest (unless `skip_ingest`: retrain on what the database holds), build features,
+    train, evaluate, register and promote."""
+    loaded = (
+        None
+        if skip_ingest
+        else ingest(dataset=dataset, source=source, database_url=database_url, overrides=overrides)
+    )
     manifest = features(dataset=dataset, database_url=database_url, overrides=overrides)
     trained = train(
         dataset=dataset,

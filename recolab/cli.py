@@ -171,6 +171,41 @@ def pipeline(
     typer.echo(f"snapshot {result['snapshot']}; model version {trained['version']} ({verdict})")
 
 
+@app.command()
+def deploy(
+    nightly: Annotated[
+        bool | None,
+        typer.Option(
+            "--nightly/--no-nightly",
+            help="turn the nightly retrain schedule on or off (default: configs/deployments.yaml)",
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="flow runs at once (configs/deployments.yaml)")
+    ] = None,
+    override: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="config override deployments.key=value (repeatable)"),
+    ] = None,
+) -> None:
+    """Serve every flow as a Prefect deployment (ingest, features, train, pipeline) with the
+    nightly retrain schedule, until interrupted. Needs a Prefect server (PREFECT_API_URL)."""
+    from prefect.settings import get_current_settings
+
+    api_url = get_current_settings().api.url
+    if not api_url:
+        typer.echo(
+            "error: PREFECT_API_URL is not set: start a server (`prefect server start`, or "
+            "`make stack`) and export PREFECT_API_URL=http://127.0.0.1:4200/api",
+            err=True,
+        )
+        raise typer.Exit(2)
+    from flows.deploy import serve_deployments
+
+    typer.echo(f"serving RecoLab's deployments on {api_url}")
+    _guard(lambda: serve_deployments(overrides=list(override or []), nightly=nightly, limit=limit))
+
+
 @data_app.command("download")
 def data_download(
     name: Annotated[str, typer.Argument(help="a MovieLens release, e.g. ml-latest-small")],

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_JWT_SECRET = "dev-insecure-change-me-not-for-production"  # refused outside dev mode
@@ -40,6 +48,9 @@ class Settings(BaseSettings):
     )
     model_name: str = "recolab-neumf"
     jwt_secret: SecretStr = SecretStr(DEFAULT_JWT_SECRET)
+    # The nightly retrain schedule of `recolab deploy`: unset follows configs/deployments.yaml
+    # (by default on in prod, off in dev and test); true or false turns it on or off.
+    nightly_retrain: bool | None = None
 
     @property
     def resolved_database_url(self) -> str:
@@ -93,6 +104,44 @@ class ServingConfig(_Section):
     shortlist_size: int = Field(default=200, ge=10)
     rate_limit_per_minute: int = Field(default=600, ge=1)
     max_request_bytes: int = Field(default=16_384, ge=256)
+
+
+DeployableFlow = Literal["ingest", "features", "train", "pipeline"]
+
+
+class ScheduleConfig(_Section):
+    """A cron schedule attached to one deployment (`recolab deploy`)."""
+
+    enabled: bool | None = None  # None: on when RECOLAB_ENV=prod, off otherwise
+    cron: str = "0 3 * * *"
+    timezone: str = "UTC"
+    flow: DeployableFlow = "pipeline"
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError("a cron expression has five fields: minute hour day month weekday")
+        return value
+
+    def active(self, settings: Settings) -> bool:
+        """Whether the schedule runs: the setting wins, then this file, then the env mode."""
+        if settings.nightly_retrain is not None:
+            return settings.nightly_retrain
+        if self.enabled is not None:
+            return self.enabled
+        return settings.env == "prod"
+
+
+class DeploymentsConfig(_Section):
+    """The Prefect deployments that `recolab deploy` serves: one per flow."""
+
+    name: str = Field(default="recolab", min_length=1)
+    tags: list[str] = Field(default_factory=lambda: ["recolab"])
+    limit: int | None = Field(default=None, ge=1)
+    parameters: dict[DeployableFlow, dict[str, Any]] = Field(default_factory=dict)
+    nightly_retrain: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -8,7 +8,9 @@ from typer.testing import CliRunner
 from recolab.cli import app
 from recolab.config import (
     ConfigError,
+    DeploymentsConfig,
     PipelineConfig,
+    ScheduleConfig,
     ServingConfig,
     Settings,
     apply_overrides,
@@ -57,6 +59,40 @@ def test_shipped_yaml_files_validate() -> None:
     assert pipeline.demo.n_ratings == 100_000
     serving = load_section(ServingConfig, "serving", config_dir=CONFIGS)
     assert serving.mmr_lambda == 0.7
+    deployments = load_section(DeploymentsConfig, "deployments", config_dir=CONFIGS)
+    assert deployments.name == "recolab"
+    assert set(deployments.parameters) == {"ingest", "features", "train", "pipeline"}
+    assert deployments.nightly_retrain.flow == "pipeline"
+    assert deployments.nightly_retrain.enabled is None
+
+
+@pytest.mark.parametrize(
+    ("env", "setting", "enabled", "active"),
+    [
+        ("dev", None, None, False),
+        ("test", None, None, False),
+        ("prod", None, None, True),
+        ("dev", None, True, True),
+        ("prod", None, False, False),
+        ("dev", True, False, True),
+        ("prod", False, True, False),
+    ],
+)
+def test_nightly_schedule_follows_setting_then_file_then_env(
+    env: str, setting: bool | None, enabled: bool | None, active: bool
+) -> None:
+    settings = Settings().model_copy(update={"env": env, "nightly_retrain": setting})
+    assert ScheduleConfig(enabled=enabled).active(settings) is active
+
+
+def test_schedule_config_refuses_a_malformed_cron() -> None:
+    with pytest.raises(ConfigError, match="five fields"):
+        load_section(
+            DeploymentsConfig,
+            "deployments",
+            config_dir=CONFIGS,
+            overrides=["deployments.nightly_retrain.cron=0 3 * *"],
+        )
 
 
 def test_overrides_are_typed_and_nested() -> None:
@@ -122,5 +158,14 @@ def test_check_overrides_refuses_unknown_sections() -> None:
 def test_cli_lists_subcommands() -> None:
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("ingest", "features", "train", "evaluate", "serve", "pipeline", "data"):
+    for command in (
+        "ingest",
+        "features",
+        "train",
+        "evaluate",
+        "serve",
+        "pipeline",
+        "deploy",
+        "data",
+    ):
         assert command in result.output

@@ -1,0 +1,98 @@
+"""The Prefect deployments `recolab deploy` serves: names, parameters, the nightly schedule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from flows.deploy import NIGHTLY_SLUG, build_deployments, deployments_config
+from recolab.cli import app
+from recolab.config import PROJECT_ROOT, ConfigError, Settings
+
+
+def settings(**changes: object) -> Settings:
+    return Settings().model_copy(update={"nightly_retrain": None, "env": "dev", **changes})
+
+
+def by_flow(**kwargs: Any) -> dict[str, Any]:
+    return {str(d.flow_name): d for d in build_deployments(**kwargs)}
+
+
+def test_every_flow_is_a_deployment_with_the_configured_defaults() -> None:
+    deployments = by_flow(settings=settings())
+    assert sorted(deployments) == ["features", "ingest", "pipeline", "train"]
+    defaults: dict[str, Any] = {
+        str(k): v for k, v in deployments_config(settings()).parameters.items()
+    }
+    for name, deployment in deployments.items():
+        assert deployment.name == "recolab"
+        assert deployment.entrypoint == f"flows.{name}.{name}"
+        assert deployment.parameters == defaults.get(name, {})
+        assert "recolab" in deployment.tags
+    # typed parameters: the UI renders a form and the API validates what it is sent
+    schema = deployments["pipeline"]._parameter_openapi_schema
+    assert {"dataset", "protocol", "max_epochs", "skip_ingest"} <= set(schema.properties)
+
+
+def nightly(**kwargs: Any) -> tuple[bool, str, dict[str, object]]:
+    pipeline = by_flow(**kwargs)["pipeline"]
+    (schedule,) = pipeline.schedules
+    assert schedule.slug == NIGHTLY_SLUG
+    return schedule.active, schedule.schedule.cron, schedule.parameters
+
+
+def test_nightly_retrain_is_off_in_dev_and_on_in_prod() -> None:
+    active, cron, parameters = nightly(settings=settings())
+    assert not active
+    assert (
+        cron
+        == yaml.safe_load((PROJECT_ROOT / "configs/deployments.yaml").read_text())[
+            "nightly_retrain"
+        ]["cron"]
+    )
+    assert parameters == {"skip_ingest": True}
+    assert nightly(settings=settings(env="prod"))[0]
+    for name in ("ingest", "features", "train"):
+        assert not by_flow(settings=settings())[name].schedules
+
+
+def test_the_setting_and_the_flag_turn_the_schedule_on_or_off() -> None:
+    assert nightly(settings=settings(nightly_retrain=True))[0]
+    assert not nightly(settings=settings(env="prod", nightly_retrain=False))[0]
+    assert nightly(settings=settings(), nightly=True)[0]
+    assert not nightly(settings=settings(nightly_retrain=True), nightly=False)[0]
+    on = ["deployments.nightly_retrain.enabled=true", "deployments.nightly_retrain.cron=30 1 * * *"]
+    assert nightly(settings=settings(), overrides=on)[:2] == (True, "30 1 * * *")
+
+
+def test_setting_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECOLAB_NIGHTLY_RETRAIN", "true")
+    assert Settings().nightly_retrain is True
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("deployments.nightly_retrain.cron=every night", "five fields"),
+        ("deployments.nightly_retrain.cron=99 3 * * *", "nightly_retrain"),
+        ("deployments.nightly_retrain.flow=serve", "flow"),
+        ("deployments.nightly_retrain.parameters={epochs: 3}", "epochs"),
+        ("deployments.limit=0", "limit"),
+    ],
+)
+def test_bad_deployment_config_is_a_clear_error(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_deployments(settings=settings(), overrides=[override])
+
+
+def test_deploy_needs_a_prefect_server(tmp_path: Path) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        result = CliRunner().invoke(app, ["deploy"])
+    assert result.exit_code == 2
+    assert "PREFECT_API_URL" in result.output
