@@ -14,6 +14,7 @@ from recolab.adapters.sql.engine import make_engine
 from recolab.adapters.sql.loading import load_dataset
 from recolab.adapters.sql.migrate import upgrade
 from recolab.adapters.sql.repositories import SqlAlchemyUnitOfWork, SqlCatalogue
+from recolab.adapters.sql.stats import recompute_statistics
 from recolab.application.users import RateMovie, get_profile, rate_movie, register_user
 from recolab.domain import EventBus, MovieId, MovieNotFound, MovieRated, UserNotFound
 
@@ -119,6 +120,26 @@ def test_register_profile_search_and_catalogue(engine: Engine) -> None:
 
 
 @pytest.mark.postgres
+def test_favourite_genres_stay_equal_to_a_recount_through_positive_and_negative_ratings(
+    engine: Engine,
+) -> None:
+    # new negative, negative re-rated negative, positive, positive re-rated negative, ...
+    steps = [(3, 4, 2.0), (3, 4, 1.0), (3, 1, 4.5), (3, 1, 2.5), (2, 4, 5.0), (2, 3, 3.0)]
+    for user_id, movie_id, score in steps:
+        rate_movie(RateMovie(user_id, movie_id, score), SqlAlchemyUnitOfWork(engine), EventBus())
+
+    def favourites() -> dict[int, str]:
+        with engine.connect() as conn:
+            rows = conn.execute(select(s.users.c.id, s.users.c.favorite_genres))
+            return {int(u): str(g) for u, g in rows}
+
+    stored = favourites()
+    with engine.begin() as conn:
+        recompute_statistics(conn)
+    assert stored == favourites()
+    assert (stored[2], stored[3]) == ("Horror|Sci-Fi", "")  # 3 re-rated 3.0 dropped Romance
+
+
 def test_concurrent_ratings_lose_no_update(postgres_url: str) -> None:
     upgrade(postgres_url)
     engine = make_engine(postgres_url)

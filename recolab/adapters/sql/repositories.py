@@ -94,7 +94,7 @@ class SqlAlchemyUsers:
         delta = score.value - (previous.value if previous else 0.0)
         count = c.n_ratings + (1 if previous is None else 0)
         # The increment takes the row lock first, so concurrent ratings of one user queue here.
-        self.conn.execute(
+        row = self.conn.execute(
             update(s.users)
             .where(c.id == user_id.value)
             .values(
@@ -103,7 +103,10 @@ class SqlAlchemyUsers:
                 avg_rating=(c.rating_sum + delta) / count,
                 last_activity=datetime.now(UTC),
             )
-        )
+            .returning(*s.users.c)
+        ).one()
+        if not score.is_positive() and not (previous is not None and previous.is_positive()):
+            return user_from_row(row)  # favourite genres count positive ratings only
         # Favourite genres depend on all the user's positive ratings: recount this user.
         recompute_statistics(self.conn, user_ids=[user_id.value], movie_ids=[])
         user = self.get(user_id)
