@@ -221,5 +221,9 @@ def is_transient(exc: BaseException) -> bool:
 def bootstrap(
     settings: Settings | None = None, *, overrides: Iterable[str] = (), migrate: bool = True
 ) -> Platform:
-    """Build the platform from settings (the environment by default)."""
-    return Platform(settings or Settings(), tuple(overrides), migrate)
+    """Build the platform from settings (the environment by default).
+
+    The settings' own overrides (``RECOLAB_OVERRIDES``) come first, ``overrides`` after them.
+    """
+    settings = settings or Settings()
+    return Platform(settings, (*settings.overrides, *overrides), migrate)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -123,9 +125,20 @@ def serve(
     host: Annotated[str | None, typer.Option(help="bind address (configs/serving.yaml)")] = None,
     port: Annotated[int | None, typer.Option(help="port (configs/serving.yaml)")] = None,
     reload: Annotated[bool, typer.Option(help="restart on code changes")] = False,
+    override: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="config override, e.g. serving.champion_poll_interval_s=5 (repeatable)"
+        ),
+    ] = None,
 ) -> None:
     """Start the BentoML recommendation service (serves the registered champion)."""
+    from recolab.config import Settings
     from serving.service import serve as serve_service
+
+    if override:
+        # The workers are other processes: they read the overrides from their environment.
+        os.environ["RECOLAB_OVERRIDES"] = json.dumps([*Settings().overrides, *override])
 
     raise typer.Exit(serve_service(host, port, reload=reload))
 

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # The nightly retrain schedule of `recolab deploy`: unset follows configs/deployments.yaml
     # (by default on in prod, off in dev and test); true or false turns it on or off.
     nightly_retrain: bool | None = None
+    # `section.key=value` overrides of configs/*.yaml for every process built from these
+    # settings, e.g. RECOLAB_OVERRIDES='["serving.champion_poll_interval_s=5"]' (a JSON list).
+    overrides: list[str] = Field(default_factory=list)
 
     @property
     def resolved_database_url(self) -> str:

@@ -169,3 +169,18 @@ def test_cli_lists_subcommands() -> None:
         "data",
     ):
         assert command in result.output
+
+
+def test_overrides_from_the_environment_reach_every_section(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from recolab.bootstrap import bootstrap
+
+    monkeypatch.setenv("RECOLAB_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("RECOLAB_OVERRIDES", '["serving.champion_poll_interval_s=2.5"]')
+    platform = bootstrap(migrate=False, overrides=["serving.cache_ttl_s=7"])
+    try:
+        assert platform.serving_config.champion_poll_interval_s == 2.5
+        assert platform.serving_config.cache_ttl_s == 7
+    finally:
+        platform.close()
