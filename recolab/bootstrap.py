@@ -74,7 +74,9 @@ class Platform:
         from recolab.adapters.cache import InMemoryCache, RedisCache, ResilientCache
 
         if self.settings.redis_url:
-            return ResilientCache(RedisCache.from_url(self.settings.redis_url))
+            return ResilientCache(
+                RedisCache.from_url(self.settings.redis_url, self.settings.redis_namespace)
+            )
         return InMemoryCache()
 
     @cached_property

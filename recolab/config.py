@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     config_dir: Path = PROJECT_ROOT / "configs"
     database_url: str | None = None
     redis_url: str | None = None
+    redis_namespace: str = "recolab:"  # prefix of every key (cache, rate limits) in Redis
     mlflow_tracking_uri: str | None = Field(
         default=None,
         validation_alias=AliasChoices("RECOLAB_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),

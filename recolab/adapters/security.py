@@ -224,11 +224,13 @@ class RedisRateLimiter:
         self._down_until = 0.0
 
     @classmethod
-    def from_url(cls, url: str, limit: int, window_s: int = 60) -> RedisRateLimiter:
+    def from_url(
+        cls, url: str, limit: int, window_s: int = 60, namespace: str = "recolab:"
+    ) -> RedisRateLimiter:
         import redis
 
         client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
-        return cls(client, limit, window_s)
+        return cls(client, limit, window_s, namespace=namespace)
 
     def hit(self, client: str) -> RateDecision:
         if time.monotonic() < self._down_until:
@@ -247,7 +249,9 @@ class RedisRateLimiter:
 def rate_limiter(settings: Settings, per_minute: int) -> RateLimiter:
     """Redis-backed when `settings.redis_url` is set, in-process otherwise."""
     if settings.redis_url:
-        return RedisRateLimiter.from_url(settings.redis_url, per_minute)
+        return RedisRateLimiter.from_url(
+            settings.redis_url, per_minute, namespace=settings.redis_namespace
+        )
     return TokenBucketLimiter(per_minute)
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -114,3 +115,23 @@ def test_resilient_redis_when_server_is_unreachable() -> None:
     cache = ResilientCache(RedisCache.from_url("redis://127.0.0.1:1/0"))
     assert cache.get("x") is None
     assert not cache.healthy
+
+
+def test_platform_cache_and_rate_limits_use_the_configured_namespace(
+    redis_url: str, redis_namespace: str, tmp_path: Path
+) -> None:
+    import redis
+
+    from recolab.adapters.security import rate_limiter
+    from recolab.bootstrap import bootstrap
+    from recolab.config import Settings
+
+    settings = Settings(data_dir=tmp_path, redis_url=redis_url, redis_namespace=redis_namespace)
+    platform = bootstrap(settings, migrate=False)
+    try:
+        platform.cache.set("rec:1:x", b"v", ttl_s=60)
+        assert rate_limiter(settings, per_minute=5).hit("client-a").allowed
+    finally:
+        platform.close()
+    keys = {k.decode() for k in redis.Redis.from_url(redis_url).scan_iter(redis_namespace + "*")}
+    assert keys == {f"{redis_namespace}rec:1:x", f"{redis_namespace}ratelimit:client-a"}
