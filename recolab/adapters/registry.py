@@ -35,11 +35,11 @@ from mlflow.pyfunc.model import PythonModel, PythonModelContext
 from mlflow.types import ColSpec, Schema
 
 from recolab.adapters.champion import ALIAS as CHAMPION_ALIAS
-from recolab.adapters.scorer import to_relevance
+from recolab.adapters.scorer import NeuMFScorer
 
 if TYPE_CHECKING:
     from recolab.adapters.features import FeatureSnapshot
-    from recolab.adapters.ml.training import FitResult, NeuMFRecommender
+    from recolab.adapters.ml.training import FitResult
 
 # Run tags that make two runs comparable (same protocol on the same feature snapshot).
 TAG_DATASET = "dataset"
@@ -58,8 +58,8 @@ SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("long", "user_id"), ColSpec("long", "movie_id")]),
     outputs=Schema([ColSpec("double", "score")]),
 )
-# What the pyfunc needs at load time besides RecoLab itself (which the service has installed).
-_RUNTIME_PACKAGES = ("mlflow", "torch", "pytorch-lightning", "numpy", "pandas", "pyarrow", "pyyaml")
+# What the pyfunc imports at load time besides RecoLab itself (installed where it is served).
+_RUNTIME_PACKAGES = ("mlflow", "torch", "numpy", "pandas", "pyarrow")
 _MODEL_CODE = """import mlflow
 
 from recolab.adapters.registry import NeuMFPyfunc
@@ -76,37 +76,49 @@ _MAX_VALUE = 6000
 class NeuMFPyfunc(PythonModel):
     """A NeuMF checkpoint + movie metadata as an MLflow pyfunc.
 
-    `predict` takes a DataFrame of (user_id, movie_id) pairs and returns relevance in [0, 1].
-    Ids unseen in training fall back to the bias terms that are known. The serving side
-    unwraps it (`unwrap_python_model()`) and reads `.fit_result` and `.movies`.
+    `predict` takes a DataFrame of (user_id, movie_id) pairs and returns relevance in [0, 1]
+    (`NeuMFScorer.score_pairs`). The serving side unwraps it (`unwrap_python_model()`) and
+    reads `.checkpoint` (a `FitResult.checkpoint()` dict) and `.movies`; `.fit_result`
+    rebuilds the training-side object on demand (it imports Lightning, serving does not).
     """
 
     def __init__(self) -> None:
-        # Nothing heavy lives on the instance when it is pickled: weights are artefacts.
-        self.fit_result: FitResult | None = None
+        # Nothing heavy lives on the instance when MLflow records it: weights are artefacts.
+        self.checkpoint: dict[str, Any] | None = None
         self.movies: pd.DataFrame | None = None
-        self._recommender: NeuMFRecommender | None = None
+        self._scorer: NeuMFScorer | None = None
+        self._fit_result: FitResult | None = None
 
     @classmethod
     def from_fit_result(cls, fit_result: FitResult, movies: pd.DataFrame) -> NeuMFPyfunc:
         """The in-memory equivalent of a loaded model (same `predict`)."""
         model = cls()
-        model._attach(fit_result, movies)
+        model.checkpoint, model.movies = fit_result.checkpoint(), movies
+        model._fit_result = fit_result
         return model
 
     def load_context(self, context: PythonModelContext) -> None:
-        from recolab.adapters.ml.training import FitResult
+        self.checkpoint = load_checkpoint(Path(context.artifacts[CHECKPOINT]))
+        self.movies = pd.read_parquet(context.artifacts[MOVIES])
 
-        data = load_checkpoint(Path(context.artifacts[CHECKPOINT]))
-        movies = pd.read_parquet(context.artifacts[MOVIES])
-        self._attach(FitResult.from_checkpoint(data), movies)
+    @property
+    def fit_result(self) -> FitResult:
+        if self._fit_result is None:
+            from recolab.adapters.ml.training import FitResult
 
-    def _attach(self, fit_result: FitResult, movies: pd.DataFrame) -> None:
-        from recolab.adapters.ml.training import NeuMFRecommender
+            self._fit_result = FitResult.from_checkpoint(self._loaded())
+        return self._fit_result
 
-        self.fit_result, self.movies = fit_result, movies
-        self._recommender = NeuMFRecommender(fit_result.config)
-        self._recommender.result = fit_result
+    @property
+    def scorer(self) -> NeuMFScorer:
+        if self._scorer is None:
+            self._scorer = NeuMFScorer.from_checkpoint(self._loaded(), self.movies)
+        return self._scorer
+
+    def _loaded(self) -> dict[str, Any]:
+        if self.checkpoint is None:
+            raise RuntimeError("the model is not loaded")
+        return self.checkpoint
 
     def predict(
         self,
@@ -114,12 +126,9 @@ class NeuMFPyfunc(PythonModel):
         model_input: pd.DataFrame,
         params: dict[str, Any] | None = None,
     ) -> np.ndarray:
-        if self._recommender is None or self.fit_result is None:
-            raise RuntimeError("the model is not loaded")
-        users = model_input["user_id"].to_numpy(np.int64)
-        items = model_input["movie_id"].to_numpy(np.int64)
-        raw = torch.from_numpy(self._recommender.score(users, items))
-        return to_relevance(raw, self.fit_result.config.mode).numpy()
+        return self.scorer.score_pairs(
+            model_input["user_id"].to_numpy(np.int64), model_input["movie_id"].to_numpy(np.int64)
+        )
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -358,6 +367,7 @@ def use_tracking_uri(tracking_uri: str) -> Iterator[None]:
     from mlflow.tracking._tracking_service import utils as tracking_state
 
     saved_env = {name: os.environ.get(name) for name in _URI_VARIABLES}
+    # The explicitly set URIs (None when unset) are private state in MLflow 3.x.
     saved_tracking: Any = getattr(tracking_state, "_tracking_uri", None)
     saved_registry: Any = getattr(registry_state, "_registry_uri", None)
     mlflow.set_tracking_uri(tracking_uri)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -214,11 +216,14 @@ def test_registered_champion_round_trip_on_cpu(
     model_side = torch.from_numpy(fitted.users.lookup(pairs["user_id"].to_numpy()[:20]))
     item_side = torch.from_numpy(fitted.items.lookup(pairs["movie_id"].to_numpy()[:20]))
     with torch.no_grad():
-        direct = to_relevance(fitted.model(model_side, item_side).double(), fitted.config.mode)
+        direct = fitted.model.ranking_score(model_side, item_side).double()
+        direct = to_relevance(direct, fitted.config.mode)
     np.testing.assert_allclose(predicted[:20], direct.numpy(), atol=1e-6)
 
     unwrapped = loaded.unwrap_python_model()
-    assert isinstance(unwrapped, reg.NeuMFPyfunc) and unwrapped.fit_result is not None
+    assert isinstance(unwrapped, reg.NeuMFPyfunc)
+    assert unwrapped.fit_result.config == fitted.config
+    assert unwrapped.fit_result.users.ids.tolist() == fitted.users.ids.tolist()
     for name, tensor in fitted.model.state_dict().items():
         assert torch.equal(unwrapped.fit_result.model.state_dict()[name], tensor), name
     pd.testing.assert_frame_equal(unwrapped.movies, movies)
@@ -230,11 +235,13 @@ def test_registered_champion_round_trip_on_cpu(
     assert scorer.version == "2" and scorer.movies is not None
     user = UserId(int(fitted.users.ids[0]))
     exclude = {MovieId(int(m)) for m in fitted.items.ids[:3]}
-    expected = NeuMFScorer(fitted).top_k(user, 10, exclude)
+    expected = NeuMFScorer.from_fit_result(fitted).top_k(user, 10, exclude)
     assert scorer.top_k(user, 10, exclude) == expected
     assert load_scorer(f"models:/{MODEL}@champion", store, "2").top_k(user, 10, exclude) == expected
     older = load_scorer(f"models:/{MODEL}/1", store, "1")
-    assert older.top_k(user, 10, exclude) == NeuMFScorer(other).top_k(user, 10, exclude)
+    assert older.top_k(user, 10, exclude) == NeuMFScorer.from_fit_result(other).top_k(
+        user, 10, exclude
+    )
 
 
 def test_champion_metric_is_comparable_only_on_same_protocol_and_snapshot(
@@ -285,3 +292,32 @@ def test_challenger_and_comparison_are_recorded(
     assert comparison == details
     with pytest.raises(mlflow.exceptions.MlflowException):
         client.get_model_version_by_alias(MODEL, "champion")
+
+
+class _BeforeThePrior(FitResult):
+    """A fit as registered before NeuMF had `popularity_weight` and its `item_log_count`."""
+
+    def checkpoint(self) -> dict[str, Any]:
+        data = super().checkpoint()
+        data["model_config"].pop("popularity_weight")
+        data["train_config"].pop("popularity_weight")
+        data["train_config"].pop("num_threads")
+        data["state_dict"] = {k: v for k, v in data["state_dict"].items() if k != "item_log_count"}
+        return data
+
+
+def test_a_model_registered_before_the_popularity_prior_still_loads(
+    store: str, tmp_path: Path, fitted: FitResult, data: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
+    ratings, movies = data
+    snapshot = make_snapshot(tmp_path / "features", ratings, "snap0002")
+    old = _BeforeThePrior(**{f.name: getattr(fitted, f.name) for f in fields(FitResult)})
+    assert "item_log_count" not in old.checkpoint()["state_dict"]
+    run_id = log_run(store, tmp_path, fitted, snapshot, "B")
+    version = reg.register_model(
+        tracking_uri=store, run_id=run_id, fit_result=old, model_name=MODEL, movies=movies
+    )
+    scorer = load_scorer(f"models:/{MODEL}/{version}", store, version)
+    user = UserId(int(fitted.users.ids[0]))
+    expected = NeuMFScorer.from_fit_result(fitted).top_k(user, 10, ())
+    assert scorer.top_k(user, 10, ()) == expected

@@ -46,7 +46,8 @@ def test_only_a_better_model_moves_the_champion(platform: Platform) -> None:
     bus.subscribe(ModelPromoted, promoted.append)
     registry = platform.model_registry()
 
-    bad = platform.train("B", overrides=[*FAST, "lr=0.0"])
+    # Untrained and without the popularity prior (which alone ranks like the popularity baseline).
+    bad = platform.train("B", overrides=[*FAST, "lr=0.0", "popularity_weight=0.0"])
     first = register_and_promote(bad, registry, bus)
     assert first.decision.promote and first.version == "1"
 

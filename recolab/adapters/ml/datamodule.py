@@ -52,11 +52,16 @@ class Interactions:
 
 
 @dataclass(frozen=True)
-class RankingCandidates:
-    """For each user, column 0 is a held-out positive and the other columns sampled negatives."""
+class HeldOut:
+    """One held-out positive per validation user.
 
-    users: np.ndarray  # [n]
-    items: np.ndarray  # [n, 1 + n_negatives]
+    It is ranked against the whole catalogue, or, when `candidates` is given ([n, 1 + c],
+    column 0 the held-out item), against those sampled items only.
+    """
+
+    users: np.ndarray  # [n] user indices
+    items: np.ndarray  # [n] the held-out item of each
+    candidates: np.ndarray | None = None
 
 
 def pair_keys(users: Tensor, items: Tensor, n_items: int) -> Tensor:
@@ -166,28 +171,55 @@ class IndexBatches:
             yield users[start:stop], items[start:stop], targets[start:stop]
 
 
-class CandidateBatches:
-    """Batches of (users, candidate items [b, c], unused) for sampled ranking validation."""
+class HeldOutBatches:
+    """Batches of (users [b], held-out items [b], exclusions [2, m]) for full-ranking validation.
 
-    def __init__(self, candidates: RankingCandidates, batch_size: int) -> None:
-        self.users = torch.as_tensor(candidates.users, dtype=torch.int64)
-        self.items = torch.as_tensor(candidates.items, dtype=torch.int64)
+    Exclusions are (row in batch, item) pairs: the user's training items, never ranked.
+    With sampled candidates a batch is (users [b], candidates [b, 1 + c], empty) instead.
+    """
+
+    def __init__(self, held_out: HeldOut, train: Interactions, batch_size: int) -> None:
+        self.users = torch.as_tensor(np.asarray(held_out.users, dtype=np.int64))
+        self.items = torch.as_tensor(np.asarray(held_out.items, dtype=np.int64))
+        self.candidates = (
+            None
+            if held_out.candidates is None
+            else torch.as_tensor(np.asarray(held_out.candidates, dtype=np.int64))
+        )
+        order = np.argsort(train.users, kind="stable")
+        self._train_items = np.asarray(train.items, dtype=np.int64)[order]
+        counts = np.bincount(train.users, minlength=int(held_out.users.max(initial=0)) + 1)
+        self._indptr = np.r_[0, np.cumsum(counts)]
         self.batch_size = batch_size
 
     def __len__(self) -> int:
         return -(-len(self.users) // self.batch_size)
 
+    def _exclusions(self, users: np.ndarray) -> Tensor:
+        n_users = self._indptr.size - 1
+        safe = np.minimum(users, n_users - 1)
+        starts = np.where(users < n_users, self._indptr[safe], 0)
+        lengths = np.where(users < n_users, self._indptr[safe + 1] - starts, 0)
+        rows = np.repeat(np.arange(users.size), lengths)
+        offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        items = self._train_items[np.repeat(starts, lengths) + offsets]
+        return torch.as_tensor(np.stack([rows, items]))
+
     def __iter__(self) -> Iterator[Batch]:
         for start in range(0, len(self.users), self.batch_size):
             stop = start + self.batch_size
             users = self.users[start:stop]
-            yield users, self.items[start:stop], torch.empty(0)
+            if self.candidates is not None:
+                yield users, self.candidates[start:stop], torch.empty(0)
+            else:
+                yield users, self.items[start:stop], self._exclusions(users.numpy())
 
 
 class InteractionDataModule(pl.LightningDataModule):
     """Train batches from `train` (explicit targets, or positives plus sampled negatives).
 
-    Validation is either explicit pairs (`val`) or sampled ranking candidates (`val_ranking`).
+    Validation is either explicit pairs (`val`) or held-out positives ranked against the
+    whole catalogue (`val_ranking`).
     """
 
     def __init__(
@@ -198,7 +230,7 @@ class InteractionDataModule(pl.LightningDataModule):
         batch_size: int = 2048,
         num_negatives: int = 0,
         val: Interactions | None = None,
-        val_ranking: RankingCandidates | None = None,
+        val_ranking: HeldOut | None = None,
         eval_batch_size: int = 8192,
         seed: int = 0,
     ) -> None:
@@ -234,9 +266,16 @@ class InteractionDataModule(pl.LightningDataModule):
             )
         return self._train_batches
 
-    def val_dataloader(self) -> IndexBatches | CandidateBatches | list[Batch]:
+    def val_dataloader(self) -> IndexBatches | HeldOutBatches | list[Batch]:
         if self.val_ranking is not None:
-            return CandidateBatches(self.val_ranking, max(1, self.eval_batch_size // 128))
+            # Each row scores the whole catalogue (or its candidates): bound the block size.
+            width = (
+                self.n_items
+                if self.val_ranking.candidates is None
+                else self.val_ranking.candidates.shape[1]
+            )
+            rows = max(1, self.eval_batch_size * 64 // max(width, 1))
+            return HeldOutBatches(self.val_ranking, self.train, rows)
         if self.val is not None:
             return IndexBatches(
                 self.val, batch_size=self.eval_batch_size, n_items=self.n_items, shuffle=False

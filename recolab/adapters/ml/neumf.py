@@ -31,6 +31,8 @@ class NeuMFConfig:
     use_bias: bool = True  # user/item biases and a global offset
     global_mean: float = 0.0  # initial global offset (mean normalised rating in explicit mode)
     init_std: float = 0.01  # embeddings start as N(0, init_std^2)
+    # Ranking adds popularity_weight * log(1 + training count) per item (0 = off).
+    popularity_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.n_users < 1 or self.n_items < 1:
@@ -67,6 +69,8 @@ class ItemTerms:
 class NeuMF(nn.Module):
     """Neural matrix factorisation: b + b_u + b_i + w·[gmf_u ⊙ gmf_i, MLP(mlp_u, mlp_i)]."""
 
+    item_log_count: Tensor  # buffer: log(1 + training count) per item, for the ranking prior
+
     def __init__(self, config: NeuMFConfig) -> None:
         super().__init__()
         self.config = config
@@ -91,6 +95,9 @@ class NeuMF(nn.Module):
         self.user_bias = nn.Embedding(c.n_users, 1) if c.use_bias else None
         self.item_bias = nn.Embedding(c.n_items, 1) if c.use_bias else None
         self.global_bias = nn.Parameter(torch.tensor(float(c.global_mean)))
+        # Saved with the weights so that serving ranks exactly as evaluation did.
+        self.register_buffer("item_log_count", torch.zeros(c.n_items))
+        self.register_load_state_dict_pre_hook(_default_missing_prior)  # type: ignore[no-untyped-call]
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -103,6 +110,14 @@ class NeuMF(nn.Module):
         with torch.no_grad():
             self.global_bias.fill_(float(self.config.global_mean))
 
+    def set_item_counts(self, counts: Tensor) -> None:
+        """Record how often each item occurs in training (for the ranking prior)."""
+        self.item_log_count.copy_(torch.log1p(counts.to(self.item_log_count)))
+
+    def _prior(self, items: Tensor) -> Tensor | float:
+        weight = self.config.popularity_weight
+        return weight * self.item_log_count[items] if weight else 0.0
+
     # -- pairwise scoring ---------------------------------------------------------------
 
     def forward(self, users: Tensor, items: Tensor) -> Tensor:
@@ -110,48 +125,68 @@ class NeuMF(nn.Module):
 
         With candidate lists the user side (embeddings, first MLP half) is computed once per row.
         """
+        return self._pairs(users, items, with_l2=False)[0]
+
+    def forward_with_l2(self, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
+        """`forward` and `embedding_l2` from one lookup of the embedding rows (training)."""
+        return self._pairs(users, items, with_l2=True)
+
+    def _pairs(self, users: Tensor, items: Tensor, *, with_l2: bool) -> tuple[Tensor, Tensor]:
+        # The fusion layer is applied per path (w_gmf · gmf + w_mlp · mlp, the same sum as one
+        # Linear over their concatenation) so that the [b, c, gmf_dim] product and the
+        # concatenation are never materialised: on CPU they cost more than the rest of a step.
         grouped = items.dim() == users.dim() + 1
-        parts: list[Tensor] = []
+        per_user = items.numel() // max(users.numel(), 1)
+        weight = self.fusion.weight.squeeze(0)
+        gmf_dim = max(self.config.gmf_dim, 0)
+        squares: list[Tensor] = []
+        out: Tensor | None = None
         if self.user_gmf is not None and self.item_gmf is not None:
-            user_gmf = self.user_gmf(users)
-            parts.append((user_gmf.unsqueeze(-2) if grouped else user_gmf) * self.item_gmf(items))
+            user_gmf, item_gmf = self.user_gmf(users), self.item_gmf(items)
+            if with_l2:
+                squares += [user_gmf.pow(2).sum() * per_user, item_gmf.pow(2).sum()]
+            scaled = user_gmf * weight[:gmf_dim]
+            if grouped:
+                out = torch.matmul(item_gmf, scaled.unsqueeze(-1)).squeeze(-1)
+            else:
+                out = (item_gmf * scaled).sum(-1)
         if self.user_mlp is not None and self.item_mlp is not None:
             assert self.mlp_first is not None and self.mlp_rest is not None
             d = self.config.mlp_dim
-            weight = self.mlp_first.weight
-            user_half = self.user_mlp(users) @ weight[:, :d].T + self.mlp_first.bias
-            item_half = self.item_mlp(items) @ weight[:, d:].T
+            user_mlp, item_mlp = self.user_mlp(users), self.item_mlp(items)
+            if with_l2:
+                squares += [user_mlp.pow(2).sum() * per_user, item_mlp.pow(2).sum()]
+            first_weight = self.mlp_first.weight
+            user_half = user_mlp @ first_weight[:, :d].T + self.mlp_first.bias
+            item_half = item_mlp @ first_weight[:, d:].T
             first = (user_half.unsqueeze(-2) if grouped else user_half) + item_half
-            parts.append(self.mlp_rest(first))
-        fused = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
-        out = self.fusion(fused).squeeze(-1) + self.global_bias
+            mlp = self.mlp_rest(first) @ weight[gmf_dim:]
+            out = mlp if out is None else out + mlp
+        assert out is not None  # NeuMFConfig requires at least one path
+        out = out + self.global_bias
         if self.user_bias is not None and self.item_bias is not None:
             user_bias = self.user_bias(users)  # [b, 1] broadcasts over candidates when grouped
-            out = (
-                out
-                + (user_bias if grouped else user_bias.squeeze(-1))
-                + self.item_bias(items).squeeze(-1)
-            )
-        return out
+            item_bias = self.item_bias(items)
+            if with_l2:
+                squares += [user_bias.pow(2).sum() * per_user, item_bias.pow(2).sum()]
+            out = out + (user_bias if grouped else user_bias.squeeze(-1)) + item_bias.squeeze(-1)
+        l2 = torch.stack(squares).sum() / items.numel() if squares else out.new_zeros(())
+        return out, l2
+
+    def ranking_score(self, users: Tensor, items: Tensor) -> Tensor:
+        """`forward` plus the popularity prior: what ranking (evaluation, serving) sorts by.
+
+        The prior is not trained (the item bias would absorb it); it tilts a sampled-negative
+        model back towards popular items, which full-catalogue ranking rewards.
+        """
+        return self(users, items) + self._prior(items)
 
     def embedding_l2(self, users: Tensor, items: Tensor) -> Tensor:
         """Squared norms of the rows a batch touched, per scored pair (MF-style L2).
 
         With candidate lists [b, c], each user row is counted once per candidate.
         """
-        total = torch.zeros((), device=users.device)
-        per_user = items.numel() // max(users.numel(), 1)
-        for table, idx, weight in (
-            (self.user_gmf, users, per_user),
-            (self.item_gmf, items, 1),
-            (self.user_mlp, users, per_user),
-            (self.item_mlp, items, 1),
-            (self.user_bias, users, per_user),
-            (self.item_bias, items, 1),
-        ):
-            if table is not None:
-                total = total + table(idx).pow(2).sum() * weight
-        return total / items.numel()
+        return self._pairs(users, items, with_l2=True)[1]
 
     # -- full-catalogue scoring (serving, ranking evaluation) ----------------------------
 
@@ -163,10 +198,13 @@ class NeuMF(nn.Module):
             d = self.config.mlp_dim
             first = self.item_mlp.weight @ self.mlp_first.weight[:, d:].T
         bias = self.item_bias.weight.squeeze(-1) if self.item_bias is not None else None
+        if self.config.popularity_weight:
+            prior: Tensor = self.config.popularity_weight * self.item_log_count
+            bias = prior if bias is None else bias + prior
         return ItemTerms(gmf=gmf, mlp_first=first, bias=bias)
 
     def score_users(self, users: Tensor, terms: ItemTerms) -> Tensor:
-        """Scores of `users` against every item, shape [len(users), n_items], in one pass each."""
+        """`ranking_score` of `users` against every item, shape [len(users), n_items]."""
         n_items = self.config.n_items
         hidden = self.config.mlp_layers[0] if self.mlp_first is not None else 1
         chunk = max(1, _MAX_PAIR_CELLS // (n_items * hidden))
@@ -195,6 +233,34 @@ class NeuMF(nn.Module):
             hidden = user_first.unsqueeze(1) + terms.mlp_first.unsqueeze(0)
             out = out + self.mlp_rest(hidden) @ weight[gmf_dim:]
         out = out + self.global_bias
-        if self.user_bias is not None and terms.bias is not None:
-            out = out + self.user_bias(users) + terms.bias.unsqueeze(0)
+        if self.user_bias is not None:
+            out = out + self.user_bias(users)
+        if terms.bias is not None:
+            out = out + terms.bias.unsqueeze(0)
         return out
+
+
+def _default_missing_prior(
+    module: nn.Module,
+    state_dict: dict[str, Any],
+    prefix: str,
+    local_metadata: dict[str, Any],
+    strict: bool,
+    missing_keys: list[str],
+    unexpected_keys: list[str],
+    error_msgs: list[str],
+) -> None:
+    """Let weights saved before `item_log_count` existed load (the prior is then all zeros).
+
+    Such models had no popularity prior; one that claims a prior without its counts is
+    refused with a clear message instead of ranking silently without it.
+    """
+    key = prefix + "item_log_count"
+    if key in state_dict or not isinstance(module, NeuMF):
+        return
+    if module.config.popularity_weight:
+        raise ValueError(
+            f"the checkpoint has popularity_weight={module.config.popularity_weight} but no "
+            f"'{key}' item counts; retrain the model or load it with popularity_weight=0"
+        )
+    state_dict[key] = torch.zeros_like(module.item_log_count)

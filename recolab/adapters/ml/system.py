@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from recolab.adapters.ml.datamodule import Batch
-from recolab.adapters.ml.neumf import NeuMF
+from recolab.adapters.ml.neumf import ItemTerms, NeuMF
 
 Mode = Literal["explicit", "implicit"]
 
@@ -23,7 +23,8 @@ class NeuMFSystem(pl.LightningModule):
     """Trains a NeuMF module in explicit (MSE on normalised ratings) or implicit (BCE) mode.
 
     Logs `train/loss` once per epoch (no per-step logging: it costs more than a step on
-    small models) and `val/rmse` (stars) or `val/ndcg@10` + `val/hr@10` (sampled candidates).
+    small models) and `val/rmse` (stars) or `val/ndcg@10` + `val/hr@10` (one held-out item
+    per user ranked by `ranking_score` against every item the user has not trained on).
     """
 
     def __init__(
@@ -34,6 +35,7 @@ class NeuMFSystem(pl.LightningModule):
         lr: float = 3e-3,
         weight_decay: float = 0.0,
         embedding_reg: float = 0.0,
+        lr_gamma: float = 1.0,
         top_k: int = 10,
     ) -> None:
         super().__init__()
@@ -42,11 +44,13 @@ class NeuMFSystem(pl.LightningModule):
         self.lr = lr
         self.weight_decay = weight_decay
         self.embedding_reg = embedding_reg
+        self.lr_gamma = lr_gamma
         self.top_k = top_k
         self.save_hyperparameters(ignore=["model"])
         self._loss_sum = torch.zeros(())
         self._loss_batches = 0
         self._val_sums = torch.zeros(3)
+        self._terms: ItemTerms | None = None
         self._last_val: dict[str, float] = {}
         self.history: list[dict[str, float]] = []
 
@@ -55,13 +59,19 @@ class NeuMFSystem(pl.LightningModule):
 
     def loss(self, batch: Batch) -> Tensor:
         users, items, targets = batch
-        scores = self.model(users, items).float()
+        if self.embedding_reg > 0:
+            scores, l2 = self.model.forward_with_l2(users, items)
+            scores = scores.float()
+        else:
+            scores, l2 = self.model(users, items).float(), None
         if self.mode == "explicit":
             loss = F.mse_loss(scores, targets)
         else:
-            loss = F.binary_cross_entropy_with_logits(scores, targets)
-        if self.embedding_reg > 0:
-            loss = loss + self.embedding_reg * self.model.embedding_l2(users, items)
+            # Per positive: its own term plus those of its sampled negatives.
+            loss = F.binary_cross_entropy_with_logits(scores, targets, reduction="sum")
+            loss = loss / scores.shape[0]
+        if l2 is not None:
+            loss = loss + self.embedding_reg * l2
         return loss
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
@@ -83,6 +93,7 @@ class NeuMFSystem(pl.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._val_sums = torch.zeros(3, device=self.device)
+        self._terms = self.model.item_terms() if self.mode == "implicit" else None
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         users, items, targets = batch
@@ -93,9 +104,15 @@ class NeuMFSystem(pl.LightningModule):
                 [err.pow(2).sum(), err.abs().sum(), torch.tensor(float(err.numel()))]
             )
         else:
-            scores = self.model(users, items).float()
-            # Pessimistic ties: a negative scored equal to the positive ranks above it.
-            rank = (scores[:, 1:] >= scores[:, :1]).sum(dim=1)
+            if items.dim() == 2:  # sampled candidates, column 0 held out
+                scores = self.model.ranking_score(users, items).float()
+            else:
+                assert self._terms is not None
+                scores = self.model.score_users(users, self._terms).float()
+                scores[targets[0], targets[1]] = -torch.inf  # the users' training items
+                scores = torch.cat([scores.gather(1, items.unsqueeze(1)), scores], dim=1)
+            # Pessimistic ties: an item scored equal to the held-out one ranks above it.
+            rank = (scores[:, 1:] >= scores[:, :1]).sum(dim=1) - int(items.dim() == 1)
             hit = (rank < self.top_k).float()
             ndcg = hit / torch.log2(rank.float() + 2.0)
             step = torch.stack([ndcg.sum(), hit.sum(), torch.tensor(float(users.numel()))])
@@ -116,15 +133,26 @@ class NeuMFSystem(pl.LightningModule):
         self.log_dict(values)
         self._last_val = values
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        # Decay only dense weights; embeddings are regularised per batch by `embedding_reg`.
+    def configure_optimizers(self) -> Any:
+        """AdamW, with the learning rate multiplied by `lr_gamma` after every epoch.
+
+        Only dense weights get weight decay; embeddings are regularised per batch by
+        `embedding_reg`.
+        """
         dense = [p for n, p in self.model.named_parameters() if _is_dense(n, self.model)]
         sparse = [p for n, p in self.model.named_parameters() if not _is_dense(n, self.model)]
         groups = [
             {"params": dense, "weight_decay": self.weight_decay},
             {"params": sparse, "weight_decay": 0.0},
         ]
-        return torch.optim.AdamW(groups, lr=self.lr)
+        optimizer = torch.optim.AdamW(groups, lr=self.lr)
+        if self.lr_gamma >= 1.0:
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=self.lr_gamma)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }
 
 
 def _is_dense(name: str, model: nn.Module) -> bool:

@@ -6,8 +6,10 @@ shared, and an `explicit:` or `implicit:` section overrides them for that mode.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -20,10 +22,10 @@ import yaml
 from torch import Tensor
 
 from recolab.adapters.ml.datamodule import (
+    HeldOut,
     IdIndex,
     InteractionDataModule,
     Interactions,
-    RankingCandidates,
     pair_keys,
     sample_negatives,
 )
@@ -45,17 +47,20 @@ class TrainConfig:
     dropout: float = 0.2
     use_bias: bool = True
     init_std: float = 0.01
+    popularity_weight: float = 0.0
     # optimisation
     lr: float = 1e-3
     weight_decay: float = 0.0
     embedding_reg: float = 0.0
+    lr_gamma: float = 1.0  # learning rate multiplier after every epoch (1 = constant)
     batch_size: int = 2048
     max_epochs: int = 20
     min_epochs: int = 1
     num_negatives: int = 4
     # validation and early stopping
     val_fraction: float = 0.05
-    val_negatives: int = 100
+    val_negatives: int | None = None  # implicit: None = full-catalogue ranking, 0 = off
+    val_max_users: int = 5000
     patience: int = 2
     top_k: int = 10
     # hardware and reproducibility
@@ -67,6 +72,10 @@ class TrainConfig:
     precision: str = "32-true"
     deterministic: bool | Literal["warn"] = "warn"
     enable_progress_bar: bool = False
+    # torch intra-op CPU threads during fit (None = leave torch's setting). A small model's
+    # ops are too short to split: on a shared machine every op then waits at a barrier for
+    # the slowest thread, which made CPU steps 10-30x slower (benchmarks/results/train.json).
+    num_threads: int | None = 1
 
     @property
     def monitor(self) -> tuple[str, Literal["min", "max"]]:
@@ -182,29 +191,37 @@ def _holdout_explicit(
 
 
 def _holdout_ranking(
-    data: Interactions, n_items: int, n_negatives: int, rng: np.random.Generator, seed: int
-) -> tuple[Interactions, RankingCandidates | None]:
-    """One random positive per user with at least 3 interactions, against sampled negatives."""
-    if n_negatives <= 0:
+    data: Interactions, n_items: int, config: TrainConfig, rng: np.random.Generator
+) -> tuple[Interactions, HeldOut | None]:
+    """One random positive of each user with at least 3 (up to `val_max_users` users).
+
+    `val_negatives` None ranks it against the whole catalogue, N > 0 against N sampled
+    unrated items, 0 turns ranking validation off.
+    """
+    if config.val_negatives == 0 or config.val_max_users <= 0:
         return data, None
     order = np.lexsort((rng.random(len(data)), data.users))
     users_sorted = data.users[order]
     first = np.r_[True, users_sorted[1:] != users_sorted[:-1]]
     counts = np.bincount(data.users)
     pick = order[first & (counts[users_sorted] >= 3)]
+    if pick.size > config.val_max_users:
+        pick = np.sort(rng.choice(pick, config.val_max_users, replace=False))
     if pick.size == 0:
         return data, None
     keep = np.ones(len(data), dtype=bool)
     keep[pick] = False
     train = Interactions(data.users[keep], data.items[keep], data.targets[keep])
-    known = torch.sort(
-        pair_keys(torch.from_numpy(data.users), torch.from_numpy(data.items), n_items)
-    ).values
-    neg_users = torch.from_numpy(data.users[pick]).repeat_interleave(n_negatives)
-    generator = torch.Generator().manual_seed(seed)
-    negatives = sample_negatives(neg_users, n_items, known, generator).view(-1, n_negatives)
-    candidates = np.concatenate([data.items[pick, None], negatives.numpy()], axis=1)
-    return train, RankingCandidates(data.users[pick], candidates)
+    candidates = None
+    if config.val_negatives is not None:
+        known = torch.sort(
+            pair_keys(torch.from_numpy(data.users), torch.from_numpy(data.items), n_items)
+        ).values
+        users = torch.from_numpy(data.users[pick]).repeat_interleave(config.val_negatives)
+        generator = torch.Generator().manual_seed(config.seed)
+        negatives = sample_negatives(users, n_items, known, generator).view(pick.size, -1)
+        candidates = np.concatenate([data.items[pick, None], negatives.numpy()], axis=1)
+    return train, HeldOut(data.users[pick], data.items[pick], candidates)
 
 
 def encode(ratings: pd.DataFrame, mode: Mode) -> tuple[Interactions, IdIndex, IdIndex]:
@@ -259,6 +276,7 @@ def build_model(config: TrainConfig, n_users: int, n_items: int, global_mean: fl
             dropout=config.dropout,
             use_bias=config.use_bias,
             init_std=config.init_std,
+            popularity_weight=config.popularity_weight,
             global_mean=global_mean,
         )
     )
@@ -268,28 +286,50 @@ def fit(ratings: pd.DataFrame, config: TrainConfig, **trainer_overrides: Any) ->
     """Train NeuMF on `ratings` (contract columns) and return the best weights seen.
 
     A slice of `ratings` is held out for early stopping: `val_fraction` of the rows in
-    explicit mode, one random positive per user (against `val_negatives` sampled items) in
-    implicit mode. `trainer_overrides` go to `pl.Trainer` (e.g. fast_dev_run=True).
+    explicit mode, one random positive per user (up to `val_max_users` users, ranked
+    against the whole catalogue or `val_negatives` sampled items) in implicit mode.
+    `trainer_overrides` go to `pl.Trainer` (e.g. fast_dev_run=True). Runs with
+    `config.num_threads` torch CPU threads and restores the caller's setting afterwards.
     """
+    with _torch_threads(config.num_threads):
+        return _fit(ratings, config, **trainer_overrides)
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int | None) -> Iterator[None]:
+    """Run with `count` torch intra-op threads, then restore the previous setting."""
+    previous = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _fit(ratings: pd.DataFrame, config: TrainConfig, **trainer_overrides: Any) -> FitResult:
     start = time.perf_counter()
     pl.seed_everything(config.seed, workers=True, verbose=False)
     data, users, items = encode(ratings, config.mode)
     rng = np.random.default_rng(config.seed)
     val: Interactions | None = None
-    ranking: RankingCandidates | None = None
+    ranking: HeldOut | None = None
     if config.mode == "explicit":
         train, val = _holdout_explicit(data, config.val_fraction, rng)
         global_mean = float(train.targets.mean())
     else:
-        train, ranking = _holdout_ranking(data, len(items), config.val_negatives, rng, config.seed)
+        train, ranking = _holdout_ranking(data, len(items), config, rng)
         global_mean = 0.0
     model = build_model(config, len(users), len(items), global_mean)
+    # The ranking prior counts training rows only (not the held-out validation ones).
+    model.set_item_counts(torch.bincount(torch.from_numpy(train.items), minlength=len(items)))
     system = NeuMFSystem(
         model,
         mode=config.mode,
         lr=config.lr,
         weight_decay=config.weight_decay,
         embedding_reg=config.embedding_reg,
+        lr_gamma=config.lr_gamma,
         top_k=config.top_k,
     )
     datamodule = InteractionDataModule(
@@ -347,7 +387,7 @@ class NeuMFRecommender:
 
     @torch.no_grad()
     def score(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
-        """Raw model output per pair (a logit in implicit mode)."""
+        """`NeuMF.ranking_score` per pair (a logit plus the popularity prior in implicit mode)."""
         result = self._fitted()
         u = torch.from_numpy(result.users.lookup(user_ids))
         i = torch.from_numpy(result.items.lookup(item_ids))
@@ -358,7 +398,7 @@ class NeuMFRecommender:
             out += torch.where(u >= 0, model.user_bias.weight[u.clamp(min=0), 0], 0.0)
             out += torch.where(i >= 0, model.item_bias.weight[i.clamp(min=0), 0], 0.0)
         if bool(known.any()):
-            out[known] = model(u[known], i[known]).float()
+            out[known] = model.ranking_score(u[known], i[known]).float()
         return out.numpy().astype(np.float64)
 
     def predict(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:

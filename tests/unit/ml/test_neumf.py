@@ -28,6 +28,7 @@ FAST = TrainConfig(
     max_epochs=2,
     val_fraction=0.2,
     val_negatives=10,
+    val_max_users=100,
     accelerator="cpu",
     devices=1,
 )
@@ -78,6 +79,47 @@ def test_first_mlp_layer_is_one_linear_over_the_concatenated_embeddings() -> Non
     assert terms.mlp_first is not None
     user_half = model.user_mlp(users) @ model.mlp_first.weight[:, :3].T + model.mlp_first.bias
     torch.testing.assert_close(model.mlp_first(concat), user_half + terms.mlp_first[items])
+
+
+@pytest.mark.parametrize("paths", [(4, 3), (4, 0), (0, 3)])
+def test_training_l2_from_the_forward_lookup_matches_a_fresh_lookup(
+    paths: tuple[int, int],
+) -> None:
+    model = _model(gmf_dim=paths[0], mlp_dim=paths[1])
+    users, items = torch.tensor([0, 3, 4]), torch.tensor([[1, 2], [6, 0], [5, 5]])
+    scores, l2 = model.forward_with_l2(users, items)
+    torch.testing.assert_close(scores, model(users, items))
+    tables = [model.user_gmf, model.user_mlp, model.user_bias]
+    item_tables = [model.item_gmf, model.item_mlp, model.item_bias]
+    expected = sum(t.weight[users].pow(2).sum() * 2 for t in tables if t is not None) + sum(
+        t.weight[items].pow(2).sum() for t in item_tables if t is not None
+    )
+    torch.testing.assert_close(l2, expected / items.numel())
+
+
+def test_weights_saved_before_the_popularity_prior_still_load() -> None:
+    old = {k: v for k, v in _model().state_dict().items() if k != "item_log_count"}
+    restored = NeuMF(_model().config).eval()
+    restored.load_state_dict(old)  # strict: the missing buffer defaults to zeros
+    assert torch.equal(restored.item_log_count, torch.zeros(7))
+    users, items = torch.tensor([0, 1]), torch.tensor([2, 3])
+    torch.testing.assert_close(restored.ranking_score(users, items), restored(users, items))
+    claims_prior = NeuMF(_model(popularity_weight=0.5).config)
+    with pytest.raises(ValueError, match="item_log_count"):
+        claims_prior.load_state_dict(old)
+
+
+def test_fit_records_the_training_counts_for_the_prior() -> None:
+    ratings = _ratings()
+    config = with_overrides(FAST, mode="implicit", max_epochs=1, popularity_weight=1.0)
+    threads = torch.get_num_threads()
+    result = fit(ratings, with_overrides(config, num_threads=1))
+    assert torch.get_num_threads() == threads  # the caller's setting is restored
+    counts = np.bincount(result.items.lookup(ratings["movie_id"].to_numpy()), minlength=20)
+    logged = torch.expm1(result.model.item_log_count).round().numpy()
+    # Validation holds one rating out of some users; those are not counted.
+    assert np.all(logged <= counts) and logged.sum() > 0.8 * counts.sum()
+    assert np.all(logged > 0)
 
 
 def test_config_round_trips_and_rejects_an_empty_model() -> None:

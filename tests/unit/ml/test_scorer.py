@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from recolab.adapters.ml.training import FitResult, TrainConfig, fit
-from recolab.adapters.scorer import FoldInConfig, NeuMFScorer, to_relevance
+from recolab.adapters.ml.training import FitResult, NeuMFRecommender, TrainConfig, fit
+from recolab.adapters.scorer import FoldInConfig, NeuMFScorer, set_torch_threads, to_relevance
 from recolab.domain.model import Rating
+from recolab.domain.ports import Scorer
 from recolab.domain.values import MovieId, RatingScore, UserId
 
 GROUP_A = range(1, 21)  # movies liked by users 1..30
@@ -33,22 +36,22 @@ def planted_ratings(mode: str, seed: int = 0) -> pd.DataFrame:
     return frame.astype({"user_id": "int64", "movie_id": "int64"})
 
 
-def train(mode: str) -> FitResult:
-    config = TrainConfig(
-        mode=mode,  # type: ignore[arg-type]
-        gmf_dim=8,
-        mlp_dim=8,
-        mlp_layers=(16, 8),
-        dropout=0.0,
-        lr=0.02,
-        batch_size=128,
-        max_epochs=40,
-        val_fraction=0.0,
-        val_negatives=0,
-        num_negatives=4,
-        init_std=0.1,
-    )
-    return fit(planted_ratings(mode), config)
+def train(mode: str, max_epochs: int = 40, **changes: Any) -> FitResult:
+    settings: dict[str, Any] = {
+        "mode": mode,
+        "gmf_dim": 8,
+        "mlp_dim": 8,
+        "mlp_layers": (16, 8),
+        "dropout": 0.0,
+        "lr": 0.02,
+        "batch_size": 128,
+        "max_epochs": max_epochs,
+        "val_fraction": 0.0,
+        "val_negatives": 0,
+        "num_negatives": 4,
+        "init_std": 0.1,
+    }
+    return fit(planted_ratings(mode), TrainConfig.from_dict({**settings, **changes}))
 
 
 @pytest.fixture(scope="module", params=["implicit", "explicit"])
@@ -58,14 +61,15 @@ def fitted(request: pytest.FixtureRequest) -> FitResult:
 
 @pytest.fixture(scope="module")
 def scorer(fitted: FitResult) -> NeuMFScorer:
-    return NeuMFScorer(fitted, version="7")
+    return NeuMFScorer.from_fit_result(fitted, version="7")
 
 
 def brute_force(fitted: FitResult, user_index: int) -> torch.Tensor:
-    """Relevance of every item for one user through the model's own forward()."""
+    """Relevance of every item for one user through the model's own pairwise scoring
+    (`forward()`, plus the popularity prior when the model ranks with one)."""
     n = len(fitted.items)
     with torch.no_grad():
-        raw = fitted.model(torch.full((n,), user_index), torch.arange(n))
+        raw = fitted.model.ranking_score(torch.full((n,), user_index), torch.arange(n))
     return to_relevance(raw.float(), fitted.config.mode)
 
 
@@ -77,7 +81,7 @@ def ratings_of(user: int, scores: dict[int, float]) -> list[Rating]:
     return [Rating(UserId(user), MovieId(m), RatingScore(s)) for m, s in scores.items()]
 
 
-def test_top_k_matches_brute_force_forward(fitted: FitResult, scorer: NeuMFScorer) -> None:
+def assert_top_k_matches_brute_force(fitted: FitResult, scorer: NeuMFScorer) -> None:
     items = fitted.items.ids
     for user_index in (0, 17, 45):
         user = int(fitted.users.ids[user_index])
@@ -90,6 +94,48 @@ def test_top_k_matches_brute_force_forward(fitted: FitResult, scorer: NeuMFScore
         kth = torch.sort(expected, descending=True).values[9]
         assert float(got.min()) >= float(kth) - 1e-5
         assert len(set(positions)) == 10 and set(items[positions]) <= set(items)
+
+
+def test_top_k_matches_brute_force_forward(fitted: FitResult, scorer: NeuMFScorer) -> None:
+    assert fitted.model.config.popularity_weight == 0.0  # ranking_score is forward() here
+    assert_top_k_matches_brute_force(fitted, scorer)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"popularity_weight": 0.5},
+        {"mlp_dim": 0, "use_bias": False, "popularity_weight": 0.3},
+        {"gmf_dim": 0},
+    ],
+    ids=["popularity-prior", "gmf-only-no-bias", "mlp-only"],
+)
+def test_other_model_shapes(changes: dict[str, Any]) -> None:
+    fitted = train("implicit", max_epochs=3, **changes)
+    scorer = NeuMFScorer.from_fit_result(fitted)
+    assert_top_k_matches_brute_force(fitted, scorer)
+    top = scorer.fold_in_top_k(ratings_of(900, {1: 5.0, 2: 4.0}), 5, ())
+    assert len(top) == 5 and not {1, 2} & set(movie_ids(top))
+    assert len(scorer.similar(MovieId(1), 3)) == 3
+
+
+def test_pair_scores_match_the_evaluation_model(fitted: FitResult, scorer: NeuMFScorer) -> None:
+    users = np.r_[fitted.users.ids[:30], 5000, 5000, fitted.users.ids[0]]
+    movies = np.r_[fitted.items.ids[:30], fitted.items.ids[4], 5000, 5000]
+    recommender = NeuMFRecommender(fitted.config)
+    recommender.result = fitted
+    raw = torch.from_numpy(recommender.score(users, movies))
+    expected = to_relevance(raw, fitted.config.mode).numpy()
+    got = scorer.score_pairs(users, movies)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert got.dtype == np.float64 and np.all((got >= 0) & (got <= 1))
+
+
+def test_a_checkpoint_scores_like_the_fitted_model(fitted: FitResult, scorer: NeuMFScorer) -> None:
+    restored = NeuMFScorer.from_checkpoint(fitted.checkpoint(), version="8")
+    user = UserId(int(fitted.users.ids[5]))
+    assert restored.top_k(user, 10, {MovieId(1)}) == scorer.top_k(user, 10, {MovieId(1)})
+    assert restored.version == "8"
 
 
 def test_excluded_movies_are_never_returned(scorer: NeuMFScorer, fitted: FitResult) -> None:
@@ -114,7 +160,8 @@ def test_scores_are_relevance_best_first(scorer: NeuMFScorer, fitted: FitResult)
 
 
 def test_unknown_users(scorer: NeuMFScorer) -> None:
-    assert scorer.knows_user(UserId(1)) and not scorer.knows_user(UserId(1000))
+    port: Scorer = scorer  # the domain port, checked by mypy
+    assert port.knows_user(UserId(1)) and not port.knows_user(UserId(1000))
     assert scorer.version == "7"
     with pytest.raises(KeyError):
         scorer.top_k(UserId(1000), 5, ())
@@ -125,6 +172,8 @@ def test_fold_in_is_deterministic_and_skips_rated(scorer: NeuMFScorer) -> None:
     first = scorer.fold_in_top_k(rated, 10, exclude={MovieId(4)})
     again = scorer.fold_in_top_k(list(rated), 10, exclude={MovieId(4)})
     assert first == again and len(first) == 10
+    with torch.inference_mode():  # as a caller serving requests might be
+        assert scorer.fold_in_top_k(rated, 10, exclude={MovieId(4)}) == first
     assert not set(movie_ids(first)) & {1, 2, 3, 4, 25}
     assert all(0.0 <= s <= 1.0 for _, s in first)
     # Movies the model does not know change nothing.
@@ -152,8 +201,8 @@ def test_fold_in_follows_users_with_the_same_taste(scorer: NeuMFScorer) -> None:
 
 def test_fold_in_settings_are_used(fitted: FitResult) -> None:
     rated = ratings_of(500, {1: 5.0, 22: 5.0})
-    still = NeuMFScorer(fitted, fold_in=FoldInConfig(steps=0))
-    moved = NeuMFScorer(fitted, fold_in=FoldInConfig(steps=40))
+    still = NeuMFScorer.from_fit_result(fitted, fold_in=FoldInConfig(steps=0))
+    moved = NeuMFScorer.from_fit_result(fitted, fold_in=FoldInConfig(steps=25))
     assert still.fold_in_top_k(rated, 40, ()) == still.fold_in_top_k(
         [], 40, {MovieId(1), MovieId(22)}
     )
@@ -168,3 +217,14 @@ def test_similar_movies_share_the_taste_group(scorer: NeuMFScorer) -> None:
     assert sims == sorted(sims, reverse=True) and all(-1.0 <= s <= 1.0 + 1e-6 for s in sims)
     assert set(movie_ids(scorer.similar(MovieId(30), 8))) <= set(GROUP_B)
     assert scorer.similar(MovieId(999), 5) == [] and scorer.similar(MovieId(3), 0) == []
+
+
+def test_torch_threads_for_serving_workers() -> None:
+    previous = torch.get_num_threads()
+    try:
+        set_torch_threads(1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(previous)
+    with pytest.raises(ValueError):
+        set_torch_threads(0)
