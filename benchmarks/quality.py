@@ -1,0 +1,214 @@
+"""Recommendation quality of the default NeuMF config against baselines, protocols A, B and C.
+
+A: 5-fold random CV, RMSE/MAE in stars (explicit mode of the default config).
+B: per-user random 75/25 split, top-10 over unrated training items, every test item relevant
+   (implicit mode); nDCG/MAP/P/R@10, coverage, novelty, intra-list diversity.
+C: latest rating per user against 100 sampled unrated items, HR@10 / NDCG@10 (implicit mode).
+Every figure is also broken down by user tier (n_ratings in training). B and C are repeated
+over `--seeds` (split seeds) and reported as mean and std; A over its folds.
+
+Usage: python benchmarks/quality.py [--data DIR] [--protocols A B C] [--seeds 0 1 2]
+       [--models neumf popularity bias_only] [--export DIR]
+Prints one JSON object and writes benchmarks/results/quality.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+import yaml
+
+from recolab.adapters.ml.baselines import BiasOnlyRecommender, PopularityRecommender
+from recolab.adapters.ml.training import (
+    NeuMFRecommender,
+    TrainConfig,
+    load_train_config,
+    with_overrides,
+)
+from recolab.evaluation import protocols as P
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = Path("/work/shared/data/movielens/ml-latest-small")
+
+# The best classic peers measured under exactly these protocols, and our goals.
+PEERS = {
+    "A": {"surprise_svdpp_rmse": 0.862, "surprise_svd_rmse": 0.873, "baseline_only_rmse": 0.873},
+    "B": {"implicit_als": {"ndcg@10": 0.331, "map@10": 0.091, "precision@10": 0.291,
+                           "recall@10": 0.144}, "popularity_ndcg@10": 0.207},
+    "C": {"cornac_bpr": {"hr@10": 0.739, "ndcg@10": 0.491},
+          "popularity": {"hr@10": 0.616, "ndcg@10": 0.361}},
+}  # fmt: skip
+GOALS = {"A": ("rmse", "<=", 0.855), "B": ("ndcg@10", ">=", 0.35), "C": ("hr@10", ">=", 0.76)}
+
+
+def read_movielens(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """ratings and movies of an ml-latest(-small) folder in the contract's column names."""
+    ratings = pd.read_csv(folder / "ratings.csv").rename(
+        columns={"userId": "user_id", "movieId": "movie_id"}
+    )
+    ratings = ratings.astype(
+        {"user_id": "int64", "movie_id": "int64", "rating": "float64", "timestamp": "int64"}
+    )
+    movies = pd.read_csv(folder / "movies.csv").rename(columns={"movieId": "movie_id"})
+    movies["genres"] = movies["genres"].replace("(no genres listed)", "Unknown")
+    return ratings, movies
+
+
+# `--set [MODE.]KEY=VALUE` overrides for experiments (the shipped result uses none).
+OVERRIDES: dict[str, dict[str, Any]] = {"explicit": {}, "implicit": {}}
+
+
+def parse_override(text: str) -> None:
+    key, _, value = text.partition("=")
+    mode, _, name = key.rpartition(".")
+    for target in [mode] if mode else list(OVERRIDES):
+        OVERRIDES[target][name] = yaml.safe_load(value)
+
+
+def neumf_config(mode: str) -> TrainConfig:
+    config = load_train_config(
+        ROOT / "configs" / "model.yaml",
+        ROOT / "configs" / "trainer.yaml",
+        mode=mode,  # type: ignore[arg-type]
+    )
+    return with_overrides(config, **OVERRIDES[mode])
+
+
+def factories(mode: str) -> dict[str, Callable[[], P.Recommender]]:
+    config = neumf_config(mode)
+    return {
+        "neumf": lambda: NeuMFRecommender(config),
+        "popularity": PopularityRecommender,
+        "bias_only": BiasOnlyRecommender,
+    }
+
+
+def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and std (ddof=1) over seeds of every number; tier figures averaged."""
+    out: dict[str, Any] = {}
+    for key, value in summaries[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "seed":
+            values = np.array([s[key] for s in summaries], dtype=np.float64)
+            std = float(values.std(ddof=1)) if values.size > 1 else 0.0
+            out[key] = {"mean": float(values.mean()), "std": std}
+        elif key == "by_tier":
+            out[key] = {
+                tier: {
+                    name: float(np.mean([s[key][tier][name] for s in summaries])) for name in row
+                }
+                for tier, row in value.items()
+            }
+        elif key != "seed":
+            out[key] = value
+    out["seeds"] = [s["seed"] for s in summaries]
+    return out
+
+
+def _goal(protocol: str, summary: dict[str, Any]) -> dict[str, Any]:
+    metric, op, target = GOALS[protocol]
+    value = summary[metric]["mean"]
+    met = value <= target if op == "<=" else value >= target
+    return {"metric": metric, "goal": f"{op} {target}", "value": value, "met": bool(met)}
+
+
+def run(
+    protocol: str,
+    model: str,
+    ratings: pd.DataFrame,
+    movies: pd.DataFrame,
+    seeds: list[int],
+    export: Path | None,
+) -> dict[str, Any]:
+    if protocol == "A":
+        result = P.run_rating_cv(factories("explicit")[model], ratings, n_folds=5, seed=seeds[0])
+        if export:
+            result.export_scores(export / f"A_{model}_predictions.csv")
+        return result.summary
+    items = P.ItemFeatures.from_movies(movies)
+    summaries = []
+    for seed in seeds:
+        factory = factories("implicit")[model]
+        if protocol == "B":
+            result = P.run_topk(factory, ratings, k=10, seed=seed, items=items)
+        else:
+            result = P.run_leave_one_out(factory, ratings, k=10, n_negatives=100, seed=seed)
+        if export and seed == seeds[0]:
+            result.export_scores(export / f"{protocol}_{model}_scores.csv")
+        summaries.append(result.summary)
+    return aggregate(summaries)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--protocols", nargs="+", default=["A", "B", "C"])
+    parser.add_argument("--models", nargs="+", default=["neumf", "popularity", "bias_only"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--export", type=Path, default=None, help="folder for CSV exports")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (see train.py)")
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default: results)")
+    parser.add_argument("--note", default="", help="free text recorded in the JSON")
+    parser.add_argument("--set", action="append", default=[], help="[MODE.]KEY=VALUE override")
+    args = parser.parse_args()
+    for text in args.set:
+        parse_override(text)
+    torch.set_num_threads(args.threads)
+    ratings, movies = read_movielens(args.data)
+    report: dict[str, Any] = {
+        "benchmark": "quality",
+        "dataset": {
+            "name": args.data.name,
+            "ratings": len(ratings),
+            "users": int(ratings["user_id"].nunique()),
+            "movies": int(ratings["movie_id"].nunique()),
+        },
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "load_average_at_start": os.getloadavg(),
+        },
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "pytorch_lightning": pl.__version__,
+            "numpy": np.__version__,
+            "pandas": pd.__version__,
+        },
+        "config": {mode: neumf_config(mode).to_dict() for mode in ("explicit", "implicit")},
+        "overrides": OVERRIDES,
+        "note": args.note,
+        "seeds": args.seeds,
+        "peers": PEERS,
+        "protocols": {},
+    }
+    for protocol in args.protocols:
+        rows: dict[str, Any] = {}
+        for model in args.models:
+            start = time.perf_counter()
+            summary = run(protocol, model, ratings, movies, args.seeds, args.export)
+            summary["wall_seconds"] = time.perf_counter() - start
+            rows[model] = summary
+        if "neumf" in rows:
+            rows["goal"] = _goal(protocol, rows["neumf"])
+        report["protocols"][protocol] = rows
+    report["load_average_at_end"] = os.getloadavg()
+    out = args.out or ROOT / "benchmarks" / "results" / "quality.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
