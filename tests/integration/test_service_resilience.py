@@ -103,7 +103,13 @@ def test_moving_the_champion_during_traffic_loses_no_request(tmp_path: Path, ser
 
     with served(env) as client:
         assert client.get("/status").json()["model"]["version"] == "1"
-        assert torch.get_num_threads() == 1  # the service sized torch's pool at start-up
+        # The service sized torch's pool at start-up. OpenMP keeps a thread count per thread:
+        # a thread that used torch before keeps its own, new (request) threads get the new one.
+        seen_threads: list[int] = []
+        probe = threading.Thread(target=lambda: seen_threads.append(torch.get_num_threads()))
+        probe.start()
+        probe.join()
+        assert seen_threads == [1]
 
         def hammer(user_id: int) -> None:
             seen = answers.setdefault(user_id, [])
