@@ -12,12 +12,15 @@ from recolab.domain.events import RecommendationsGenerated
 from recolab.domain.model import Movie, Rating, Source, User, UserClassification
 from recolab.domain.ports import Cache, Catalogue, EventPublisher, Scorer, UnitOfWork
 from recolab.domain.services import (
+    UNEXPLAINED,
     Candidate,
     GenreIndex,
     Reason,
     ReasonKind,
     Strategy,
+    content_anchors,
     content_based_scores,
+    content_reason,
     diversity_score,
     explain,
     genre_similarity,
@@ -202,7 +205,10 @@ class Recommender:
             if cf_w + cb_w == 0 or user.classify() is UserClassification.POWER_USER:
                 cf_w, cb_w = user.cf_weight(), user.cb_weight()
             merged = hybrid_merge(
-                {Source.COLLABORATIVE: cf, Source.CONTENT_BASED: self._content(ratings)},
+                {
+                    Source.COLLABORATIVE: cf,
+                    Source.CONTENT_BASED: self._content(ratings, explain=False),
+                },
                 {Source.COLLABORATIVE: cf_w, Source.CONTENT_BASED: cb_w},
             )
             return merged, strategy, None
@@ -212,7 +218,9 @@ class Recommender:
         head = self.catalogue.by_popularity()[: n + len(rated)]  # enough after exclusions
         return normalize_scores(popularity_ranking(head, exclude=rated, limit=n))
 
-    def _content(self, ratings: Sequence[Rating], limit: int | None = None) -> list[Candidate]:
+    def _content(
+        self, ratings: Sequence[Rating], limit: int | None = None, *, explain: bool = True
+    ) -> list[Candidate]:
         titles, genres = self._lookups(r.movie_id for r in ratings)
         return content_based_scores(
             ratings,
@@ -220,6 +228,7 @@ class Recommender:
             titles=titles,
             genres_of=genres,
             limit=self.shortlist if limit is None else min(limit, self.shortlist),
+            explain=explain,
         )
 
     def _genre_index(self) -> GenreIndex:
@@ -250,7 +259,8 @@ class Recommender:
     def _explain(
         self, chosen: list[tuple[Candidate, Movie]], ratings: Sequence[Rating]
     ) -> list[tuple[Candidate, Movie]]:
-        """Give the collaborative picks that are served their reasons."""
+        """Give the served picks whose reasons were deferred (collaborative, content) them."""
+        chosen = self._explain_content(chosen, ratings)
         if not any(c.reason is _EXPLAIN_LATER for c, _ in chosen):
             return chosen
         anchors = sorted(
@@ -265,6 +275,20 @@ class Recommender:
                 else c,
                 m,
             )
+            for c, m in chosen
+        ]
+
+    def _explain_content(
+        self, chosen: list[tuple[Candidate, Movie]], ratings: Sequence[Rating]
+    ) -> list[tuple[Candidate, Movie]]:
+        if not any(c.reason is UNEXPLAINED for c, _ in chosen):
+            return chosen
+        titles, genres = self._lookups(r.movie_id for r in ratings)
+        anchors = content_anchors(ratings, genres)
+        return [
+            (replace(c, reason=content_reason(m, anchors, titles)), m)
+            if c.reason is UNEXPLAINED
+            else (c, m)
             for c, m in chosen
         ]
 

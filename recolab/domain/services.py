@@ -15,7 +15,7 @@ from enum import StrEnum
 import numpy as np
 
 from recolab.domain.errors import InvalidValue
-from recolab.domain.model import Movie, Rating, Source, UserClassification, genre_jaccard
+from recolab.domain.model import Movie, Rating, Source, UserClassification
 from recolab.domain.values import MovieId
 
 FAVORITE_GENRES_K = 3
@@ -274,36 +274,52 @@ def content_based_scores(
     titles: Mapping[MovieId, str],
     genres_of: Mapping[MovieId, Sequence[str]],
     limit: int | None = None,
+    explain: bool = True,
 ) -> list[Candidate]:
     """Score unrated movies by cosine between their genres and the user's genre profile.
 
     Popularity breaks near-ties; the reason names the user's best rated movie sharing the
     most genres with the candidate. Pass the catalogue's ``GenreIndex`` to score it in one
-    vectorised pass (built on the fly from plain movies).
+    vectorised pass (built on the fly from plain movies). With ``explain=False`` every
+    candidate carries ``UNEXPLAINED`` (the identical object): explain the ones that are
+    served later with ``content_anchors`` and ``content_reason``.
     """
     profile = genre_profile(ratings, genres_of)
     if not profile:
         return []
     index = movies if isinstance(movies, GenreIndex) else GenreIndex(movies)
     scored = index.scores(profile, (r.movie_id for r in ratings), limit)
+    if not explain:
+        return [Candidate(m.id, score, Source.CONTENT_BASED, UNEXPLAINED) for score, m in scored]
+    anchors = content_anchors(ratings, genres_of)
+    # Explanations only for what is returned: the catalogue can be large.
+    return [
+        Candidate(movie.id, score, Source.CONTENT_BASED, content_reason(movie, anchors, titles))
+        for score, movie in scored
+    ]
+
+
+# The reason of a content-based candidate not explained yet (compared by identity).
+UNEXPLAINED = Reason(ReasonKind.MATCHES_GENRES)
+
+Anchor = tuple[Rating, frozenset[str]]
+
+
+def content_anchors(
+    ratings: Sequence[Rating], genres_of: Mapping[MovieId, Sequence[str]]
+) -> list[Anchor]:
+    """The ratings that may explain a content-based pick, with their lower-cased genres."""
     positives = [r for r in ratings if r.is_positive()]
     # The best and most recent ratings explain picks; a bounded number keeps this cheap.
     best = sorted(
         positives or ratings,
         key=lambda r: (-r.score.value, -r.timestamp.to_unix(), r.movie_id.value),
     )[:MAX_ANCHORS]
-    anchors = [(r, frozenset(g.lower() for g in genres_of.get(r.movie_id, ()))) for r in best]
-    # Explanations only for what is returned: the catalogue can be large.
-    return [
-        Candidate(movie.id, score, Source.CONTENT_BASED, _cb_reason(movie, anchors, titles))
-        for score, movie in scored
-    ]
+    return [(r, frozenset(g.lower() for g in genres_of.get(r.movie_id, ()))) for r in best]
 
 
-def _cb_reason(
-    movie: Movie,
-    anchors: Sequence[tuple[Rating, frozenset[str]]],
-    titles: Mapping[MovieId, str],
+def content_reason(
+    movie: Movie, anchors: Sequence[Anchor], titles: Mapping[MovieId, str]
 ) -> Reason:
     """Name the anchor whose genres are closest (Jaccard) to the pick's; first one wins ties."""
     mine = {g.lower() for g in movie.genres}
@@ -397,9 +413,21 @@ def mmr_rerank(
 
 
 def genre_similarity(genres_of: Mapping[MovieId, Sequence[str]]) -> Similarity:
-    """Item similarity from genre Jaccard, for MMR when no embedding similarity is at hand."""
+    """Item similarity from genre Jaccard, for MMR when no embedding similarity is at hand.
+
+    Each movie's lower-cased genre set is built once (MMR compares the same movies often).
+    """
+    sets: dict[MovieId, frozenset[str]] = {}
+
+    def genres(movie_id: MovieId) -> frozenset[str]:
+        found = sets.get(movie_id)
+        if found is None:
+            found = sets[movie_id] = frozenset(g.lower() for g in genres_of.get(movie_id, ()))
+        return found
 
     def sim(a: MovieId, b: MovieId) -> float:
-        return genre_jaccard(genres_of.get(a, ()), genres_of.get(b, ()))
+        x, y = genres(a), genres(b)
+        union = len(x | y)
+        return len(x & y) / union if union else 0.0
 
     return sim

@@ -124,6 +124,19 @@ def test_explanations_name_the_real_reason() -> None:
         assert item.explanation.startswith("Because you rated ")
         assert any(f"Because you rated {t} 5.0" == item.explanation for t in titles)
     assert len({i.explanation for i in content + popular}) > 1
+    # hybrid: content-based reasons are worked out for the served picks only, but worked out
+    # (the model knows 2 movies for user 3: the other picks owe their place to content)
+    scorer = scorer_for(store)
+    scorer.table[3] = dict(list(scorer.table[3].items())[:2])
+    hybrid = recommender(store, scorer)[0].recommend(RecommendRequest(user_id=3, n=10)).items
+    assert len(hybrid) == 10
+    titles = {store.movies[m].title for (u, m) in store.ratings if u.value == 3}
+    assert all(i.explanation != "Recommended (matches genres)" for i in hybrid)
+    assert any(
+        i.explanation.startswith("Because you rated ")
+        and i.explanation.removeprefix("Because you rated ").rsplit(" ", 1)[0] in titles
+        for i in hybrid
+    )
 
 
 def test_power_user_list_is_mmr_reranked() -> None:

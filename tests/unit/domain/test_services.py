@@ -32,7 +32,14 @@ from recolab.domain import (
     select_strategy,
     strategy_weights,
 )
-from recolab.domain.services import GenreIndex, genre_profile, genre_similarity
+from recolab.domain.services import (
+    UNEXPLAINED,
+    GenreIndex,
+    content_anchors,
+    content_reason,
+    genre_profile,
+    genre_similarity,
+)
 
 CF = Source.COLLABORATIVE
 CB = Source.CONTENT_BASED
@@ -376,6 +383,20 @@ def test_content_based_on_a_genre_index_follows_the_rule_with_ties_and_limits(
     assert out == content_based_scores(
         ratings, movies, titles=TITLES, genres_of=GENRES, limit=limit
     )
+
+
+def test_content_based_explanations_can_be_deferred_to_the_served_picks() -> None:
+    ratings = [_rating(1, 5.0), _rating(3, 4.0)]
+    explained = content_based_scores(ratings, MOVIES, titles=TITLES, genres_of=GENRES)
+    deferred = content_based_scores(ratings, MOVIES, titles=TITLES, genres_of=GENRES, explain=False)
+
+    assert [(c.movie_id, c.score) for c in deferred] == [(c.movie_id, c.score) for c in explained]
+    assert all(c.reason is UNEXPLAINED for c in deferred)
+    anchors = content_anchors(ratings, GENRES)
+    by_id = {m.id: m for m in MOVIES}
+    assert [content_reason(by_id[c.movie_id], anchors, TITLES) for c in deferred] == [
+        c.reason for c in explained
+    ]
 
 
 def test_content_based_without_a_profile_returns_nothing() -> None:
