@@ -17,21 +17,17 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 import yaml
-from psycopg import sql
-from sqlalchemy.engine import make_url
 
 from recolab.config import PROJECT_ROOT
-from tests.conftest import require_service
+from tests.conftest import fresh_postgres_database, require_service
 
 SECRET = "e2e-platform-secret-0123456789-abcdefghijklmnop"  # >= 32 bytes: RECOLAB_ENV=test
 MLFLOW_STARTUP_TIMEOUT_S = 120
@@ -133,18 +129,8 @@ class Stack:
 def e2e_postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this module, dropped afterwards."""
     server = require_service("RECOLAB_TEST_POSTGRES_URL")
-    admin = make_url(server).set(drivername="postgresql")
-    admin_dsn = admin.render_as_string(hide_password=False)
-    name = f"recolab_e2e_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield admin.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+    with fresh_postgres_database(server, "recolab_e2e") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -8,15 +8,12 @@ except under ``CI=true``, where they fail: CI must run them.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
-from sqlalchemy.engine import make_url
+
+from tests.conftest import fresh_postgres_database, require_service
 
 POSTGRES_ENV = "RECOLAB_TEST_POSTGRES_URL"
 
@@ -28,25 +25,9 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    server = os.environ.get(POSTGRES_ENV)
-    if not server:
-        message = f"{POSTGRES_ENV} is not set"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{message}: PostgreSQL tests must run in CI")
-        pytest.skip(message)
-    # psycopg takes libpq URLs: drop any SQLAlchemy driver suffix.
-    admin = make_url(server).set(drivername="postgresql")
-    name = f"recolab_test_{uuid.uuid4().hex[:12]}"
-    admin_dsn = admin.render_as_string(hide_password=False)
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield admin.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+    server = require_service(POSTGRES_ENV)
+    with fresh_postgres_database(server, "recolab_test") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
