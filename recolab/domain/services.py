@@ -397,6 +397,10 @@ def mmr_rerank(
             pool.append(cand)
     relevance = [c.score for c in normalize_scores(pool)]
     limit = len(pool) if k is None else min(k, len(pool))
+    matrix = getattr(similarity, "matrix", None)
+    if matrix is not None:  # a similarity that can fill the whole pool's matrix at once
+        order = _mmr_order(relevance, matrix([c.movie_id for c in pool]), lambda_, limit)
+        return [pool[i] for i in order]
     remaining = list(range(len(pool)))
     max_sim = [0.0] * len(pool)
     chosen: list[int] = []
@@ -412,22 +416,62 @@ def mmr_rerank(
     return [pool[i] for i in chosen]
 
 
-def genre_similarity(genres_of: Mapping[MovieId, Sequence[str]]) -> Similarity:
-    """Item similarity from genre Jaccard, for MMR when no embedding similarity is at hand.
+def _mmr_order(
+    relevance: Sequence[float], similarity: np.ndarray, lambda_: float, limit: int
+) -> list[int]:
+    """The greedy MMR picks over a full similarity matrix: the same choices, ties included."""
+    rel = np.asarray(relevance, dtype=np.float64)
+    max_sim = np.zeros(len(rel))
+    taken = np.zeros(len(rel), dtype=bool)
+    chosen: list[int] = []
+    for _ in range(limit):
+        gain = lambda_ * rel - (1 - lambda_) * max_sim
+        gain[taken] = -np.inf
+        best = int(np.argmax(gain))  # the first of equal gains: input order breaks ties
+        chosen.append(best)
+        taken[best] = True
+        np.maximum(max_sim, similarity[:, best], out=max_sim)
+    return chosen
 
-    Each movie's lower-cased genre set is built once (MMR compares the same movies often).
-    """
-    sets: dict[MovieId, frozenset[str]] = {}
 
-    def genres(movie_id: MovieId) -> frozenset[str]:
-        found = sets.get(movie_id)
+class GenreSimilarity:
+    """Item similarity from genre Jaccard (case-insensitive), for MMR when no embedding
+    similarity is at hand. Each movie's genre set is built once; ``matrix`` fills a whole
+    pool's similarities in one pass, which ``mmr_rerank`` uses."""
+
+    def __init__(self, genres_of: Mapping[MovieId, Sequence[str]]) -> None:
+        self._genres_of = genres_of
+        self._sets: dict[MovieId, frozenset[str]] = {}
+
+    def _genres(self, movie_id: MovieId) -> frozenset[str]:
+        found = self._sets.get(movie_id)
         if found is None:
-            found = sets[movie_id] = frozenset(g.lower() for g in genres_of.get(movie_id, ()))
+            found = frozenset(g.lower() for g in self._genres_of.get(movie_id, ()))
+            self._sets[movie_id] = found
         return found
 
-    def sim(a: MovieId, b: MovieId) -> float:
-        x, y = genres(a), genres(b)
+    def __call__(self, a: MovieId, b: MovieId) -> float:
+        x, y = self._genres(a), self._genres(b)
         union = len(x | y)
         return len(x & y) / union if union else 0.0
 
-    return sim
+    def matrix(self, movie_ids: Sequence[MovieId]) -> np.ndarray:
+        vocabulary: dict[str, int] = {}
+        rows: list[int] = []
+        cols: list[int] = []
+        for row, movie_id in enumerate(movie_ids):
+            for genre in self._genres(movie_id):
+                rows.append(row)
+                cols.append(vocabulary.setdefault(genre, len(vocabulary)))
+        member = np.zeros((len(movie_ids), len(vocabulary)))
+        member[np.asarray(rows, dtype=np.intp), np.asarray(cols, dtype=np.intp)] = 1.0
+        shared = member @ member.T
+        sizes = member.sum(axis=1)
+        union = sizes[:, None] + sizes[None, :] - shared
+        out: np.ndarray = np.divide(shared, union, out=np.zeros_like(shared), where=union > 0)
+        return out
+
+
+def genre_similarity(genres_of: Mapping[MovieId, Sequence[str]]) -> GenreSimilarity:
+    """Item similarity from genre Jaccard, for MMR when no embedding similarity is at hand."""
+    return GenreSimilarity(genres_of)

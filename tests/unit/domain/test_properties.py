@@ -96,6 +96,26 @@ def test_mmr_returns_a_duplicate_free_subset_of_the_right_length(
 
 
 @relaxed
+@given(
+    candidates(),
+    genre_maps,
+    st.floats(min_value=0.0, max_value=1.0),
+    st.none() | st.integers(min_value=0, max_value=30),
+)
+def test_mmr_over_a_similarity_matrix_picks_exactly_what_pairwise_calls_pick(
+    pool: list[Candidate], genres: dict[MovieId, tuple[str, ...]], lambda_: float, k: int | None
+) -> None:
+    similarity = genre_similarity(genres)
+
+    def pairwise(a: MovieId, b: MovieId) -> float:  # no `matrix`: the one-pair-at-a-time path
+        return similarity(a, b)
+
+    assert mmr_rerank(pool, similarity, lambda_=lambda_, k=k) == mmr_rerank(
+        pool, pairwise, lambda_=lambda_, k=k
+    )
+
+
+@relaxed
 @given(candidates(), genre_maps)
 def test_mmr_with_lambda_one_keeps_relevance_order(
     pool: list[Candidate], genres: dict[MovieId, tuple[str, ...]]
