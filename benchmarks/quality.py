@@ -36,6 +36,7 @@ from recolab.adapters.ml.training import (
     load_train_config,
     with_overrides,
 )
+from recolab.adapters.movielens import read_movielens
 from recolab.evaluation import protocols as P
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,19 +51,6 @@ PEERS = {
           "popularity": {"hr@10": 0.616, "ndcg@10": 0.361}},
 }  # fmt: skip
 GOALS = {"A": ("rmse", "<=", 0.855), "B": ("ndcg@10", ">=", 0.35), "C": ("hr@10", ">=", 0.76)}
-
-
-def read_movielens(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """ratings and movies of an ml-latest(-small) folder in the contract's column names."""
-    ratings = pd.read_csv(folder / "ratings.csv").rename(
-        columns={"userId": "user_id", "movieId": "movie_id"}
-    )
-    ratings = ratings.astype(
-        {"user_id": "int64", "movie_id": "int64", "rating": "float64", "timestamp": "int64"}
-    )
-    movies = pd.read_csv(folder / "movies.csv").rename(columns={"movieId": "movie_id"})
-    movies["genres"] = movies["genres"].replace("(no genres listed)", "Unknown")
-    return ratings, movies
 
 
 # `--set [MODE.]KEY=VALUE` overrides for experiments (the shipped result uses none).
@@ -164,7 +152,8 @@ def main() -> None:
     for text in args.set:
         parse_override(text)
     torch.set_num_threads(args.threads)
-    ratings, movies = read_movielens(args.data)
+    data = read_movielens(args.data)  # the project's own reader, as ingest uses
+    ratings, movies = data.ratings, data.movies
     report: dict[str, Any] = {
         "benchmark": "quality",
         "dataset": {

@@ -42,15 +42,10 @@ from recolab.adapters.ml.training import (
     fit,
     load_train_config,
 )
+from recolab.adapters.movielens import read_movielens
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path("/work/shared/data/movielens/ml-latest-small")
-
-
-def read_ratings(folder: Path) -> pd.DataFrame:
-    frame = pd.read_csv(folder / "ratings.csv")
-    frame = frame.rename(columns={"userId": "user_id", "movieId": "movie_id"})
-    return frame.astype({"user_id": "int64", "movie_id": "int64", "rating": "float64"})
 
 
 def default_config(mode: str) -> TrainConfig:
@@ -165,7 +160,7 @@ def _load() -> float:
 
 def child(mode: str, data: Path) -> None:
     """One full default training (threads as the config says); prints wall, epochs, peak RSS."""
-    ratings = read_ratings(data)
+    ratings = read_movielens(data).ratings
     config = default_config(mode)
     start, cpu_start = _clocks()
     result = fit(ratings, config)
@@ -201,7 +196,7 @@ def main() -> None:
         child(args.child, args.data)
         return
     torch.set_num_threads(args.threads)
-    ratings = read_ratings(args.data)
+    ratings = read_movielens(args.data).ratings
     report: dict[str, Any] = {
         "benchmark": "train",
         "dataset": {"name": args.data.name, "ratings": len(ratings)},
