@@ -85,8 +85,10 @@ def configure_torch_threads(environ: Mapping[str, str] | None = None) -> int:
         raise ConfigError(f"{TORCH_THREADS_ENV}={raw!r}: expected a whole number >= 0")
     import torch
 
+    from recolab.adapters.scorer import set_torch_threads
+
     if wanted:
-        torch.set_num_threads(wanted)
+        set_torch_threads(wanted)
     threads = torch.get_num_threads()
     log.info("torch intra-op threads: %d", threads)
     return threads

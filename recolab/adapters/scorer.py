@@ -378,24 +378,18 @@ def set_torch_threads(count: int) -> None:
     """
     if count < 1:
         raise ValueError("torch_threads must be at least 1")
-    if torch.get_num_threads() != count:
-        torch.set_num_threads(count)
+    # Always set: OpenMP keeps a count per thread, so this thread's reading may be stale.
+    torch.set_num_threads(count)
 
 
-def load_scorer(
-    model_uri: str, tracking_uri: str, version: str, *, torch_threads: int | None = None
-) -> NeuMFScorer:
+def load_scorer(model_uri: str, tracking_uri: str, version: str) -> NeuMFScorer:
     """Load a registered NeuMF pyfunc (e.g. ``models:/recolab-neumf/3``) on CPU as a scorer.
 
     Uses `tracking_uri` for both tracking and registry without touching MLflow's global
     state, and needs no training data: weights, id maps and movie metadata are artefacts.
-    `torch_threads`, when given, is passed to `set_torch_threads` (None leaves torch as is).
     Models registered before the popularity prior existed load with the prior off.
     """
     import mlflow
-
-    if torch_threads is not None:
-        set_torch_threads(torch_threads)
 
     from recolab.adapters.registry import NeuMFPyfunc
 
