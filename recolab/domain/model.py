@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
@@ -82,10 +83,13 @@ def normalize_genres(genres: Iterable[str]) -> tuple[str, ...]:
 
 def genre_jaccard(a: Iterable[str], b: Iterable[str]) -> float:
     """Jaccard similarity of two genre lists, case-insensitive."""
-    set_a = {g.lower() for g in a}
-    set_b = {g.lower() for g in b}
-    union = set_a | set_b
-    return len(set_a & set_b) / len(union) if union else 0.0
+    return jaccard({g.lower() for g in a}, {g.lower() for g in b})
+
+
+def jaccard(a: AbstractSet[str], b: AbstractSet[str]) -> float:
+    """Jaccard similarity of two sets already normalised (e.g. lower-cased genres)."""
+    union = len(a | b)
+    return len(a & b) / union if union else 0.0
 
 
 @dataclass(eq=False, slots=True)

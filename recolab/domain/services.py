@@ -15,7 +15,7 @@ from enum import StrEnum
 import numpy as np
 
 from recolab.domain.errors import InvalidValue
-from recolab.domain.model import Movie, Rating, Source, UserClassification
+from recolab.domain.model import Movie, Rating, Source, UserClassification, jaccard
 from recolab.domain.values import MovieId
 
 FAVORITE_GENRES_K = 3
@@ -214,8 +214,8 @@ def genre_profile(
 class GenreIndex:
     """A catalogue's genres and popularity as arrays, for content-based scoring in one pass.
 
-    Built once per catalogue (``of``); genre names are compared lower-cased. Popularity is
-    taken when the index is built, like the catalogue it comes from.
+    Build it once per catalogue; genre names are compared lower-cased. Popularity is taken
+    when the index is built, like the catalogue it comes from.
     """
 
     def __init__(self, movies: Iterable[Movie]) -> None:
@@ -237,9 +237,9 @@ class GenreIndex:
         with np.errstate(divide="ignore"):
             self.inv_sqrt_length = np.where(lengths > 0, 1.0 / np.sqrt(lengths), 0.0)
         self.popularity_term = np.array(
-            [0.05 * min(1.0, m.popularity_score() / 15.0) for m in self.movies]
-        ).reshape(-1)
-        self.ids = np.array([m.id.value for m in self.movies], dtype=np.int64).reshape(-1)
+            [0.05 * min(1.0, m.popularity_score() / 15.0) for m in self.movies], dtype=np.float64
+        )
+        self.ids = np.array([m.id.value for m in self.movies], dtype=np.int64)
 
     def scores(
         self, profile: Mapping[str, float], exclude: Iterable[MovieId], limit: int | None
@@ -325,8 +325,7 @@ def content_reason(
     mine = {g.lower() for g in movie.genres}
     best: tuple[float, Rating] | None = None
     for rating, theirs in anchors:
-        union = len(mine | theirs)
-        sim = len(mine & theirs) / union if union else 0.0
+        sim = jaccard(mine, theirs)
         if sim > 0 and (best is None or sim > best[0]):
             best = (sim, rating)
     if best is not None and best[1].movie_id in titles:
@@ -451,9 +450,7 @@ class GenreSimilarity:
         return found
 
     def __call__(self, a: MovieId, b: MovieId) -> float:
-        x, y = self._genres(a), self._genres(b)
-        union = len(x | y)
-        return len(x & y) / union if union else 0.0
+        return jaccard(self._genres(a), self._genres(b))
 
     def matrix(self, movie_ids: Sequence[MovieId]) -> np.ndarray:
         vocabulary: dict[str, int] = {}
