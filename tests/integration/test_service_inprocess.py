@@ -84,10 +84,9 @@ def _dataset() -> tuple[pd.DataFrame, pd.DataFrame]:
     return ratings.astype({"user_id": "int64", "movie_id": "int64"}), movies
 
 
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A loaded database, an MLflow store and a config folder, as environment variables."""
-    root = tmp_path_factory.mktemp("service")
+def make_workspace(root: Path, **serving: object) -> dict[str, str]:
+    """A loaded SQLite database, an MLflow store and configs/serving.yaml with `serving`
+    under `root`, as the environment variables that point the service at them."""
     db_url = f"sqlite:///{root / 'recolab.db'}"
     upgrade(db_url)
     engine = make_engine(db_url)
@@ -96,11 +95,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
     engine.dispose()
     configs = root / "configs"
     configs.mkdir()
-    (configs / "serving.yaml").write_text(
-        f"rate_limit_per_minute: {RATE_LIMIT}\nmax_request_bytes: {MAX_BODY}\n"
-        "champion_poll_interval_s: 3600\ncache_ttl_s: 600\n"
-    )
-    env = {
+    (configs / "serving.yaml").write_text("".join(f"{k}: {v}\n" for k, v in serving.items()))
+    return {
         "RECOLAB_ENV": "test",
         "RECOLAB_JWT_SECRET": SECRET,
         "RECOLAB_DATABASE_URL": db_url,
@@ -109,6 +105,18 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
         "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
         "BENTOML_DO_NOT_TRACK": "true",
     }
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A loaded database, an MLflow store and a config folder, as environment variables."""
+    env = make_workspace(
+        tmp_path_factory.mktemp("service"),
+        rate_limit_per_minute=RATE_LIMIT,
+        max_request_bytes=MAX_BODY,
+        champion_poll_interval_s=3600,
+        cache_ttl_s=600,
+    )
     with pytest.MonkeyPatch.context() as mp:
         for key in ("RECOLAB_REDIS_URL", "RECOLAB_MODEL_NAME"):
             mp.delenv(key, raising=False)

@@ -25,36 +25,15 @@ import pytest
 import torch
 
 from recolab.adapters.cache import InMemoryCache, ResilientCache
-from recolab.adapters.sql.engine import make_engine
-from recolab.adapters.sql.loading import load_dataset
-from recolab.adapters.sql.migrate import upgrade
-from tests.integration.test_service_inprocess import FakeScorer, _dataset, _serve, token
+from tests.integration.test_service_inprocess import FakeScorer, _serve, make_workspace, token
 
 POLL_S = 0.1
 MODEL = "recolab-resilience-test"
 
 
 def _workspace(root: Path, **serving: object) -> dict[str, str]:
-    db_url = f"sqlite:///{root / 'recolab.db'}"
-    upgrade(db_url)
-    engine = make_engine(db_url)
-    ratings, movies = _dataset()
-    load_dataset(engine, ratings, movies, dataset="tiny", source="test")
-    engine.dispose()
-    configs = root / "configs"
-    configs.mkdir()
     knobs = {"rate_limit_per_minute": 1_000_000, "cache_ttl_s": 600, **serving}
-    (configs / "serving.yaml").write_text("".join(f"{k}: {v}\n" for k, v in knobs.items()))
-    return {
-        "RECOLAB_ENV": "test",
-        "RECOLAB_JWT_SECRET": "test-secret-0123456789-abcdefghijklmnop",
-        "RECOLAB_DATABASE_URL": db_url,
-        "RECOLAB_DATA_DIR": str(root),
-        "RECOLAB_CONFIG_DIR": str(configs),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-        "RECOLAB_MODEL_NAME": MODEL,
-        "BENTOML_DO_NOT_TRACK": "true",
-    }
+    return {**make_workspace(root, **knobs), "RECOLAB_MODEL_NAME": MODEL}
 
 
 def _register(tracking_uri: str, source: str, versions: int) -> mlflow.MlflowClient:
