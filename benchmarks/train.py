@@ -37,6 +37,7 @@ from recolab.adapters.ml.training import (
     MODES,
     TrainConfig,
     build_model,
+    build_system,
     build_trainer,
     encode,
     fit,
@@ -60,14 +61,7 @@ def _system(config: TrainConfig, ratings: pd.DataFrame) -> tuple[NeuMFSystem, In
     data, users, items = encode(ratings, config.mode)
     pl.seed_everything(config.seed, verbose=False)
     model = build_model(config, len(users), len(items), float(data.targets.mean()))
-    system = NeuMFSystem(
-        model,
-        mode=config.mode,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        embedding_reg=config.embedding_reg,
-        lr_gamma=config.lr_gamma,
-    )
+    system = build_system(config, model)
     batches = IndexBatches(
         data,
         batch_size=config.batch_size,

@@ -265,6 +265,19 @@ def build_trainer(
     return pl.Trainer(**options)
 
 
+def build_system(config: TrainConfig, model: NeuMF) -> NeuMFSystem:
+    """The LightningModule that trains `model` with `config`'s optimisation settings."""
+    return NeuMFSystem(
+        model,
+        mode=config.mode,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        embedding_reg=config.embedding_reg,
+        lr_gamma=config.lr_gamma,
+        top_k=config.top_k,
+    )
+
+
 def build_model(config: TrainConfig, n_users: int, n_items: int, global_mean: float) -> NeuMF:
     return NeuMF(
         NeuMFConfig(
@@ -323,15 +336,7 @@ def _fit(ratings: pd.DataFrame, config: TrainConfig, **trainer_overrides: Any) -
     model = build_model(config, len(users), len(items), global_mean)
     # The ranking prior counts training rows only (not the held-out validation ones).
     model.set_item_counts(torch.bincount(torch.from_numpy(train.items), minlength=len(items)))
-    system = NeuMFSystem(
-        model,
-        mode=config.mode,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        embedding_reg=config.embedding_reg,
-        lr_gamma=config.lr_gamma,
-        top_k=config.top_k,
-    )
+    system = build_system(config, model)
     datamodule = InteractionDataModule(
         train,
         len(items),
