@@ -206,10 +206,28 @@ def test_migrations_upgrade_from_empty_and_match_the_metadata(db_url: str) -> No
         "idx_movie_avg_rating",
         "idx_movie_popularity",
         "idx_rating_movie",
-        "idx_rating_user_ts",
     } <= indexes
+    assert "idx_rating_user_ts" not in indexes  # dropped by 0002
     upgrade(db_url)  # already at head: a no-op
     assert current_revision(db_url) == head
+
+
+def test_migration_0002_drops_the_user_time_index_and_its_downgrade_restores_it(
+    db_url: str,
+) -> None:
+    def rating_indexes() -> set[str]:
+        engine = make_engine(db_url)
+        with engine.connect() as conn:
+            names = {i["name"] for i in inspect(conn).get_indexes("ratings")}
+        engine.dispose()
+        return names
+
+    upgrade(db_url, "0001")
+    assert "idx_rating_user_ts" in rating_indexes()
+    upgrade(db_url, "0002")
+    assert rating_indexes() == {"idx_rating_movie"}
+    command.downgrade(alembic_config(url=db_url), "0001")
+    assert "idx_rating_user_ts" in rating_indexes()
 
 
 def test_rating_scores_outside_the_range_are_rejected(engine: Engine) -> None:
@@ -266,7 +284,7 @@ def test_load_inserts_everything_and_counts_it(engine: Engine, bulk: bool) -> No
     with engine.connect() as conn:  # the bulk path rebuilt what it dropped
         indexes = {i["name"] for i in inspect(conn).get_indexes("ratings")}
         foreign_keys = {fk["name"] for fk in inspect(conn).get_foreign_keys("ratings")}
-    assert {"idx_rating_movie", "idx_rating_user_ts"} <= indexes
+    assert "idx_rating_movie" in indexes
     assert foreign_keys == {"fk_ratings_user_id_users", "fk_ratings_movie_id_movies"}
 
 
@@ -361,10 +379,7 @@ def test_an_error_in_any_phase_rolls_back_everything(
         load_dataset(engine, ratings, movies, dataset="d", source="x", progress=progress)
     assert snapshot(engine) == before
     with engine.connect() as conn:
-        assert {i["name"] for i in inspect(conn).get_indexes("ratings")} == {
-            "idx_rating_movie",
-            "idx_rating_user_ts",
-        }
+        assert {i["name"] for i in inspect(conn).get_indexes("ratings")} == {"idx_rating_movie"}
         assert len(inspect(conn).get_foreign_keys("ratings")) == 2
     # The connection went back to the pool clean: a later load works.
     result = load_dataset(engine, ratings, movies, dataset="d", source="x")
@@ -431,6 +446,38 @@ def test_statistics_match_a_pandas_recount_on_generated_data(engine: Engine) -> 
     ratings, movies = make_frames(7, n_users=120, n_movies=60)
     load_dataset(engine, ratings, movies, dataset="d", source="x")
     assert_statistics(engine, ratings, movies)
+
+
+def test_a_load_into_empty_tables_counts_in_memory_exactly_what_sql_recounts(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ratings, movies = make_frames(11, n_users=150, n_movies=70)
+    # Genre names whose binary order differs from a case-insensitive or accented one.
+    movies.loc[movies["movie_id"] % 3 == 0, "genres"] = "Zeta|alpha|\u00c9mile"
+    registered = 10_000  # a user of the database who is not in the batch
+    with engine.begin() as conn:
+        conn.execute(s.users.insert().values(id=registered))
+    monkeypatch.setattr(loading, "_recompute_touched", _must_not_run)
+    load_dataset(engine, ratings, movies, dataset="d", source="x")
+    in_memory = snapshot(engine)
+    with engine.begin() as conn:
+        recompute_statistics(conn)
+    assert snapshot(engine) == in_memory
+    assert_statistics(engine, ratings, movies)
+    users = {row[0]: row for row in in_memory["users"]}
+    assert users[registered][2:] == (0, 0.0, 0.0, None, "")
+
+
+def test_a_batch_rating_movies_it_does_not_carry_is_recounted_in_sql(engine: Engine) -> None:
+    ratings, movies = make_frames(12)
+    load_dataset(engine, ratings.iloc[:0], movies, dataset="movies", source="x")
+    carried = movies[movies["movie_id"] % 2 == 0]  # the others are only in the database
+    load_dataset(engine, ratings, carried, dataset="d", source="x")
+    assert_statistics(engine, ratings, movies)
+
+
+def _must_not_run(*args: Any, **kwargs: Any) -> None:
+    raise AssertionError("statistics were recounted in SQL")
 
 
 def test_recompute_statistics_repairs_only_the_scope_it_is_given(engine: Engine) -> None:

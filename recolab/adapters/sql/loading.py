@@ -28,6 +28,7 @@ import io
 import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -67,8 +68,12 @@ from recolab.adapters.sql import schema
 from recolab.adapters.sql.engine import make_engine
 from recolab.adapters.sql.stats import (
     POSITIVE_SCORE,
+    Figures,
     Scope,
+    figures_from_arrays,
+    movie_figures_statement,
     movie_statistics_statements,
+    user_figures_statement,
     user_statistics_statements,
 )
 
@@ -123,6 +128,20 @@ _stage_users = _temp_table("_stage_users", Column("id", BigInteger, primary_key=
 _scope_users = _temp_table("_scope_users", Column("id", BigInteger, primary_key=True))
 _scope_movies = _temp_table("_scope_movies", Column("id", BigInteger, primary_key=True))
 _genre_changed = _temp_table("_genre_changed", Column("id", BigInteger, primary_key=True))
+_user_figures = _temp_table(
+    "_user_figures",
+    Column("user_id", BigInteger, primary_key=True),
+    Column("n", BigInteger),
+    Column("total", Double),
+    Column("last_ts", BigInteger),
+    Column("favorites", Text),
+)
+_movie_figures = _temp_table(
+    "_movie_figures",
+    Column("movie_id", BigInteger, primary_key=True),
+    Column("n", BigInteger),
+    Column("total", Double),
+)
 
 
 @dataclass(frozen=True)
@@ -197,8 +216,16 @@ def load_dataset(
     with _phase(phases, "prepare"):
         notify(f"preparing {len(ratings)} ratings and {len(movies)} movies")
         batch = _prepare(ratings, movies)
-    with engine.begin() as conn, _tuned(conn):
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="recolab-figures") as pool,
+        engine.begin() as conn,
+        _tuned(conn),
+    ):
         direct = _is_empty(conn, schema.ratings)
+        # A batch that will be the whole ratings table is counted in memory, not in SQL,
+        # on another thread while the database copies it (numpy and the driver's socket
+        # writes both release the GIL).
+        figures = pool.submit(_figures, batch) if direct and _rated_movies_staged(batch) else None
         with _phase(phases, "stage"):
             notify("staging rows")
             _stage(conn, batch, with_ratings=not direct)
@@ -225,7 +252,10 @@ def load_dataset(
             if bulk and conn.dialect.name == "postgresql":
                 # Fresh planner statistics for the aggregates over the reloaded tables.
                 _analyze(conn, _BULK_TABLES)
-            _recompute_touched(conn, everything=direct)
+            if figures is not None:
+                _write_figures(conn, figures.result())
+            else:
+                _recompute_touched(conn, everything=direct)
         if bulk:
             with _phase(phases, "rebuild_indexes"):
                 notify("rebuilding secondary indexes and foreign keys")
@@ -673,6 +703,25 @@ def _count(conn: Connection, table: Table) -> int:
 
 
 # --- statistics and log --------------------------------------------------------------
+
+
+def _rated_movies_staged(batch: _Batch) -> bool:
+    """Whether every rated movie is in the batch (so its staged genres are its genres)."""
+    rated = np.unique(batch.movie)
+    return bool(np.isin(rated, batch.movies["movie_id"].to_numpy(), assume_unique=True).all())
+
+
+def _figures(batch: _Batch) -> Figures:
+    return figures_from_arrays(batch.user, batch.movie, batch.score, batch.timestamp, batch.genres)
+
+
+def _write_figures(conn: Connection, figures: Figures) -> None:
+    """Write the statistics of a load into an empty ratings table, counted in memory."""
+    _copy_frame(conn, _user_figures, figures.users)
+    movie_columns = figures.movies
+    _copy_rows(conn, _movie_figures, tuple(movie_columns[c].to_numpy() for c in movie_columns))
+    conn.execute(user_figures_statement(_user_figures))
+    conn.execute(movie_figures_statement(_movie_figures))
 
 
 def _recompute_touched(conn: Connection, *, everything: bool) -> None:

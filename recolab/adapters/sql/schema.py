@@ -103,8 +103,9 @@ ratings = Table(
     Column("timestamp", BigInteger, nullable=False),
     CheckConstraint("score >= 0.5 AND score <= 5.0", name="score_range"),
     Index("idx_rating_movie", "movie_id"),
-    Index("idx_rating_user_ts", "user_id", "timestamp"),
-    # Clustered on (user_id, movie_id): no separate primary-key index to maintain.
+    # A user's ratings come through the primary key, which leads with user_id (no
+    # (user_id, timestamp) index: migration 0002 says what it cost).
+    # SQLite: clustered on (user_id, movie_id), no separate primary-key index to maintain.
     sqlite_with_rowid=False,
 )
 
