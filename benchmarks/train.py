@@ -9,7 +9,7 @@ thread count, not the model, is what made training slow on shared machines. Then
 default training (`recolab.adapters.ml.training.fit`, early stopping included) runs in a
 fresh subprocess for its wall time and peak RSS. Load averages are recorded throughout.
 
-Usage: python benchmarks/train.py [--data DIR] [--epochs N] [--rounds N]
+Usage: python benchmarks/train.py [--data DIR] [--epochs N] [--rounds N] [--note TEXT]
 Prints one JSON object and writes benchmarks/results/train.json.
 """
 
@@ -185,6 +185,7 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=list(MODES))
     parser.add_argument("--child", choices=MODES)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the loop runs")
+    parser.add_argument("--note", default="", help="free text recorded in the JSON")
     args = parser.parse_args()
     if args.child:
         child(args.child, args.data)
@@ -211,6 +212,8 @@ def main() -> None:
         },
         "modes": {},
     }
+    if args.note:
+        report["note"] = args.note
     cores = os.cpu_count() or 1
     for mode in args.modes:
         config = default_config(mode)
