@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import torch
+from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -380,6 +381,9 @@ def set_torch_threads(count: int) -> None:
         raise ValueError("torch_threads must be at least 1")
     # Always set: OpenMP keeps a count per thread, so this thread's reading may be stale.
     torch.set_num_threads(count)
+    # numpy's BLAS keeps a pool of its own, one thread per core by default, whose waiting
+    # threads spin on the cores the other requests need: the same count applies.
+    threadpool_limits(limits=count, user_api="blas")
 
 
 def load_scorer(model_uri: str, tracking_uri: str, version: str) -> NeuMFScorer:

@@ -35,6 +35,7 @@ from recolab.domain.services import (
     popularity_ranking,
     select_strategy,
     strategy_weights,
+    top_genres,
 )
 from recolab.domain.values import MovieId, RatingScore, RecommendationScore, Timestamp, UserId
 
@@ -78,4 +79,5 @@ __all__ = [
     "popularity_ranking",
     "select_strategy",
     "strategy_weights",
+    "top_genres",
 ]

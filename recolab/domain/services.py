@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
@@ -124,7 +124,12 @@ def favorite_genres(
     for rating in ratings:
         if rating.is_positive():
             counts.update(genres_of.get(rating.movie_id, ()))
-    return [g for g, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:k]]
+    return top_genres(counts, k)
+
+
+def top_genres(counts: Mapping[str, int], k: int = FAVORITE_GENRES_K) -> list[str]:
+    """The k genres with the highest positive-rating counts, ties by name (code points)."""
+    return [g for g, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:k] if n > 0]
 
 
 def normalize_scores(candidates: Sequence[Candidate]) -> list[Candidate]:
@@ -134,7 +139,10 @@ def normalize_scores(candidates: Sequence[Candidate]) -> list[Candidate]:
     low = min(c.score for c in candidates)
     high = max(c.score for c in candidates)
     span = high - low
-    return [replace(c, score=(c.score - low) / span if span > 0 else 1.0) for c in candidates]
+    # Built directly: dataclasses.replace costs several times more, on every shortlist.
+    if span <= 0:
+        return [Candidate(c.movie_id, 1.0, c.source, c.reason) for c in candidates]
+    return [Candidate(c.movie_id, (c.score - low) / span, c.source, c.reason) for c in candidates]
 
 
 def hybrid_merge(
@@ -435,12 +443,15 @@ def _mmr_order(
 
 class GenreSimilarity:
     """Item similarity from genre Jaccard (case-insensitive), for MMR when no embedding
-    similarity is at hand. Each movie's genre set is built once; ``matrix`` fills a whole
-    pool's similarities in one pass, which ``mmr_rerank`` uses."""
+    similarity is at hand. Each movie's genre set is built once (with a bit mask over the
+    genres seen so far); ``matrix`` fills a whole pool's similarities in one pass of
+    integer bit counts, which ``mmr_rerank`` uses."""
 
     def __init__(self, genres_of: Mapping[MovieId, Sequence[str]]) -> None:
         self._genres_of = genres_of
         self._sets: dict[MovieId, frozenset[str]] = {}
+        self._masks: dict[MovieId, int] = {}
+        self._bits: dict[str, int] = {}  # genre -> bit; only grows, so masks stay valid
 
     def _genres(self, movie_id: MovieId) -> frozenset[str]:
         found = self._sets.get(movie_id)
@@ -449,23 +460,34 @@ class GenreSimilarity:
             self._sets[movie_id] = found
         return found
 
+    def _mask(self, movie_id: MovieId) -> int:
+        found = self._masks.get(movie_id)
+        if found is None:
+            found = 0
+            for genre in self._genres(movie_id):
+                found |= 1 << self._bits.setdefault(genre, len(self._bits))
+            self._masks[movie_id] = found
+        return found
+
     def __call__(self, a: MovieId, b: MovieId) -> float:
         return jaccard(self._genres(a), self._genres(b))
 
     def matrix(self, movie_ids: Sequence[MovieId]) -> np.ndarray:
-        vocabulary: dict[str, int] = {}
-        rows: list[int] = []
-        cols: list[int] = []
-        for row, movie_id in enumerate(movie_ids):
-            for genre in self._genres(movie_id):
-                rows.append(row)
-                cols.append(vocabulary.setdefault(genre, len(vocabulary)))
-        member = np.zeros((len(movie_ids), len(vocabulary)))
-        member[np.asarray(rows, dtype=np.intp), np.asarray(cols, dtype=np.intp)] = 1.0
-        shared = member @ member.T
-        sizes = member.sum(axis=1)
+        masks = [self._mask(m) for m in movie_ids]
+        n_words = max(1, (max(masks, default=0).bit_length() + 63) // 64)
+        words = np.array(
+            [[(mask >> (64 * w)) & 0xFFFFFFFFFFFFFFFF for w in range(n_words)] for mask in masks],
+            dtype=np.uint64,
+        ).reshape(len(masks), n_words)
+        shared = np.zeros((len(masks), len(masks)), dtype=np.int64)
+        for w in range(n_words):
+            column = words[:, w]
+            shared += np.bitwise_count(column[:, None] & column[None, :])
+        sizes = np.bitwise_count(words).sum(axis=1, dtype=np.int64)
         union = sizes[:, None] + sizes[None, :] - shared
-        out: np.ndarray = np.divide(shared, union, out=np.zeros_like(shared), where=union > 0)
+        out: np.ndarray = np.divide(
+            shared, union, out=np.zeros(shared.shape), where=union > 0, dtype=np.float64
+        )
         return out
 
 

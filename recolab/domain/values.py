@@ -40,6 +40,11 @@ class UserId:
     def __post_init__(self) -> None:
         _positive_int("UserId", self.value)
 
+    def __hash__(self) -> int:
+        # Kept by @dataclass (an explicit __hash__ wins): the generated one hashes a new
+        # tuple, and ids are hashed thousands of times per recommendation.
+        return hash(self.value)
+
     def __int__(self) -> int:
         return self.value
 
@@ -53,6 +58,11 @@ class MovieId:
 
     def __post_init__(self) -> None:
         _positive_int("MovieId", self.value)
+
+    def __hash__(self) -> int:
+        # Kept by @dataclass (an explicit __hash__ wins): the generated one hashes a new
+        # tuple, and ids are hashed thousands of times per recommendation.
+        return hash(self.value)
 
     def __int__(self) -> int:
         return self.value

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import Connection, Engine, Row, func, insert, literal, select, update
+from sqlalchemy import Connection, Engine, Row, bindparam, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 
 from recolab.adapters.sql import schema as s
-from recolab.adapters.sql.stats import recompute_statistics
+from recolab.adapters.sql.stats import POSITIVE_SCORE
 from recolab.domain.model import Movie, Rating, User
+from recolab.domain.services import top_genres
 from recolab.domain.values import MovieId, RatingScore, Timestamp, UserId
 
 
@@ -57,10 +59,44 @@ def movie_from_row(row: Row[Any]) -> Movie:
 def rating_from_row(row: Row[Any]) -> Rating:
     return Rating(
         UserId(int(row.user_id)),
-        MovieId(int(row.movie_id)),
-        RatingScore(float(row.score)),
-        Timestamp.from_unix(int(row.timestamp)),
+        _movie_id(int(row.movie_id)),
+        _score(float(row.score)),
+        Timestamp(datetime.fromtimestamp(int(row.timestamp), UTC)),
     )
+
+
+# Value objects are immutable and compared by value, so the ones every rating row repeats
+# are built (and validated) once: a user's ratings are read on every recommendation.
+@lru_cache(maxsize=32)
+def _score(value: float) -> RatingScore:
+    return RatingScore(value)
+
+
+@lru_cache(maxsize=1 << 18)
+def _movie_id(value: int) -> MovieId:
+    return MovieId(value)
+
+
+# Built once: a statement object memoises its cache key, so the write path does not
+# rebuild and re-key these on every rating.
+_LIKED_GENRE_COUNTS = (
+    select(s.movie_genres.c.genre, func.count())
+    .join_from(s.ratings, s.movie_genres, s.movie_genres.c.movie_id == s.ratings.c.movie_id)
+    .where(s.ratings.c.user_id == bindparam("user_id"))
+    .where(s.ratings.c.score >= POSITIVE_SCORE)
+    .group_by(s.movie_genres.c.genre)
+)
+_USER_RATINGS = (
+    select(s.ratings.c.user_id, s.ratings.c.movie_id, s.ratings.c.score, s.ratings.c.timestamp)
+    .where(s.ratings.c.user_id == bindparam("user_id"))
+    .order_by(s.ratings.c.timestamp.desc(), s.ratings.c.movie_id)
+)
+_SET_FAVORITES = (
+    update(s.users)
+    .where(s.users.c.id == bindparam("user_id"))
+    .values(favorite_genres=bindparam("favorites"))
+    .returning(*s.users.c)
+)
 
 
 class SqlAlchemyUsers:
@@ -107,11 +143,16 @@ class SqlAlchemyUsers:
         ).one()
         if not score.is_positive() and not (previous is not None and previous.is_positive()):
             return user_from_row(row)  # favourite genres count positive ratings only
-        # Favourite genres depend on all the user's positive ratings: recount this user.
-        recompute_statistics(self.conn, user_ids=[user_id.value], movie_ids=[])
-        user = self.get(user_id)
-        assert user is not None, "the user row was just updated"
-        return user
+        # Favourite genres depend on all the user's positive ratings: recount this user's
+        # genre counts in SQL and rank them with the domain's rule.
+        counts = self.conn.execute(_LIKED_GENRE_COUNTS, {"user_id": user_id.value}).all()
+        favorites = "|".join(top_genres({genre: n for genre, n in counts}))
+        if favorites == row.favorite_genres:
+            return user_from_row(row)
+        row = self.conn.execute(
+            _SET_FAVORITES, {"user_id": user_id.value, "favorites": favorites}
+        ).one()
+        return user_from_row(row)
 
 
 class SqlAlchemyMovies:
@@ -208,14 +249,20 @@ class SqlAlchemyRatings:
         raise RuntimeError("could not upsert rating after concurrent retries")
 
     def for_user(self, user_id: UserId, limit: int | None = None) -> list[Rating]:
-        query = (
-            select(s.ratings)
-            .where(s.ratings.c.user_id == user_id.value)
-            .order_by(s.ratings.c.timestamp.desc(), s.ratings.c.movie_id)
-        )
-        if limit is not None:
-            query = query.limit(limit)
-        return [rating_from_row(r) for r in self.conn.execute(query)]
+        if limit is None:
+            rows = self.conn.execute(_USER_RATINGS, {"user_id": user_id.value})
+        else:
+            rows = self.conn.execute(_USER_RATINGS.limit(limit), {"user_id": user_id.value})
+        uid = UserId(user_id.value)
+        return [
+            Rating(
+                uid,
+                _movie_id(movie_id),
+                _score(score),
+                Timestamp(datetime.fromtimestamp(timestamp, UTC)),
+            )
+            for _, movie_id, score, timestamp in rows.tuples().all()
+        ]
 
 
 class SqlAlchemyUnitOfWork:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -200,3 +201,22 @@ def test_content_based_never_returns_a_rated_movie(
     rated = {m.id for m in rated_movies}
     assert not rated & {c.movie_id for c in out}
     assert all(0.0 <= c.score <= 1.0 for c in out)
+
+
+@relaxed
+@given(
+    st.dictionaries(
+        st.builds(MovieId, st.integers(min_value=1, max_value=40)),
+        st.lists(st.sampled_from([f"G{i}" for i in range(150)] + ["g1", "Drama"]), max_size=12),
+        max_size=25,
+    )
+)
+def test_genre_similarity_matrix_equals_pairwise_jaccard_over_any_number_of_genres(
+    genres: dict[MovieId, list[str]],
+) -> None:
+    ids = [*genres, MovieId(999)]  # 999: a movie without genres
+    pairwise = genre_similarity(genres)
+    matrix = genre_similarity(genres).matrix(ids)
+    for i, a in enumerate(ids):
+        for j, b in enumerate(ids):
+            assert matrix[i, j] == pytest.approx(pairwise(a, b), abs=1e-12)

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from recolab.adapters.ml.training import FitResult, NeuMFRecommender, TrainConfig, fit
 from recolab.adapters.scorer import FoldInConfig, NeuMFScorer, set_torch_threads, to_relevance
@@ -219,12 +220,16 @@ def test_similar_movies_share_the_taste_group(scorer: NeuMFScorer) -> None:
     assert scorer.similar(MovieId(999), 5) == [] and scorer.similar(MovieId(3), 0) == []
 
 
-def test_torch_threads_for_serving_workers() -> None:
+def test_torch_threads_for_serving_workers_also_cap_numpy_blas() -> None:
     previous = torch.get_num_threads()
+    blas = threadpool_limits(limits=2, user_api="blas")  # restores the earlier limits
     try:
         set_torch_threads(1)
         assert torch.get_num_threads() == 1
+        pools = [p for p in threadpool_info() if p["user_api"] == "blas"]
+        assert pools and all(p["num_threads"] == 1 for p in pools)
     finally:
         torch.set_num_threads(previous)
+        blas.restore_original_limits()
     with pytest.raises(ValueError):
         set_torch_threads(0)
