@@ -108,6 +108,7 @@ class ServingConfig(_Section):
     shortlist_size: int = Field(default=200, ge=10)
     rate_limit_per_minute: int = Field(default=600, ge=1)
     max_request_bytes: int = Field(default=16_384, ge=256)
+    request_threads: int = Field(default=4, ge=1, le=256)
 
 
 DeployableFlow = Literal["ingest", "features", "train", "pipeline"]

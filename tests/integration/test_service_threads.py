@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -43,3 +44,36 @@ def test_not_set_at_import_of_recolab() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_request_threads_size_the_event_loops_thread_pool_on_the_first_request() -> None:
+    import anyio
+    from anyio import to_thread
+
+    from serving.app import RequestContextMiddleware
+
+    seen: list[int] = []
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(int(to_thread.current_default_thread_limiter().total_tokens))
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def noop(message: Any) -> None:
+        return None
+
+    async def two_requests() -> None:
+        before = int(to_thread.current_default_thread_limiter().total_tokens)
+        app = RequestContextMiddleware(inner, request_threads=3)
+        for _ in range(2):
+            await app({"type": "http", "headers": []}, noop, noop)
+        seen.insert(0, before)
+
+    anyio.run(two_requests)
+    assert seen == [40, 3, 3]
+
+
+def test_request_threads_come_from_the_serving_config() -> None:
+    from recolab.config import ServingConfig
+
+    assert ServingConfig().request_threads == 4
