@@ -15,6 +15,7 @@ from recolab.domain.services import (
     UNEXPLAINED,
     Candidate,
     GenreIndex,
+    GenreSimilarity,
     Reason,
     ReasonKind,
     Strategy,
@@ -114,7 +115,7 @@ class Recommender:
     ttl_s: int = 600
     shortlist: int = 200
     default_lambda: float = 0.7
-    _genres: tuple[Sequence[Movie], GenreIndex] | None = field(
+    _genres: tuple[Sequence[Movie], GenreIndex, GenreSimilarity] | None = field(
         default=None, init=False, repr=False, compare=False
     )
 
@@ -232,13 +233,19 @@ class Recommender:
         )
 
     def _genre_index(self) -> GenreIndex:
-        """The catalogue's genre index, rebuilt when the catalogue hands out new movies."""
+        return self._genre_tools()[1]
+
+    def _genre_tools(self) -> tuple[Sequence[Movie], GenreIndex, GenreSimilarity]:
+        """The catalogue's genre index and genre similarity (whose per-movie genre sets
+        and masks then last across requests), rebuilt when the catalogue hands out new
+        movies."""
         movies = self.catalogue.movies()
         built = self._genres
         if built is None or built[0] is not movies:
-            built = (movies, GenreIndex(movies))
+            similarity = genre_similarity({m.id: m.genres for m in movies})
+            built = (movies, GenreIndex(movies), similarity)
             self._genres = built  # a race only builds it twice
-        return built[1]
+        return built
 
     def _collaborative(
         self, user: User, ratings: list[Rating], rated: set[MovieId], scorer: Scorer | None
@@ -267,10 +274,11 @@ class Recommender:
             (r for r in ratings if r.is_positive()),
             key=lambda r: (-r.score.value, -r.timestamp.to_unix()),
         )[:ANCHORS]
-        titles, genres = self._lookups(r.movie_id for r in anchors)
+        titles, _ = self._lookups(r.movie_id for r in anchors)
+        similarity = self._genre_tools()[2]
         return [
             (
-                replace(c, reason=_cf_reason(m, anchors, titles, genres))
+                replace(c, reason=_cf_reason(m, anchors, titles, similarity))
                 if c.reason is _EXPLAIN_LATER
                 else c,
                 m,
@@ -303,20 +311,19 @@ class Recommender:
                 titles[movie_id], genres[movie_id] = movie.title, movie.genres
         return titles, genres
 
-    def _similarity(self, picks: Sequence[Candidate]) -> Callable[[MovieId, MovieId], float]:
-        _, genres = self._lookups(c.movie_id for c in picks)
-        return genre_similarity(genres)
+    def _similarity(self, picks: Sequence[Candidate]) -> GenreSimilarity:
+        return self._genre_tools()[2]
 
 
 def _cf_reason(
     movie: Movie,
     anchors: Sequence[Rating],
     titles: dict[MovieId, str],
-    genres: dict[MovieId, tuple[str, ...]],
+    similarity: GenreSimilarity,
 ) -> Reason:
     best: tuple[float, Rating] | None = None
     for rating in anchors:
-        sim = movie.genre_similarity(genres.get(rating.movie_id, ()))
+        sim = similarity(movie.id, rating.movie_id)
         if sim > 0 and (best is None or sim > best[0]):
             best = (sim, rating)
     if best is not None:

@@ -7,6 +7,7 @@ name what actually put a movie on the list.
 from __future__ import annotations
 
 import math
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -452,6 +453,7 @@ class GenreSimilarity:
         self._sets: dict[MovieId, frozenset[str]] = {}
         self._masks: dict[MovieId, int] = {}
         self._bits: dict[str, int] = {}  # genre -> bit; only grows, so masks stay valid
+        self._lock = threading.Lock()  # one instance may serve concurrent requests
 
     def _genres(self, movie_id: MovieId) -> frozenset[str]:
         found = self._sets.get(movie_id)
@@ -463,10 +465,11 @@ class GenreSimilarity:
     def _mask(self, movie_id: MovieId) -> int:
         found = self._masks.get(movie_id)
         if found is None:
-            found = 0
-            for genre in self._genres(movie_id):
-                found |= 1 << self._bits.setdefault(genre, len(self._bits))
-            self._masks[movie_id] = found
+            with self._lock:  # two new genres must not get the same bit
+                found = 0
+                for genre in self._genres(movie_id):
+                    found |= 1 << self._bits.setdefault(genre, len(self._bits))
+                self._masks[movie_id] = found
         return found
 
     def __call__(self, a: MovieId, b: MovieId) -> float:
