@@ -233,6 +233,60 @@ async def drive(
     }
 
 
+async def drive_open(
+    url: str,
+    make: RequestMaker,
+    rate: float,
+    max_in_flight: int,
+    duration_s: float,
+    warmup_s: float,
+    seed: int = 7,
+) -> dict[str, Any]:
+    """Open loop, as MLPerf's server scenario: Poisson arrivals at `rate` per second, at
+    most `max_in_flight` answered at once. Latency runs from the scheduled arrival, so
+    time spent waiting for a free slot (the service falling behind) counts."""
+    headers = {"Authorization": f"Bearer {admin_token()}"}
+    limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
+    slots = asyncio.Semaphore(max_in_flight)
+    latencies: list[float] = []
+    codes: dict[int, int] = {}
+    rng = random.Random(seed)
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30) as http:
+
+        async def one(due: float, record: bool) -> None:
+            async with slots:
+                path, body = make(rng)
+                response = await http.post(path, json=body)
+            if record:
+                latencies.append(time.perf_counter() - due)
+                codes[response.status_code] = codes.get(response.status_code, 0) + 1
+
+        tasks: list[asyncio.Task[None]] = []
+        start = time.perf_counter()
+        load_before = loadavg()
+        due = start
+        while due < start + warmup_s + duration_s:
+            due += rng.expovariate(rate)
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(due, due >= start + warmup_s)))
+        await asyncio.gather(*tasks)
+        wall = time.perf_counter() - start - warmup_s
+    ok = sum(n for code, n in codes.items() if 200 <= code < 300)
+    return {
+        "offered_per_s": rate,
+        "max_in_flight": max_in_flight,
+        "requests": len(latencies),
+        "status_codes": {str(k): v for k, v in sorted(codes.items())},
+        "wall_s": round(wall, 3),
+        "answered_per_s": round(ok / wall, 1),
+        **percentiles(latencies),
+        "loadavg_before": load_before,
+        "loadavg_after": loadavg(),
+    }
+
+
 def admin_token() -> str:
     from recolab.adapters.security import issue_token
 
@@ -346,6 +400,12 @@ def main() -> None:
     parser.add_argument("--torch-threads", type=int, default=1, help="0: torch's default")
     parser.add_argument("--floor-rounds", type=int, default=200)
     parser.add_argument("--only", default="", help="comma-separated scenario names")
+    parser.add_argument(
+        "--open-rates",
+        default="",
+        help="comma-separated arrival rates (per s) for an open-loop run of uncached "
+        "recommends with at most 32 in flight (MLPerf server scenario); empty: skip",
+    )
     parser.add_argument("--note", default="", help="a remark kept with the figures")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
@@ -357,6 +417,7 @@ def main() -> None:
         env["RECOLAB_TORCH_THREADS"] = str(args.torch_threads)
         floor = in_process_floor(env, users, args.floor_rounds)
         runs: dict[str, list[dict[str, Any]]] = {}
+        open_loop: list[dict[str, Any]] = []
         log = Path(tmp) / "serve.log"
         with live_service(env, log, args.workers) as url:
             status = httpx.get(f"{url}/status", timeout=10).json()
@@ -372,6 +433,13 @@ def main() -> None:
                     result = asyncio.run(drive(url, make, level, args.duration, args.warmup))
                     runs.setdefault(name, []).append(result)
                     print(name, json.dumps(result), file=sys.stderr, flush=True)
+            uncached = scenarios(users, movies, cached_users)["recommend_uncached"]
+            for rate in [float(r) for r in args.open_rates.split(",") if r]:
+                result = asyncio.run(
+                    drive_open(url, uncached, rate, 32, args.duration, args.warmup)
+                )
+                open_loop.append(result)
+                print("open_loop", json.dumps(result), file=sys.stderr, flush=True)
     uncached_c1 = next((r for r in runs.get("recommend_uncached", []) if r["concurrency"] == 1), {})
     cached_c1 = next((r for r in runs.get("recommend_cached", []) if r["concurrency"] == 1), {})
     ratio = {
@@ -396,12 +464,25 @@ def main() -> None:
             "database": status.get("database", {}).get("backend"),
         },
         "load": {
-            "generator": "httpx.AsyncClient, closed loop, on the same machine",
+            "generator": "httpx.AsyncClient on the same machine: closed loop per concurrency "
+            "(http), and open loop with Poisson arrivals, at most 32 in flight "
+            "(open_loop_uncached)",
             "duration_s": args.duration,
             "warmup_s": args.warmup,
         },
         "in_process_floor": floor,
         "http": runs,
+        "open_loop_uncached": open_loop,
+        "open_loop_best_rate_within_15_60_ms": max(
+            (
+                r["offered_per_s"]
+                for r in open_loop
+                if _le(r.get("p50_ms"), 15.0)
+                and _le(r.get("p99_ms"), 60.0)
+                and r["answered_per_s"] >= 0.95 * r["offered_per_s"]
+            ),
+            default=None,
+        ),
         "ratio": ratio,
         "goals": goals(runs, floor),
         "machine": {
