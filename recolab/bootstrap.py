@@ -81,10 +81,10 @@ class Platform:
 
     @cached_property
     def bus(self) -> EventBus:
-        from recolab.application.recommend import cache_prefix
+        from recolab.application.recommend import cache_group
 
         def invalidate(event: MovieRated) -> None:
-            self.cache.delete_prefix(cache_prefix(event.user_id.value))
+            self.cache.drop(cache_group(event.user_id.value))
 
         bus = EventBus()
         bus.subscribe(MovieRated, invalidate)

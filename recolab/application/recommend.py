@@ -99,8 +99,9 @@ class RecommendationResult:
         return cls(**data, items=items, cached=True)
 
 
-def cache_prefix(user_id: int) -> str:
-    return f"rec:{user_id}:"
+def cache_group(user_id: int) -> str:
+    """The cache group of a user's recommendations: a rating of theirs drops it."""
+    return f"rec:{user_id}"
 
 
 @dataclass
@@ -123,8 +124,9 @@ class Recommender:
         scorer = self.scorer()
         version = scorer.version if scorer else None
         lam = self.default_lambda if request.diversity_lambda is None else request.diversity_lambda
-        key = f"{cache_prefix(request.user_id)}{version}:{request.strategy}:{request.n}:{lam}"
-        if not request.force_refresh and (hit := self.cache.get(key)) is not None:
+        group = cache_group(request.user_id)
+        key = f"{version}:{request.strategy}:{request.n}:{lam}"
+        if not request.force_refresh and (hit := self.cache.get(group, key)) is not None:
             return RecommendationResult.from_json(hit)
         with self.uow_factory() as uow:
             user = uow.users.get(UserId(request.user_id))
@@ -132,7 +134,7 @@ class Recommender:
                 raise UserNotFound(request.user_id)
             ratings = uow.ratings.for_user(user.id)
         result = self._build(request, user, ratings, scorer, lam)
-        self.cache.set(key, result.to_json(), self.ttl_s)
+        self.cache.set(group, key, result.to_json(), self.ttl_s)
         self.bus.publish(
             RecommendationsGenerated(
                 user_id=user.id,

@@ -75,8 +75,7 @@ def users(stack: Stack, pipeline_run: dict[str, Any]) -> dict[str, int]:
     chosen = {"power_user": int(power[0]), "casual": int(casual[0])}
     cache = redis.Redis.from_url(stack.redis_url)
     for user in chosen.values():  # nothing left over from an interrupted earlier run
-        if keys := _cache_keys(cache, user):
-            cache.delete(*keys)
+        cache.delete(f"recolab:rec:{user}")
     return chosen
 
 
@@ -90,7 +89,7 @@ def _clean_redis(e2e_redis_url: str) -> Iterator[None]:
     yield
     client = redis.Redis.from_url(e2e_redis_url)
     for subject in {*map(str, _TOUCHED), ADMIN}:
-        for pattern in (f"recolab:rec:{subject}:*", f"recolab:ratelimit:sub:{subject}"):
+        for pattern in (f"recolab:rec:{subject}", f"recolab:ratelimit:sub:{subject}"):
             keys = list(client.scan_iter(match=pattern))
             if keys:
                 client.delete(*keys)
@@ -116,7 +115,8 @@ def _recommend(
 
 
 def _cache_keys(cache: redis.Redis, user_id: int) -> list[bytes]:
-    return list(cache.scan_iter(match=f"recolab:rec:{user_id}:*"))
+    """The user's cached answers: the fields of their group's hash."""
+    return list(cache.hkeys(f"recolab:rec:{user_id}"))
 
 
 def _rated(stack: Stack, user_id: int) -> set[int]:

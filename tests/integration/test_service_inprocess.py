@@ -674,7 +674,7 @@ def redis_client(workspace: dict[str, str]) -> Iterator[TestClient]:
         mp.setenv("RECOLAB_REDIS_URL", redis_url)
         yield from _serve()
     server = redis.Redis.from_url(redis_url)
-    for pattern in ("recolab:rec:3:*", "recolab:ratelimit:sub:3"):
+    for pattern in ("recolab:rec:3", "recolab:ratelimit:sub:3"):
         keys = list(server.scan_iter(match=pattern))
         if keys:
             server.delete(*keys)

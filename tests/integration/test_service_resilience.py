@@ -291,17 +291,21 @@ class FlakyCache(InMemoryCache):
         if self.down:
             raise ConnectionError("down")
 
-    def get(self, key: str) -> bytes | None:
+    def get(self, group: str, key: str) -> bytes | None:
         self._check()
-        return super().get(key)
+        return super().get(group, key)
 
-    def set(self, key: str, value: bytes, ttl_s: int) -> None:
+    def set(self, group: str, key: str, value: bytes, ttl_s: int) -> None:
         self._check()
-        super().set(key, value, ttl_s)
+        super().set(group, key, value, ttl_s)
 
-    def delete_prefix(self, prefix: str) -> int:
+    def drop(self, group: str) -> int:
         self._check()
-        return super().delete_prefix(prefix)
+        return super().drop(group)
+
+    def clear(self) -> None:
+        self._check()
+        super().clear()
 
     def ping(self) -> bool:
         self._check()
@@ -311,24 +315,25 @@ class FlakyCache(InMemoryCache):
 def test_invalidations_missed_during_an_outage_are_replayed() -> None:
     inner = FlakyCache()
     cache = ResilientCache(inner, retry_after_s=0.0)
-    cache.set("rec:3:a", b"stale", 600)
-    cache.set("rec:4:a", b"kept", 600)
+    cache.set("rec:3", "a", b"stale", 600)
+    cache.set("rec:4", "a", b"kept", 600)
     inner.down = True
-    assert cache.delete_prefix("rec:3:") == 0 and cache.healthy is False
-    assert cache.get("rec:3:a") is None and cache.pending_invalidations == 1
+    assert cache.drop("rec:3") == 0 and cache.healthy is False
+    assert cache.get("rec:3", "a") is None and cache.pending_invalidations == 1
     inner.down = False  # the backend survived the outage with the stale entry
-    assert cache.get("rec:3:a") is None  # replayed before the first call that reaches it
-    assert cache.get("rec:4:a") == b"kept" and cache.pending_invalidations == 0
+    assert cache.get("rec:3", "a") is None  # replayed before the first call that reaches it
+    assert cache.get("rec:4", "a") == b"kept" and cache.pending_invalidations == 0
 
 
 def test_too_many_missed_invalidations_drop_the_whole_namespace() -> None:
     inner = FlakyCache()
     cache = ResilientCache(inner, retry_after_s=0.0, max_pending=2)
-    for user in (1, 2, 3):
-        cache.set(f"rec:{user}:a", b"x", 600)
+    for user in (1, 2, 3, 4):
+        cache.set(f"rec:{user}", "a", b"x", 600)
     inner.down = True
     for user in (1, 2, 3):
-        cache.delete_prefix(f"rec:{user}:")
+        cache.drop(f"rec:{user}")
     inner.down = False
     assert cache.ping() and cache.pending_invalidations == 0
-    assert [cache.get(f"rec:{user}:a") for user in (1, 2, 3)] == [None, None, None]
+    # Past max_pending the wrapper forgot which groups: every group is cleared.
+    assert [cache.get(f"rec:{user}", "a") for user in (1, 2, 3, 4)] == [None] * 4

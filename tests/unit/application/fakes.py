@@ -127,19 +127,16 @@ class FakeUoW:
 
 class FakeCache:
     def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
+        self.data: dict[str, dict[str, bytes]] = {}
 
-    def get(self, key: str) -> bytes | None:
-        return self.data.get(key)
+    def get(self, group: str, key: str) -> bytes | None:
+        return self.data.get(group, {}).get(key)
 
-    def set(self, key: str, value: bytes, ttl_s: int) -> None:
-        self.data[key] = value
+    def set(self, group: str, key: str, value: bytes, ttl_s: int) -> None:
+        self.data.setdefault(group, {})[key] = value
 
-    def delete_prefix(self, prefix: str) -> int:
-        keys = [k for k in self.data if k.startswith(prefix)]
-        for key in keys:
-            del self.data[key]
-        return len(keys)
+    def drop(self, group: str) -> int:
+        return len(self.data.pop(group, {}))
 
     def ping(self) -> bool:
         return True

@@ -6,7 +6,7 @@ from recolab.application.recommend import (
     RecommendationResult,
     Recommender,
     RecommendRequest,
-    cache_prefix,
+    cache_group,
 )
 from recolab.application.users import RateMovie, get_profile, rate_movie, register_user
 from recolab.domain import (
@@ -188,7 +188,7 @@ def test_cache_hit_refresh_and_invalidation_on_rating() -> None:
     assert not rec.recommend(RecommendRequest(user_id=3, n=10, force_refresh=True)).cached
 
     events = EventBus()
-    events.subscribe(MovieRated, lambda e: cache.delete_prefix(cache_prefix(e.user_id.value)))
+    events.subscribe(MovieRated, lambda e: cache.drop(cache_group(e.user_id.value)))
     top = first.items[0].movie_id
     rate_movie(RateMovie(3, top, 4.5), FakeUoW(store), events)
     after = rec.recommend(RecommendRequest(user_id=3, n=10))
