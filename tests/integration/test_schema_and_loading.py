@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -228,6 +229,29 @@ def test_migration_0002_drops_the_user_time_index_and_its_downgrade_restores_it(
     assert rating_indexes() == {"idx_rating_movie"}
     command.downgrade(alembic_config(url=db_url), "0001")
     assert "idx_rating_user_ts" in rating_indexes()
+
+
+def test_concurrent_upgrades_of_a_fresh_database_wait_for_each_other(db_url: str) -> None:
+    # As the workers of one service starting together on an empty database do.
+    barrier = threading.Barrier(3)
+    errors: list[BaseException] = []
+
+    def migrate() -> None:
+        barrier.wait()
+        try:
+            upgrade(db_url)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=migrate, daemon=True) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert not any(worker.is_alive() for worker in workers), "migrations deadlocked"
+    assert errors == []
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert current_revision(db_url) == head
 
 
 def test_rating_scores_outside_the_range_are_rejected(engine: Engine) -> None:

@@ -6,7 +6,7 @@ import math
 import sqlite3
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -37,9 +37,20 @@ def make_engine(url: str | URL, *, echo: bool = False) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(parsed, echo=echo)
         event.listen(engine, "connect", _configure_sqlite)
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        event.listen(engine, "begin", _begin_sqlite)
         return engine
     return create_engine(parsed, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+# Execution option: "IMMEDIATE" makes a SQLite transaction take the write lock at BEGIN.
+SQLITE_BEGIN = "recolab_sqlite_begin"
+
+
+def _begin_sqlite(conn: Connection) -> None:
+    mode = conn.get_execution_options().get(SQLITE_BEGIN, "")
+    if mode not in ("", "DEFERRED", "IMMEDIATE", "EXCLUSIVE"):
+        raise ValueError(f"{SQLITE_BEGIN} must be DEFERRED, IMMEDIATE or EXCLUSIVE, got {mode!r}")
+    conn.exec_driver_sql(f"BEGIN {mode}".strip())
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:

@@ -10,7 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection
 from sqlalchemy.engine import URL
 
-from recolab.adapters.sql.engine import make_engine, normalise_url
+from recolab.adapters.sql.engine import SQLITE_BEGIN, make_engine, normalise_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -32,14 +32,33 @@ def alembic_config(connection: Connection | None = None, url: str | URL | None =
     return config
 
 
+# Any fixed number: the PostgreSQL advisory lock that serialises RecoLab's migrations.
+_MIGRATION_LOCK = 0x5245434F  # "RECO"
+
+
 def upgrade(url: str | URL, revision: str = "head") -> None:
-    """Migrate the database at ``url`` to ``revision`` (default: the latest)."""
+    """Migrate the database at ``url`` to ``revision`` (default: the latest).
+
+    Safe to call from several processes at once (e.g. the workers of one service starting
+    on a fresh database): each waits for the others' migrations to commit, then finds
+    nothing left to do.
+    """
     engine = make_engine(url)
     try:
-        with engine.begin() as connection:
-            command.upgrade(alembic_config(connection), revision)
+        # SQLite: the write lock from BEGIN IMMEDIATE serialises migrating processes.
+        with engine.connect() as connection:
+            connection = connection.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+            with connection.begin():
+                _lock_for_migrations(connection)
+                command.upgrade(alembic_config(connection), revision)
     finally:
         engine.dispose()
+
+
+def _lock_for_migrations(connection: Connection) -> None:
+    """PostgreSQL: hold, until this transaction ends, a lock other migrations wait for."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
 
 
 def current_revision(url: str | URL) -> str | None:
