@@ -225,7 +225,7 @@ def load_dataset(
         # A batch that will be the whole ratings table is counted in memory, not in SQL,
         # on another thread while the database copies it (numpy and the driver's socket
         # writes both release the GIL).
-        figures = pool.submit(_figures, batch) if direct and _rated_movies_staged(batch) else None
+        figures = pool.submit(_figures, batch) if direct else None
         with _phase(phases, "stage"):
             notify("staging rows")
             _stage(conn, batch, with_ratings=not direct)
@@ -252,8 +252,9 @@ def load_dataset(
             if bulk and conn.dialect.name == "postgresql":
                 # Fresh planner statistics for the aggregates over the reloaded tables.
                 _analyze(conn, _BULK_TABLES)
-            if figures is not None:
-                _write_figures(conn, figures.result())
+            counted = None if figures is None else figures.result()
+            if counted is not None:
+                _write_figures(conn, counted)
             else:
                 _recompute_touched(conn, everything=direct)
         if bulk:
@@ -705,14 +706,15 @@ def _count(conn: Connection, table: Table) -> int:
 # --- statistics and log --------------------------------------------------------------
 
 
-def _rated_movies_staged(batch: _Batch) -> bool:
-    """Whether every rated movie is in the batch (so its staged genres are its genres)."""
-    rated = np.unique(batch.movie)
-    return bool(np.isin(rated, batch.movies["movie_id"].to_numpy(), assume_unique=True).all())
-
-
-def _figures(batch: _Batch) -> Figures:
-    return figures_from_arrays(batch.user, batch.movie, batch.score, batch.timestamp, batch.genres)
+def _figures(batch: _Batch) -> Figures | None:
+    """The batch's statistics counted in memory, or None when a rated movie is not in the
+    batch (its genres are then only in the database: SQL must recount)."""
+    figures = figures_from_arrays(
+        batch.user, batch.movie, batch.score, batch.timestamp, batch.genres
+    )
+    rated = figures.movies["movie_id"].to_numpy()  # distinct, from the counts themselves
+    carried = np.isin(rated, batch.movies["movie_id"].to_numpy(), assume_unique=True)
+    return figures if bool(carried.all()) else None
 
 
 def _write_figures(conn: Connection, figures: Figures) -> None:
