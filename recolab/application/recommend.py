@@ -161,7 +161,7 @@ class Recommender:
         rated = {r.movie_id for r in ratings}
         picks, used, fallback = self._candidates(strategy, user, ratings, rated, scorer, request.n)
         if used is Strategy.COLLABORATIVE_WITH_DIVERSITY:
-            picks = mmr_rerank(picks, self._similarity(picks), lambda_=lam, k=request.n)
+            picks = mmr_rerank(picks, self._genre_tools()[2], lambda_=lam, k=request.n)
         chosen = self._explain(
             [
                 (c, m)
@@ -312,9 +312,6 @@ class Recommender:
             if movie is not None:
                 titles[movie_id], genres[movie_id] = movie.title, movie.genres
         return titles, genres
-
-    def _similarity(self, picks: Sequence[Candidate]) -> GenreSimilarity:
-        return self._genre_tools()[2]
 
 
 def _cf_reason(

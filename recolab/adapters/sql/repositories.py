@@ -57,11 +57,15 @@ def movie_from_row(row: Row[Any]) -> Movie:
 
 
 def rating_from_row(row: Row[Any]) -> Rating:
+    return _rating(UserId(int(row.user_id)), row.movie_id, row.score, row.timestamp)
+
+
+def _rating(user_id: UserId, movie_id: Any, score: Any, timestamp: Any) -> Rating:
     return Rating(
-        UserId(int(row.user_id)),
-        _movie_id(int(row.movie_id)),
-        _score(float(row.score)),
-        Timestamp(datetime.fromtimestamp(int(row.timestamp), UTC)),
+        user_id,
+        _movie_id(int(movie_id)),
+        _score(float(score)),
+        Timestamp(datetime.fromtimestamp(int(timestamp), UTC)),
     )
 
 
@@ -253,16 +257,7 @@ class SqlAlchemyRatings:
             rows = self.conn.execute(_USER_RATINGS, {"user_id": user_id.value})
         else:
             rows = self.conn.execute(_USER_RATINGS.limit(limit), {"user_id": user_id.value})
-        uid = UserId(user_id.value)
-        return [
-            Rating(
-                uid,
-                _movie_id(movie_id),
-                _score(score),
-                Timestamp(datetime.fromtimestamp(timestamp, UTC)),
-            )
-            for _, movie_id, score, timestamp in rows.tuples().all()
-        ]
+        return [_rating(user_id, *row[1:]) for row in rows.tuples().all()]
 
 
 class SqlAlchemyUnitOfWork:
