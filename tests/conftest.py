@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 import pytest
 
@@ -26,26 +26,11 @@ def require_service(env_var: str) -> str:
     pytest.skip(f"{env_var} is not set")
 
 
-@contextmanager
-def fresh_postgres_database(server_url: str, prefix: str) -> Iterator[str]:
+def fresh_postgres_database(server_url: str, prefix: str) -> AbstractContextManager[str]:
     """Create a uniquely named database on `server_url`'s server; its URL; dropped afterwards."""
-    import psycopg
-    from psycopg import sql
-    from sqlalchemy.engine import make_url
+    from recolab.adapters.sql.engine import scratch_postgres_database
 
-    # psycopg takes libpq URLs: drop any SQLAlchemy driver suffix.
-    admin = make_url(server_url).set(drivername="postgresql")
-    admin_dsn = admin.render_as_string(hide_password=False)
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield admin.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+    return scratch_postgres_database(server_url, prefix)
 
 
 @pytest.fixture

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 import sqlite3
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -72,3 +75,25 @@ def _log10(value: float | None) -> float | None:
     if value is None or value <= 0:
         return None
     return math.log10(value)
+
+
+@contextmanager
+def scratch_postgres_database(server_url: str | URL, prefix: str) -> Iterator[str]:
+    """Create a uniquely named database on `server_url`'s server and yield its URL; it is
+    dropped afterwards (for tests and benchmarks that need a fresh database)."""
+    import psycopg
+    from psycopg import sql
+
+    # psycopg takes libpq URLs: drop any SQLAlchemy driver suffix.
+    admin = make_url(server_url).set(drivername="postgresql")
+    admin_dsn = admin.render_as_string(hide_password=False)
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield admin.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
