@@ -7,9 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +19,7 @@ from recolab.adapters.sql.engine import make_engine
 from recolab.adapters.sql.loading import load_dataset
 from recolab.adapters.sql.migrate import upgrade
 from recolab.config import PROJECT_ROOT
+from tests.e2e.conftest import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -56,23 +55,6 @@ def _load(db_url: str) -> None:
         engine.dispose()
 
 
-def _wait_until_serving(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(
-                f"bentoml serve exited with {process.returncode}:\n{log.read_text()[-4000:]}"
-            )
-        try:
-            # /status answers once the service's __init__ ran (BentoML's /livez answers earlier).
-            if httpx.get(f"{url}/status", timeout=2).status_code in (200, 503):
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"service not up after {STARTUP_TIMEOUT_S}s:\n{log.read_text()[-4000:]}")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("live")
@@ -99,7 +81,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_serving(url, process, log)
+        # /status answers once the service's __init__ ran (BentoML's /livez answers earlier).
+        wait_for(f"{url}/status", process, log, STARTUP_TIMEOUT_S, ok=(200, 503))
         yield url
     finally:
         os.killpg(process.pid, signal.SIGTERM)  # the group this test started: server and workers
