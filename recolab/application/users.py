@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from recolab.domain.errors import MovieNotFound, UserNotFound
+from recolab.domain.errors import UserNotFound
 from recolab.domain.events import MovieRated, UserRegistered
 from recolab.domain.model import Rating, User, UserClassification
 from recolab.domain.ports import EventPublisher, UnitOfWork
@@ -48,11 +48,7 @@ def rate_movie(command: RateMovie, uow: UnitOfWork, bus: EventPublisher) -> Rati
     user_id, movie_id = UserId(command.user_id), MovieId(command.movie_id)
     rating = Rating(user_id, movie_id, RatingScore(command.score), Timestamp.now())
     with uow:
-        if uow.users.get(user_id) is None:
-            raise UserNotFound(user_id.value)
-        if uow.movies.get(movie_id) is None:
-            raise MovieNotFound(movie_id.value)
-        previous = uow.ratings.upsert(rating)
+        previous = uow.ratings.upsert(rating)  # UserNotFound / MovieNotFound: nothing written
         user = uow.users.record_rating(user_id, rating.score, previous)
         uow.movies.record_rating(movie_id, rating.score, previous)
         uow.commit()

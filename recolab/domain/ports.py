@@ -35,7 +35,10 @@ class MovieRepository(Protocol):
 class RatingRepository(Protocol):
     def get(self, user_id: UserId, movie_id: MovieId) -> Rating | None: ...
     def upsert(self, rating: Rating) -> RatingScore | None:
-        """Store the rating; return the previous score when it replaced one."""
+        """Store the rating; return the previous score when it replaced one.
+
+        Raises UserNotFound or MovieNotFound (and writes nothing) when either is unknown.
+        """
         ...
 
     def for_user(self, user_id: UserId, limit: int | None = None) -> list[Rating]: ...

@@ -12,11 +12,23 @@ from functools import lru_cache
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import Connection, Engine, Row, bindparam, func, insert, literal, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Insert,
+    Row,
+    bindparam,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 
 from recolab.adapters.sql import schema as s
 from recolab.adapters.sql.stats import POSITIVE_SCORE
+from recolab.domain.errors import MovieNotFound, UserNotFound
 from recolab.domain.model import Movie, Rating, User
 from recolab.domain.services import top_genres
 from recolab.domain.values import MovieId, RatingScore, Timestamp, UserId
@@ -95,6 +107,46 @@ _USER_RATINGS = (
     .where(s.ratings.c.user_id == bindparam("user_id"))
     .order_by(s.ratings.c.timestamp.desc(), s.ratings.c.movie_id)
 )
+_RATING_KEY = (s.ratings.c.user_id == bindparam("r_user")) & (
+    s.ratings.c.movie_id == bindparam("r_movie")
+)
+_LOCK_RATING = select(s.ratings.c.score).where(_RATING_KEY).with_for_update()
+_UPDATE_RATING = (
+    update(s.ratings)
+    .where(_RATING_KEY)
+    .values(score=bindparam("r_score"), timestamp=bindparam("r_ts"))
+)
+_USER_EXISTS = select(s.users.c.id).where(s.users.c.id == bindparam("r_user"))
+_MOVIE_EXISTS = select(s.movies.c.id).where(s.movies.c.id == bindparam("r_movie"))
+
+
+def _insert_if_known(dialect_insert: Callable[..., Any]) -> Insert:
+    """INSERT the rating only if its user and movie exist; nothing on a key conflict.
+
+    One statement instead of two existence checks plus a savepoint around the insert: it
+    returns a row when it inserted, and none when a reference is missing or a concurrent
+    request inserted the same rating first (PostgreSQL waits for that one to commit).
+    """
+    r = s.ratings.c
+    row = select(
+        bindparam("r_user", type_=r.user_id.type),
+        bindparam("r_movie", type_=r.movie_id.type),
+        bindparam("r_score", type_=r.score.type),
+        bindparam("r_ts", type_=r.timestamp.type),
+    ).where(_USER_EXISTS.exists(), _MOVIE_EXISTS.exists())
+    statement: Insert = (
+        dialect_insert(s.ratings)
+        .from_select(["user_id", "movie_id", "score", "timestamp"], row)
+        .on_conflict_do_nothing(index_elements=["user_id", "movie_id"])
+        .returning(r.user_id)
+    )
+    return statement
+
+
+_INSERT_RATING = {
+    "postgresql": _insert_if_known(postgresql.insert),
+    "sqlite": _insert_if_known(sqlite.insert),
+}
 _SET_FAVORITES = (
     update(s.users)
     .where(s.users.c.id == bindparam("user_id"))
@@ -231,25 +283,26 @@ class SqlAlchemyRatings:
         return None if row is None else rating_from_row(row)
 
     def upsert(self, rating: Rating) -> RatingScore | None:
-        c = s.ratings.c
-        key = (c.user_id == rating.user_id.value) & (c.movie_id == rating.movie_id.value)
-        values = {"score": rating.score.value, "timestamp": rating.timestamp.to_unix()}
+        values = {
+            "r_user": rating.user_id.value,
+            "r_movie": rating.movie_id.value,
+            "r_score": rating.score.value,
+            "r_ts": rating.timestamp.to_unix(),
+        }
         for _ in range(3):
             # Lock the user's existing rating (PostgreSQL) so a concurrent re-rating waits.
-            old = self.conn.execute(select(c.score).where(key).with_for_update()).scalar()
+            old = self.conn.execute(_LOCK_RATING, values).scalar()
             if old is not None:
-                self.conn.execute(update(s.ratings).where(key).values(**values))
+                self.conn.execute(_UPDATE_RATING, values)
                 return RatingScore(float(old))
-            try:
-                with self.conn.begin_nested():
-                    self.conn.execute(
-                        insert(s.ratings).values(
-                            user_id=rating.user_id.value, movie_id=rating.movie_id.value, **values
-                        )
-                    )
+            if self.conn.execute(_INSERT_RATING[self.conn.dialect.name], values).first():
                 return None
-            except IntegrityError:
-                continue  # a concurrent request inserted it first: read it under lock
+            # Nothing inserted: a missing user or movie, or a concurrent insert of this rating
+            # (then read it under lock on the next pass).
+            if self.conn.execute(_USER_EXISTS, values).first() is None:
+                raise UserNotFound(rating.user_id.value)
+            if self.conn.execute(_MOVIE_EXISTS, values).first() is None:
+                raise MovieNotFound(rating.movie_id.value)
         raise RuntimeError("could not upsert rating after concurrent retries")
 
     def for_user(self, user_id: UserId, limit: int | None = None) -> list[Rating]:

@@ -8,6 +8,7 @@ from types import TracebackType
 from typing import Self
 
 from recolab.domain import Movie, MovieId, Rating, RatingScore, User, UserId
+from recolab.domain.errors import MovieNotFound, UserNotFound
 from recolab.domain.events import DomainEvent
 
 
@@ -73,6 +74,10 @@ class FakeRatings:
         return self.store.ratings.get((user_id, movie_id))
 
     def upsert(self, rating: Rating) -> RatingScore | None:
+        if rating.user_id not in self.store.users:
+            raise UserNotFound(rating.user_id.value)
+        if rating.movie_id not in self.store.movies:
+            raise MovieNotFound(rating.movie_id.value)
         old = self.store.ratings.get((rating.user_id, rating.movie_id))
         self.store.ratings[(rating.user_id, rating.movie_id)] = rating
         return old.score if old else None
