@@ -97,6 +97,29 @@ def test_training_l2_from_the_forward_lookup_matches_a_fresh_lookup(
     torch.testing.assert_close(l2, expected / items.numel())
 
 
+def test_training_l2_of_a_batch_larger_than_the_item_table_matches_the_lookup_sum() -> None:
+    # 4 rows x 5 candidates = 20 item lookups of a 7-row table: the L2 is then taken from the
+    # table weighted by use counts; value and gradients must equal the per-lookup sum.
+    model = _model()
+    users = torch.tensor([0, 3, 4, 3])
+    items = torch.tensor([[1, 2, 2, 6, 0], [6, 0, 1, 1, 1], [5, 5, 2, 3, 4], [0, 0, 6, 2, 1]])
+    _, l2 = model.forward_with_l2(users, items)
+    l2.backward()
+    fast = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    tables = [model.user_gmf, model.user_mlp, model.user_bias]
+    item_tables = [model.item_gmf, model.item_mlp, model.item_bias]
+    expected = sum(t.weight[users].pow(2).sum() * 5 for t in tables if t is not None) + sum(
+        t.weight[items].pow(2).sum() for t in item_tables if t is not None
+    )
+    (expected / items.numel()).backward()
+    torch.testing.assert_close(l2, expected.detach() / items.numel())
+    slow = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert fast.keys() == slow.keys() and "item_gmf.weight" in fast
+    for name, grad in fast.items():
+        torch.testing.assert_close(grad, slow[name], msg=name)
+
+
 def test_weights_saved_before_the_popularity_prior_still_load() -> None:
     old = {k: v for k, v in _model().state_dict().items() if k != "item_log_count"}
     restored = NeuMF(_model().config).eval()
