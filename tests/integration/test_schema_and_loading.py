@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import sqlite3
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -543,3 +545,26 @@ def test_load_result_reports_every_phase(engine: Engine) -> None:
         result.phases
     )
     assert result.seconds == pytest.approx(sum(result.phases.values()))
+
+
+def test_a_connection_opening_a_fresh_sqlite_file_waits_for_another_to_switch_it_to_wal(
+    tmp_path: Path,
+) -> None:
+    # Switching to WAL needs an exclusive lock, and SQLite refuses it at once (no busy
+    # timeout) while another connection holds the file: make_engine must wait instead.
+    path = tmp_path / "fresh.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE t (x INTEGER)")
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO t VALUES (1)")
+    releaser = threading.Timer(0.3, holder.execute, args=("COMMIT",))
+    releaser.start()
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("SELECT x FROM t").scalar() == 1
+    finally:
+        releaser.join()
+        engine.dispose()
+        holder.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -61,13 +62,29 @@ def _configure_sqlite(dbapi_connection: Any, _record: ConnectionPoolEntry) -> No
     # Let SQLAlchemy's "begin" event own transactions instead of pysqlite's implicit ones.
     dbapi_connection.isolation_level = None
     dbapi_connection.create_function("log10", 1, _log10, deterministic=True)
-    for pragma in (
-        "journal_mode=WAL",
-        "synchronous=NORMAL",
-        "foreign_keys=ON",
-        f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
-    ):
+    dbapi_connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    _switch_to_wal(dbapi_connection)
+    for pragma in ("synchronous=NORMAL", "foreign_keys=ON"):
         dbapi_connection.execute(f"PRAGMA {pragma}")
+
+
+def _switch_to_wal(dbapi_connection: sqlite3.Connection) -> None:
+    """`PRAGMA journal_mode=WAL`, retried while another connection holds the database.
+
+    Switching a new database file to WAL needs an exclusive lock, and SQLite answers
+    "database is locked" at once (its busy timeout does not apply) while another connection
+    is in a transaction, e.g. when several processes open a fresh database together.
+    Once the file is in WAL mode the pragma takes no lock.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            dbapi_connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _log10(value: float | None) -> float | None:
