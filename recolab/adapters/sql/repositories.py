@@ -147,6 +147,37 @@ _INSERT_RATING = {
     "postgresql": _insert_if_known(postgresql.insert),
     "sqlite": _insert_if_known(sqlite.insert),
 }
+
+
+def _rated(table: Any, count: Any) -> tuple[Any, Any, Any]:
+    """SQL-side increments of a rating: (new count, new sum, new average)."""
+    added = bindparam("p_added", type_=count.type)
+    delta = bindparam("p_delta", type_=table.c.rating_sum.type)
+    new_count = count + added
+    return new_count, table.c.rating_sum + delta, (table.c.rating_sum + delta) / new_count
+
+
+_u_count, _u_sum, _u_avg = _rated(s.users, s.users.c.n_ratings)
+_USER_RATED = (
+    update(s.users)
+    .where(s.users.c.id == bindparam("p_id"))
+    .values(
+        n_ratings=_u_count, rating_sum=_u_sum, avg_rating=_u_avg, last_activity=bindparam("p_now")
+    )
+    .returning(*s.users.c)
+)
+_m_count, _m_sum, _m_avg = _rated(s.movies, s.movies.c.rating_count)
+_MOVIE_RATED = (
+    update(s.movies)
+    .where(s.movies.c.id == bindparam("p_id"))
+    .values(
+        rating_count=_m_count,
+        rating_sum=_m_sum,
+        avg_rating=_m_avg,
+        popularity_score=func.log10(_m_count + literal(1.0)) * _m_avg,
+    )
+    .returning(*s.movies.c)
+)
 _SET_FAVORITES = (
     update(s.users)
     .where(s.users.c.id == bindparam("user_id"))
@@ -182,20 +213,15 @@ class SqlAlchemyUsers:
     def record_rating(
         self, user_id: UserId, score: RatingScore, previous: RatingScore | None
     ) -> User:
-        c = s.users.c
-        delta = score.value - (previous.value if previous else 0.0)
-        count = c.n_ratings + (1 if previous is None else 0)
         # The increment takes the row lock first, so concurrent ratings of one user queue here.
         row = self.conn.execute(
-            update(s.users)
-            .where(c.id == user_id.value)
-            .values(
-                n_ratings=count,
-                rating_sum=c.rating_sum + delta,
-                avg_rating=(c.rating_sum + delta) / count,
-                last_activity=datetime.now(UTC),
-            )
-            .returning(*s.users.c)
+            _USER_RATED,
+            {
+                "p_id": user_id.value,
+                "p_added": 1 if previous is None else 0,
+                "p_delta": score.value - (previous.value if previous else 0.0),
+                "p_now": datetime.now(UTC),
+            },
         ).one()
         if not score.is_positive() and not (previous is not None and previous.is_positive()):
             return user_from_row(row)  # favourite genres count positive ratings only
@@ -252,20 +278,13 @@ class SqlAlchemyMovies:
     def record_rating(
         self, movie_id: MovieId, score: RatingScore, previous: RatingScore | None
     ) -> Movie:
-        c = s.movies.c
-        delta = score.value - (previous.value if previous else 0.0)
-        count = c.rating_count + (1 if previous is None else 0)
-        avg = (c.rating_sum + delta) / count
         row = self.conn.execute(
-            update(s.movies)
-            .where(c.id == movie_id.value)
-            .values(
-                rating_count=count,
-                rating_sum=c.rating_sum + delta,
-                avg_rating=avg,
-                popularity_score=func.log10(count + literal(1.0)) * avg,
-            )
-            .returning(*s.movies.c)
+            _MOVIE_RATED,
+            {
+                "p_id": movie_id.value,
+                "p_added": 1 if previous is None else 0,
+                "p_delta": score.value - (previous.value if previous else 0.0),
+            },
         ).one()
         return movie_from_row(row)
 
