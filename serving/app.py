@@ -37,11 +37,11 @@ from recolab.adapters.security import (
     Principal,
     RateLimited,
     RateLimiter,
+    TokenVerifier,
     enforce,
     issue_token,
     rate_limiter,
     serving_secret,
-    verify,
 )
 from recolab.adapters.sql.queries import HistoryItem as HistoryRow
 from recolab.adapters.sql.queries import SqlQueries
@@ -72,6 +72,7 @@ class ServingRuntime:
     limiter: RateLimiter
     metrics: ServingMetrics
     secret: str
+    verify: TokenVerifier
 
     @classmethod
     def start(cls, platform: Platform) -> ServingRuntime:
@@ -86,6 +87,7 @@ class ServingRuntime:
             limiter=rate_limiter(platform.settings, config.rate_limit_per_minute),
             metrics=metrics,
             secret=secret,
+            verify=TokenVerifier(secret),
         )
         champion.on_swap.append(lambda scorer: metrics.model(champion.model_name, scorer.version))
         champion.start()
@@ -209,7 +211,7 @@ def authenticate(
     """The caller, from the bearer token; one request counted against its rate limit."""
     if credentials is None:
         raise AuthError("missing bearer token: send Authorization: Bearer <token>")
-    principal = verify(credentials.credentials, rt.secret)
+    principal = rt.verify(credentials.credentials)
     enforce(rt.limiter, f"sub:{principal.subject}")
     return principal
 

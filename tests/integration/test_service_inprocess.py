@@ -25,6 +25,7 @@ from recolab.adapters.security import (
     AuthError,
     RedisRateLimiter,
     TokenBucketLimiter,
+    TokenVerifier,
     issue_token,
     local_token,
     serving_secret,
@@ -564,6 +565,40 @@ def test_tokens_round_trip_and_expire() -> None:
         issue_token(7, "root", SECRET, 60)
     settings = Settings(env="test", jwt_secret=SecretStr(SECRET))
     assert verify(local_token("ops", "admin", 60, settings), SECRET).is_admin
+
+
+def test_token_verifier_checks_a_token_once_and_still_refuses_it_after_expiry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import recolab.adapters.security as security
+
+    decoded: list[str] = []
+    real_decode = security._decode
+
+    def counting_decode(token: str, secret: str, leeway_s: float) -> Any:
+        decoded.append(token)
+        return real_decode(token, secret, leeway_s)
+
+    token = issue_token(7, "user", SECRET, 30)
+    expected = verify(token, SECRET)
+    monkeypatch.setattr(security, "_decode", counting_decode)
+    verifier = TokenVerifier(SECRET, leeway_s=0, size=2)
+    assert verifier(token) == verifier(token) == expected
+    assert decoded == [token]  # the signature was checked once
+    with pytest.raises(AuthError, match="invalid token"):
+        verifier(issue_token(7, "user", "another-secret-0123456789-abcdefghij", 30))
+    with pytest.raises(AuthError, match="invalid token"):
+        verifier(token[:-2] + ("AA" if not token.endswith("AA") else "BB"))  # tampered
+    others = [issue_token(n, "user", SECRET, 30) for n in (8, 9)]
+    for other in others:
+        verifier(other)
+    assert len(verifier) == 2  # bounded: the oldest was forgotten
+    verifier(token)
+    assert decoded.count(token) == 2
+    later = time.time() + 31
+    monkeypatch.setattr(security.time, "time", lambda: later)
+    with pytest.raises(AuthError, match="expired"):
+        verifier(token)  # remembered, but past its expiry
 
 
 def test_default_or_short_secret_refused_outside_dev() -> None:
