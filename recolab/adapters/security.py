@@ -29,6 +29,7 @@ ALGORITHM = "HS256"
 ISSUER = "recolab"
 MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash
 MAX_TTL_S = 366 * 24 * 3600
+LEEWAY_S = 5.0  # clock skew allowed on a token's expiry and issue time
 
 
 class AuthError(Exception):
@@ -88,7 +89,7 @@ def issue_token(
     return jwt.encode({**claims, "iss": ISSUER}, secret, algorithm=ALGORITHM)
 
 
-def verify(token: str, secret: str, *, leeway_s: float = 5.0) -> Principal:
+def verify(token: str, secret: str, *, leeway_s: float = LEEWAY_S) -> Principal:
     """Check the signature, expiry, issuer and claims of `token`; raise `AuthError` if bad."""
     return _decode(token, secret, leeway_s)[0]
 
@@ -122,7 +123,7 @@ class TokenVerifier:
     refused as soon as it is past its expiry (plus the leeway), as `verify` would.
     """
 
-    def __init__(self, secret: str, *, leeway_s: float = 5.0, size: int = 4096) -> None:
+    def __init__(self, secret: str, *, leeway_s: float = LEEWAY_S, size: int = 4096) -> None:
         self._secret = secret
         self._leeway_s = leeway_s
         self._size = size
