@@ -7,15 +7,19 @@ resampled for the whole epoch in a few vectorised calls.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterable, Iterator, Sized
 from dataclasses import dataclass
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.strategies import SingleDeviceStrategy
 from torch import Tensor
 
 Batch = tuple[Tensor, Tensor, Tensor]
+# Several consecutive batches handed to Lightning as one loop step (see `StepGroups`).
+BatchGroup = tuple[Batch, ...]
 
 # A sampled negative that hits a rated item is redrawn; after this many rounds the few
 # remaining collisions are kept (they are vanishingly rare on sparse data).
@@ -171,6 +175,32 @@ class IndexBatches:
             yield users[start:stop], items[start:stop], targets[start:stop]
 
 
+class StepGroups:
+    """`batches` handed on `steps` at a time: one Lightning loop iteration, `steps` optimiser steps.
+
+    Lightning's loop costs about 0.25 ms per iteration on CPU (hook dispatch, the fetcher,
+    batch transfer, progress tracking), an eighth of an explicit-mode NeuMF step; grouping
+    spreads it over several steps, as Keras' `steps_per_execution` does. The batches, their
+    order and the updates are unchanged (`NeuMFSystem.training_step` steps once per batch).
+    """
+
+    def __init__(self, batches: Iterable[Batch], steps: int) -> None:
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        self.batches = batches
+        self.steps = steps
+
+    def __len__(self) -> int:
+        if not isinstance(self.batches, Sized):
+            raise TypeError("the wrapped batches have no length")
+        return -(-len(self.batches) // self.steps)
+
+    def __iter__(self) -> Iterator[BatchGroup]:
+        batches = iter(self.batches)
+        while group := tuple(itertools.islice(batches, self.steps)):
+            yield group
+
+
 class HeldOutBatches:
     """Batches of (users [b], held-out items [b], exclusions [2, m]) for full-ranking validation.
 
@@ -233,6 +263,7 @@ class InteractionDataModule(pl.LightningDataModule):
         val_ranking: HeldOut | None = None,
         eval_batch_size: int = 8192,
         seed: int = 0,
+        steps_per_execution: int = 1,
     ) -> None:
         super().__init__()
         self.train = train
@@ -243,7 +274,8 @@ class InteractionDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.num_negatives = num_negatives
         self.seed = seed
-        self._train_batches: IndexBatches | None = None
+        self.steps_per_execution = steps_per_execution
+        self._train_batches: IndexBatches | StepGroups | None = None
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -251,11 +283,11 @@ class InteractionDataModule(pl.LightningDataModule):
             return 0, 1
         return int(trainer.global_rank), int(trainer.world_size)
 
-    def train_dataloader(self) -> IndexBatches:
+    def train_dataloader(self) -> IndexBatches | StepGroups:
         # Built once so that the epoch counter (and so the negatives) advances across epochs.
         if self._train_batches is None:
             rank, world = self._rank_world()
-            self._train_batches = IndexBatches(
+            batches = IndexBatches(
                 self.train,
                 batch_size=self.batch_size,
                 n_items=self.n_items,
@@ -264,6 +296,10 @@ class InteractionDataModule(pl.LightningDataModule):
                 rank=rank,
                 world_size=world,
             )
+            # Grouped steps only on one device: DDP expects one backward per forward.
+            single = self.trainer is None or isinstance(self.trainer.strategy, SingleDeviceStrategy)
+            steps = self.steps_per_execution if single else 1
+            self._train_batches = batches if steps == 1 else StepGroups(batches, steps)
         return self._train_batches
 
     def val_dataloader(self) -> IndexBatches | HeldOutBatches | list[Batch]:

@@ -54,6 +54,8 @@ class TrainConfig:
     embedding_reg: float = 0.0
     lr_gamma: float = 1.0  # learning rate multiplier after every epoch (1 = constant)
     batch_size: int = 2048
+    # optimiser steps per Lightning loop iteration on one device (see StepGroups)
+    steps_per_execution: int = 1
     max_epochs: int = 20
     min_epochs: int = 1
     num_negatives: int = 4
@@ -345,6 +347,7 @@ def _fit(ratings: pd.DataFrame, config: TrainConfig, **trainer_overrides: Any) -
         val=val,
         val_ranking=ranking,
         seed=config.seed,
+        steps_per_execution=config.steps_per_execution,
     )
     monitor, direction = config.monitor
     keep_best = _KeepBest(monitor, direction)

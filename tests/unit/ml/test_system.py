@@ -8,7 +8,12 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from recolab.adapters.ml.datamodule import IndexBatches, Interactions
+from recolab.adapters.ml.datamodule import (
+    IndexBatches,
+    InteractionDataModule,
+    Interactions,
+    StepGroups,
+)
 from recolab.adapters.ml.neumf import NeuMF, NeuMFConfig
 from recolab.adapters.ml.system import NeuMFSystem
 
@@ -29,8 +34,9 @@ def _system(mode: str, n_items: int) -> NeuMFSystem:
     return NeuMFSystem(model, mode=mode, lr=0.01, embedding_reg=0.01, lr_gamma=0.5)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("mode", ["explicit", "implicit"])
-def test_lightning_fit_matches_a_plain_loop_step_for_step(mode: str) -> None:
+@pytest.mark.parametrize(("mode", "steps"), [("explicit", 1), ("implicit", 1), ("explicit", 2)])
+def test_lightning_fit_matches_a_plain_loop_step_for_step(mode: str, steps: int) -> None:
+    """With `steps` batches per loop iteration (5 batches: groups of 2, 2, 1) as well."""
     data, n_items = _data(mode)
     negatives = 2 if mode == "implicit" else 0
     epochs = 3
@@ -60,7 +66,7 @@ def test_lightning_fit_matches_a_plain_loop_step_for_step(mode: str) -> None:
         limit_val_batches=0,
     )
     batches = IndexBatches(data, batch_size=64, n_items=n_items, num_negatives=negatives)
-    trainer.fit(system, train_dataloaders=batches)
+    trainer.fit(system, train_dataloaders=StepGroups(batches, steps))
 
     for name, value in plain.model.state_dict().items():
         torch.testing.assert_close(system.model.state_dict()[name], value, rtol=0, atol=0)
@@ -81,3 +87,32 @@ def test_attribute_fast_path_leaves_module_registration_alone() -> None:
     assert "extra" in dict(system.named_children())
     assert "scale" in dict(system.named_parameters())
     assert copy.deepcopy(system)._current_fx_name == "training_step"
+
+
+def test_step_groups_keep_every_batch_in_order() -> None:
+    data, n_items = _data("explicit")
+    batches = IndexBatches(data, batch_size=64, n_items=n_items, shuffle=False)
+    groups = list(StepGroups(batches, 2))
+    assert len(StepGroups(batches, 2)) == len(groups) == 3
+    assert [len(g) for g in groups] == [2, 2, 1]
+    flat = [b for g in groups for b in g]
+    for got, want in zip(flat, batches, strict=True):
+        for a, b in zip(got, want, strict=True):
+            assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="steps"):
+        StepGroups(batches, 0)
+
+
+def test_grouped_steps_only_on_a_single_device() -> None:
+    data, n_items = _data("explicit")
+
+    def loader(**trainer_options: object) -> object:
+        module = InteractionDataModule(data, n_items, batch_size=64, steps_per_execution=4)
+        module.trainer = pl.Trainer(accelerator="cpu", logger=False, **trainer_options)  # type: ignore[arg-type]
+        return module.train_dataloader()
+
+    single = loader(devices=1)
+    assert isinstance(single, StepGroups) and single.steps == 4
+    # DDP expects one backward per forward: one batch per loop iteration, each rank a shard.
+    ddp = loader(devices=2, strategy="ddp")
+    assert isinstance(ddp, IndexBatches) and len(ddp) == 3
