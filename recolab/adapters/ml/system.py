@@ -102,7 +102,7 @@ class NeuMFSystem(pl.LightningModule):
         assert isinstance(optimizer, LightningOptimizer)
         group = (batch,) if isinstance(batch[0], Tensor) else batch
         for step in group:
-            loss = self.loss(step)  # type: ignore[arg-type]
+            loss = self.loss(step)
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             optimizer.step()
