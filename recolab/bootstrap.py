@@ -69,6 +69,12 @@ class Platform:
 
         return SqlAlchemyUnitOfWork(self.engine)
 
+    def reader(self) -> SqlAlchemyUnitOfWork:
+        """A unit of work for reads only (it cannot commit; cheaper on PostgreSQL)."""
+        from recolab.adapters.sql.repositories import SqlAlchemyUnitOfWork
+
+        return SqlAlchemyUnitOfWork(self.engine, read_only=True)
+
     @cached_property
     def cache(self) -> Cache:
         from recolab.adapters.cache import InMemoryCache, RedisCache, ResilientCache
@@ -105,7 +111,7 @@ class Platform:
 
         cfg = self.serving_config
         return Recommender(
-            uow_factory=self.uow,
+            uow_factory=self.reader,
             catalogue=self.catalogue,
             scorer=scorer,
             cache=self.cache,

@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 from recolab.adapters.ml.neumf import NeuMF, NeuMFConfig
 from recolab.domain.model import Rating
-from recolab.domain.values import MovieId, UserId
+from recolab.domain.values import MovieId, UserId, shared_movie_id
 
 if TYPE_CHECKING:
     import mlflow
@@ -102,6 +102,8 @@ class NeuMFScorer:
             raise ValueError("user and item ids must be sorted and unique (index order)")
         self._user_index = {int(u): i for i, u in enumerate(self._user_ids)}
         self._item_index = {int(m): i for i, m in enumerate(self._item_ids)}
+        # One MovieId per item, shared with the catalogue and ratings (see shared_movie_id).
+        self._movie_ids = [shared_movie_id(int(m)) for m in self._item_ids]
         self.n_items = len(self._item_ids)
         with torch.no_grad():  # plain tensors, not inference ones: fold-in differentiates
             self._extract(model)
@@ -255,7 +257,7 @@ class NeuMFScorer:
             sims[idx] = float("-inf")
             values, order = torch.topk(sims, min(k, self.n_items - 1))
         return [
-            (MovieId(int(self._item_ids[i])), float(v))
+            (self._movie_ids[i], float(v))
             for i, v in zip(order.tolist(), values.tolist(), strict=True)
         ]
 
@@ -287,7 +289,7 @@ class NeuMFScorer:
         values, order = torch.topk(raw, n)
         scores = to_relevance(values, self.mode)
         return [
-            (MovieId(int(self._item_ids[i])), float(s))
+            (self._movie_ids[i], float(s))
             for i, s in zip(order.tolist(), scores.tolist(), strict=True)
         ]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from recolab.domain.errors import InvalidValue, UserNotFound
 from recolab.domain.events import RecommendationsGenerated
-from recolab.domain.model import Movie, Rating, Source, User, UserClassification
+from recolab.domain.model import Movie, Rating, Source, User, UserClassification, jaccard
 from recolab.domain.ports import Cache, Catalogue, EventPublisher, Scorer, UnitOfWork
 from recolab.domain.services import (
     UNEXPLAINED,
@@ -213,6 +213,7 @@ class Recommender:
                     Source.CONTENT_BASED: self._content(ratings, explain=False),
                 },
                 {Source.COLLABORATIVE: cf_w, Source.CONTENT_BASED: cb_w},
+                limit=n + len(rated),  # enough after the exclusions `_build` applies
             )
             return merged, strategy, None
         return cf, strategy, None
@@ -278,9 +279,10 @@ class Recommender:
         )[:ANCHORS]
         titles, _ = self._lookups(r.movie_id for r in anchors)
         similarity = self._genre_tools()[2]
+        with_genres = [(r, similarity.genres(r.movie_id)) for r in anchors]
         return [
             (
-                replace(c, reason=_cf_reason(m, anchors, titles, similarity))
+                replace(c, reason=_cf_reason(similarity.genres(m.id), with_genres, titles))
                 if c.reason is _EXPLAIN_LATER
                 else c,
                 m,
@@ -315,14 +317,14 @@ class Recommender:
 
 
 def _cf_reason(
-    movie: Movie,
-    anchors: Sequence[Rating],
+    genres: frozenset[str],
+    anchors: Sequence[tuple[Rating, frozenset[str]]],
     titles: dict[MovieId, str],
-    similarity: GenreSimilarity,
 ) -> Reason:
+    """The anchor (a best-rated movie, with its genres) whose genres are most like `genres`."""
     best: tuple[float, Rating] | None = None
-    for rating in anchors:
-        sim = similarity(movie.id, rating.movie_id)
+    for rating, anchor_genres in anchors:
+        sim = jaccard(genres, anchor_genres)
         if sim > 0 and (best is None or sim > best[0]):
             best = (sim, rating)
     if best is not None:

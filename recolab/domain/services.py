@@ -147,9 +147,12 @@ def normalize_scores(candidates: Sequence[Candidate]) -> list[Candidate]:
 
 
 def hybrid_merge(
-    lists: Mapping[Source, Sequence[Candidate]], weights: Mapping[Source, float]
+    lists: Mapping[Source, Sequence[Candidate]],
+    weights: Mapping[Source, float],
+    limit: int | None = None,
 ) -> list[Candidate]:
-    """Weighted sum of per-source scores, each list normalised first; best first.
+    """Weighted sum of per-source scores, each list normalised first; best first (the best
+    `limit` only, when given).
 
     A movie keeps the reason of the source that contributed most to its score.
     """
@@ -160,20 +163,33 @@ def hybrid_merge(
     total = sum(used)
     if total <= 0:
         raise InvalidValue("hybrid merge needs a positive weight for at least one source")
-    scores: dict[MovieId, float] = {}
-    best: dict[MovieId, tuple[float, Candidate]] = {}
+    # Keyed by the plain id (hashing MovieId runs Python code) and normalised inline (as
+    # `normalize_scores` does) without building a Candidate per input: this runs on every
+    # hybrid recommendation, over two full shortlists.
+    scores: dict[int, float] = {}
+    best: dict[int, tuple[float, Candidate]] = {}
     for source, candidates in lists.items():
+        if not candidates:
+            continue
         weight = weights.get(source, 0.0) / total
-        for cand in normalize_scores(candidates):
-            part = weight * cand.score
-            scores[cand.movie_id] = scores.get(cand.movie_id, 0.0) + part
-            if cand.movie_id not in best or part > best[cand.movie_id][0]:
-                best[cand.movie_id] = (part, cand)
-    merged = [
-        Candidate(mid, min(1.0, score), Source.HYBRID, best[mid][1].reason)
-        for mid, score in scores.items()
+        low = min(c.score for c in candidates)
+        span = max(c.score for c in candidates) - low
+        for cand in candidates:
+            part = weight * ((cand.score - low) / span if span > 0 else 1.0)
+            key = cand.movie_id.value
+            seen = best.get(key)
+            if seen is None:
+                scores[key] = part
+                best[key] = (part, cand)
+            else:
+                scores[key] += part
+                if part > seen[0]:
+                    best[key] = (part, cand)
+    order = sorted(scores.items(), key=lambda kv: (-min(1.0, kv[1]), kv[0]))
+    return [
+        Candidate(best[key][1].movie_id, min(1.0, score), Source.HYBRID, best[key][1].reason)
+        for key, score in (order if limit is None else order[:limit])
     ]
-    return sorted(merged, key=lambda c: (-c.score, c.movie_id.value))
 
 
 def popularity_ranking(
@@ -455,7 +471,8 @@ class GenreSimilarity:
         self._bits: dict[str, int] = {}  # genre -> bit; only grows, so masks stay valid
         self._lock = threading.Lock()  # one instance may serve concurrent requests
 
-    def _genres(self, movie_id: MovieId) -> frozenset[str]:
+    def genres(self, movie_id: MovieId) -> frozenset[str]:
+        """The movie's lower-cased genres (built once per movie)."""
         found = self._sets.get(movie_id)
         if found is None:
             found = frozenset(g.lower() for g in self._genres_of.get(movie_id, ()))
@@ -467,13 +484,13 @@ class GenreSimilarity:
         if found is None:
             with self._lock:  # two new genres must not get the same bit
                 found = 0
-                for genre in self._genres(movie_id):
+                for genre in self.genres(movie_id):
                     found |= 1 << self._bits.setdefault(genre, len(self._bits))
                 self._masks[movie_id] = found
         return found
 
     def __call__(self, a: MovieId, b: MovieId) -> float:
-        return jaccard(self._genres(a), self._genres(b))
+        return jaccard(self.genres(a), self.genres(b))
 
     def matrix(self, movie_ids: Sequence[MovieId]) -> np.ndarray:
         masks = [self._mask(m) for m in movie_ids]

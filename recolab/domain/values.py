@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from numbers import Real
 
 from recolab.domain.errors import InvalidValue
@@ -69,6 +70,17 @@ class MovieId:
 
     def __str__(self) -> str:
         return f"Movie#{self.value}"
+
+
+@lru_cache(maxsize=1 << 18)
+def shared_movie_id(value: int) -> MovieId:
+    """The one `MovieId` of `value` that adapters hand out (validated once).
+
+    Equal either way; but a dict or set finds an identical key without calling the
+    dataclass `__eq__`, and the catalogue, the model and the ratings all meet in such
+    lookups on every recommendation.
+    """
+    return MovieId(value)
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -16,7 +16,14 @@ from recolab.adapters.sql.migrate import upgrade
 from recolab.adapters.sql.repositories import SqlAlchemyUnitOfWork, SqlCatalogue
 from recolab.adapters.sql.stats import recompute_statistics
 from recolab.application.users import RateMovie, get_profile, rate_movie, register_user
-from recolab.domain import EventBus, MovieId, MovieNotFound, MovieRated, UserNotFound
+from recolab.domain import (
+    EventBus,
+    MovieId,
+    MovieNotFound,
+    MovieRated,
+    UserId,
+    UserNotFound,
+)
 
 MOVIES = pd.DataFrame(
     {
@@ -83,6 +90,22 @@ def test_rate_new_and_rerate_update_statistics(engine: Engine) -> None:
         movie = uow.movies.get(MovieId(2))
         assert movie is not None
         assert (movie.rating_count, movie.avg_rating) == (2, pytest.approx(3.0))
+    assert stored_users(engine) == recount(engine)
+
+
+def test_a_read_only_unit_reads_fresh_rows_and_cannot_commit(engine: Engine) -> None:
+    """A user's ratings as stored, a re-rating included; reading never writes."""
+    with SqlAlchemyUnitOfWork(engine, read_only=True) as uow:
+        first = uow.ratings.for_user(UserId(1))
+        user = uow.users.get(UserId(1))
+        with pytest.raises(RuntimeError, match="read-only"):
+            uow.commit()
+    assert user is not None and user.n_ratings == 3
+    assert [(r.movie_id.value, r.score.value) for r in first] == [(4, 2.0), (2, 4.0), (1, 5.0)]
+    rate_movie(RateMovie(1, 2, 1.5), SqlAlchemyUnitOfWork(engine), EventBus())
+    with SqlAlchemyUnitOfWork(engine, read_only=True) as uow:
+        again = {r.movie_id.value: r.score.value for r in uow.ratings.for_user(UserId(1))}
+    assert again == {1: 5.0, 2: 1.5, 4: 2.0}
     assert stored_users(engine) == recount(engine)
 
 

@@ -220,3 +220,51 @@ def test_genre_similarity_matrix_equals_pairwise_jaccard_over_any_number_of_genr
     for i, a in enumerate(ids):
         for j, b in enumerate(ids):
             assert matrix[i, j] == pytest.approx(pairwise(a, b), abs=1e-12)
+
+
+def _merge_reference(
+    lists: dict[Source, list[Candidate]], weights: dict[Source, float]
+) -> list[Candidate]:
+    """hybrid_merge written the plain way: normalise, weight, sum, keep the best reason."""
+    total = sum(weights.get(source, 0.0) for source in lists)
+    scores: dict[MovieId, float] = {}
+    best: dict[MovieId, tuple[float, Candidate]] = {}
+    for source, cands in lists.items():
+        for cand in normalize_scores(cands):
+            part = weights.get(source, 0.0) / total * cand.score
+            scores[cand.movie_id] = scores.get(cand.movie_id, 0.0) + part
+            if cand.movie_id not in best or part > best[cand.movie_id][0]:
+                best[cand.movie_id] = (part, cand)
+    merged = [
+        Candidate(mid, min(1.0, score), Source.HYBRID, best[mid][1].reason)
+        for mid, score in scores.items()
+    ]
+    return sorted(merged, key=lambda c: (-c.score, c.movie_id.value))
+
+
+REASONS = [REASON, Reason(ReasonKind.MATCHES_GENRES), Reason(ReasonKind.POPULAR_OVERALL)]
+
+
+@relaxed
+@given(
+    st.lists(st.tuples(movie_ids, coarse_scores, st.sampled_from(REASONS)), max_size=25),
+    st.lists(st.tuples(movie_ids, coarse_scores, st.sampled_from(REASONS)), max_size=25),
+    st.floats(min_value=0.0, max_value=10.0),
+    st.floats(min_value=0.0, max_value=10.0),
+    st.none() | st.integers(min_value=0, max_value=30),
+)
+def test_hybrid_merge_equals_the_plain_formulation(
+    cf_rows: list[tuple[MovieId, float, Reason]],
+    cb_rows: list[tuple[MovieId, float, Reason]],
+    w_cf: float,
+    w_cb: float,
+    limit: int | None,
+) -> None:
+    assume(w_cf + w_cb > 0)
+    lists = {
+        Source.COLLABORATIVE: [Candidate(m, s, Source.COLLABORATIVE, r) for m, s, r in cf_rows],
+        Source.CONTENT_BASED: [Candidate(m, s, Source.CONTENT_BASED, r) for m, s, r in cb_rows],
+    }
+    weights = {Source.COLLABORATIVE: w_cf, Source.CONTENT_BASED: w_cb}
+    expected = _merge_reference(lists, weights)
+    assert hybrid_merge(lists, weights, limit) == (expected if limit is None else expected[:limit])
