@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
@@ -13,6 +14,7 @@ from recolab.adapters.sql import schema as s
 from recolab.adapters.sql.engine import make_engine
 from recolab.adapters.sql.loading import load_dataset
 from recolab.adapters.sql.migrate import upgrade
+from recolab.adapters.sql.queries import HistoryItem, SqlQueries
 from recolab.adapters.sql.repositories import SqlAlchemyUnitOfWork, SqlCatalogue
 from recolab.adapters.sql.stats import recompute_statistics
 from recolab.application.users import RateMovie, get_profile, rate_movie, register_user
@@ -192,3 +194,28 @@ def test_concurrent_ratings_lose_no_update(postgres_url: str) -> None:
             )
         )
     assert {int(m): (int(n), round(float(a), 9)) for m, n, a in movies if n} == truth
+
+
+def test_recommendation_history_round_trips(engine: Engine) -> None:
+    queries = SqlQueries(engine)
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    queries.record_recommendations(
+        1,
+        [HistoryItem(5, 1, 0.9, "collaborative"), HistoryItem(3, 2, 0.25, "content_based")],
+        strategy="hybrid",
+        model_version=None,
+        at=at,
+    )
+    queries.record_recommendations(
+        1, [HistoryItem(2, 1, 1.0, "popular")], strategy="popular", model_version="7", at=at
+    )
+    queries.record_recommendations(1, [], strategy="popular", model_version="7", at=at)
+    rows = sorted(queries.history(1, 10), key=lambda h: (h.strategy, h.rank))
+    got = [(h.movie_id, h.rank, h.score, h.strategy, h.source, h.model_version) for h in rows]
+    assert got == [
+        (5, 1, 0.9, "hybrid", "collaborative", None),
+        (3, 2, 0.25, "hybrid", "content_based", None),
+        (2, 1, 1.0, "popular", "popular", "7"),
+    ]
+    assert [h.title for h in rows] == ["Toy Story", "100% Love_Story", "Amélie"]
+    assert all(h.recommended_at.replace(tzinfo=h.recommended_at.tzinfo or UTC) == at for h in rows)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import Engine, Float, Row, case, cast, func, insert, literal, select
+from sqlalchemy import Engine, Float, Row, case, cast, func, insert, literal, select, text
 
 from recolab.adapters.sql import schema as s
 from recolab.domain.values import MovieId
@@ -92,6 +92,21 @@ def _contains(text: str) -> str:
     """A LIKE pattern matching `text` anywhere, with LIKE's wildcards escaped."""
     escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
+
+
+# PostgreSQL: one prebuilt statement takes a response's items as arrays. An executemany
+# sends a statement per item, and a multi-row VALUES is a new statement to compile each time.
+_PG_HISTORY = text(
+    "INSERT INTO recommendation_history"
+    " (user_id, movie_id, rank, score, strategy, source, model_version, created_at)"
+    " SELECT :user_id, m, r, sc, :strategy, src, :model_version, :created_at"
+    " FROM unnest(CAST(:movie_ids AS bigint[]), CAST(:ranks AS integer[]),"
+    " CAST(:scores AS double precision[]), CAST(:sources AS text[])) AS t(m, r, sc, src)"
+    # A log of what was served, written after the answer: a crash may lose its last few
+    # hundred ms, which is no reason to wait for a WAL flush per response. SET LOCAL in
+    # this statement, as a one-row join, saves a round trip.
+    " CROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
+)
 
 
 class SqlQueries:
@@ -217,11 +232,22 @@ class SqlQueries:
             for item in items
         ]
         with self.engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                # A log of what was served, written after the answer: a crash may lose its
-                # last few hundred ms, which is no reason to wait for a WAL flush per response.
-                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-            conn.execute(insert(s.recommendation_history), rows)
+            if conn.dialect.name != "postgresql":
+                conn.execute(insert(s.recommendation_history), rows)
+                return
+            conn.execute(
+                _PG_HISTORY,
+                {
+                    "user_id": user_id,
+                    "strategy": strategy,
+                    "model_version": model_version,
+                    "created_at": at,
+                    "movie_ids": [item.movie_id for item in items],
+                    "ranks": [item.rank for item in items],
+                    "scores": [item.score for item in items],
+                    "sources": [item.source for item in items],
+                },
+            )
 
     def history(self, user_id: int, limit: int) -> list[HistoryEntry]:
         """The user's most recent recommended items, newest response first, in rank order."""
