@@ -280,7 +280,7 @@ class NeuMFScorer:
         return out
 
     def _rank(self, raw: Tensor, k: int, exclude: Iterable[MovieId]) -> list[tuple[MovieId, float]]:
-        blocked = {i for m in exclude if (i := self._item_index.get(int(m))) is not None}
+        blocked = {i for m in exclude if (i := self._item_index.get(m.value)) is not None}
         n = min(k, self.n_items - len(blocked))
         if n <= 0:
             return []
