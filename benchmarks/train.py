@@ -2,10 +2,10 @@
 
 For each mode of the default config: the same NeuMF, optimiser, loss and index batches are
 run by a hand-written loop and by `pl.Trainer` (no validation), paired epoch by epoch: right
-after each Lightning epoch, in the same process, the plain loop runs one epoch of its own
+before each Lightning epoch, in the same process, the plain loop runs one epoch of its own
 copy. This machine's speed drifts by 20% within minutes, so only epochs run seconds apart are
-compared; the ratio is that of the summed times over the paired epochs after the first
-(warm-up). Samples/s counts scored pairs.
+compared; the ratio is the median over the paired epochs after the first (warm-up) of
+plain time / Lightning time. Samples/s counts scored pairs.
 The plain loop is also run with one torch thread and with one per core, side by side: the
 thread count, not the model, is what made training slow on shared machines. Then one full
 default training (`recolab.adapters.ml.training.fit`, early stopping included) runs in a
@@ -128,21 +128,32 @@ def plain_loop(config: TrainConfig, ratings: pd.DataFrame, epochs: int) -> Rates
 
 
 class _PairedClock(pl.Callback):
-    """Times each Lightning epoch, then runs and times one epoch of the plain loop."""
+    """Runs and times one plain-loop epoch, then times the Lightning epoch that follows.
+
+    A Lightning epoch is timed from its start hook to the next one's (or the end of
+    training), so its epoch-end work (loss mean, logging, scheduler) counts as the plain
+    loop's scheduler step does.
+    """
 
     def __init__(self, plain: _PlainEpochs) -> None:
         self.plain = plain
         self.lightning_times: list[tuple[float, float]] = []
         self.plain_times: list[tuple[float, float]] = []
-        self._start = (0.0, 0.0)
+        self._start: tuple[float, float] | None = None
+
+    def _stop(self) -> None:
+        if self._start is not None:
+            wall, cpu = _clocks()
+            self.lightning_times.append((wall - self._start[0], cpu - self._start[1]))
+            self._start = None
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._stop()
+        self.plain_times.append(self.plain.epoch())
         self._start = _clocks()
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        wall, cpu = _clocks()
-        self.lightning_times.append((wall - self._start[0], cpu - self._start[1]))
-        self.plain_times.append(self.plain.epoch())
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._stop()
 
 
 def paired_loops(config: TrainConfig, ratings: pd.DataFrame, epochs: int) -> dict[str, Any]:
@@ -224,6 +235,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the loop runs")
     parser.add_argument("--note", default="", help="free text recorded in the JSON")
     args = parser.parse_args()
+    if min(args.epochs, args.explicit_epochs) < 2:
+        parser.error("--epochs and --explicit-epochs must be >= 2 (the first is warm-up)")
     if args.child:
         child(args.child, args.data)
         return
@@ -288,7 +301,7 @@ def main() -> None:
                 "lightning_best": max(r["lightning"] for r in rounds),
                 "rounds": rounds,
                 "note": (
-                    "scored pairs/s; each Lightning epoch is followed by one plain-loop epoch "
+                    "scored pairs/s; each Lightning epoch is preceded by one plain-loop epoch "
                     "in the same process, and a ratio is plain time / Lightning time of such a "
                     "pair (epoch 0 of each round is warm-up); by wall and by process CPU time"
                 ),

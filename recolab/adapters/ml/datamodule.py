@@ -283,6 +283,19 @@ class InteractionDataModule(pl.LightningDataModule):
             return 0, 1
         return int(trainer.global_rank), int(trainer.world_size)
 
+    def _can_group(self) -> bool:
+        """Grouped steps only on one device (DDP expects one backward per forward), and not
+        when the run is counted in steps or batches (`max_steps`, `fast_dev_run`), which
+        Lightning checks between loop iterations."""
+        trainer = self.trainer
+        if trainer is None:
+            return True
+        return (
+            isinstance(trainer.strategy, SingleDeviceStrategy)
+            and trainer.max_steps == -1
+            and not getattr(trainer, "fast_dev_run", False)
+        )
+
     def train_dataloader(self) -> IndexBatches | StepGroups:
         # Built once so that the epoch counter (and so the negatives) advances across epochs.
         if self._train_batches is None:
@@ -296,9 +309,7 @@ class InteractionDataModule(pl.LightningDataModule):
                 rank=rank,
                 world_size=world,
             )
-            # Grouped steps only on one device: DDP expects one backward per forward.
-            single = self.trainer is None or isinstance(self.trainer.strategy, SingleDeviceStrategy)
-            steps = self.steps_per_execution if single else 1
+            steps = self.steps_per_execution if self._can_group() else 1
             self._train_batches = batches if steps == 1 else StepGroups(batches, steps)
         return self._train_batches
 

@@ -101,6 +101,9 @@ class TrainConfig:
             values["mlp_layers"] = tuple(values["mlp_layers"])
         if values.get("mode", "explicit") not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {values['mode']!r}")
+        steps = values.get("steps_per_execution", 1)
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps_per_execution must be an integer >= 1, got {steps!r}")
         return cls(**values)
 
 

@@ -16,6 +16,7 @@ from recolab.adapters.ml.datamodule import (
 )
 from recolab.adapters.ml.neumf import NeuMF, NeuMFConfig
 from recolab.adapters.ml.system import NeuMFSystem
+from recolab.adapters.ml.training import TrainConfig
 
 
 def _data(mode: str) -> tuple[Interactions, int]:
@@ -116,3 +117,12 @@ def test_grouped_steps_only_on_a_single_device() -> None:
     # DDP expects one backward per forward: one batch per loop iteration, each rank a shard.
     ddp = loader(devices=2, strategy="ddp")
     assert isinstance(ddp, IndexBatches) and len(ddp) == 3
+    # Runs counted in steps or batches keep one step per iteration, so the count is exact.
+    assert isinstance(loader(devices=1, max_steps=7), IndexBatches)
+    assert isinstance(loader(devices=1, fast_dev_run=True), IndexBatches)
+
+
+@pytest.mark.parametrize("steps", [0, -2, 1.5, True])
+def test_steps_per_execution_must_be_a_positive_integer(steps: object) -> None:
+    with pytest.raises(ValueError, match="steps_per_execution"):
+        TrainConfig.from_dict({"steps_per_execution": steps})
