@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, create_engine, func, select
 
 from recolab.adapters.sql import schema as s
 from recolab.adapters.sql.engine import make_engine
 from recolab.adapters.sql.loading import load_dataset
 from recolab.adapters.sql.migrate import upgrade
-from recolab.adapters.sql.queries import HistoryItem, SqlQueries
+from recolab.adapters.sql.queries import _PG_HISTORY, HistoryItem, SqlQueries
 from recolab.adapters.sql.repositories import SqlAlchemyUnitOfWork, SqlCatalogue
 from recolab.adapters.sql.stats import recompute_statistics
 from recolab.application.users import RateMovie, get_profile, rate_movie, register_user
@@ -23,6 +23,7 @@ from recolab.domain import (
     MovieId,
     MovieNotFound,
     MovieRated,
+    User,
     UserId,
     UserNotFound,
 )
@@ -109,6 +110,50 @@ def test_a_read_only_unit_reads_fresh_rows_and_cannot_commit(engine: Engine) -> 
         again = {r.movie_id.value: r.score.value for r in uow.ratings.for_user(UserId(1))}
     assert again == {1: 5.0, 2: 1.5, 4: 2.0}
     assert stored_users(engine) == recount(engine)
+
+
+@pytest.mark.postgres
+def test_a_read_only_unit_leaves_its_pooled_connection_transactional(postgres_url: str) -> None:
+    """Autocommit is the read-only unit's alone: the next unit on the same connection rolls
+    back what it does not commit."""
+    upgrade(postgres_url)
+    engine = create_engine(make_engine(postgres_url).url, pool_size=1, max_overflow=0)
+    load_dataset(engine, RATINGS, MOVIES, dataset="tiny", source="test")
+    with SqlAlchemyUnitOfWork(engine, read_only=True) as uow:
+        assert uow.conn.connection.dbapi_connection.autocommit is True  # type: ignore[union-attr]
+        assert uow.users.get(UserId(1)) is not None
+    with SqlAlchemyUnitOfWork(engine) as uow:
+        assert uow.conn.connection.dbapi_connection.autocommit is False  # type: ignore[union-attr]
+        uow.users.add(User(id=UserId(77)))  # not committed
+    with SqlAlchemyUnitOfWork(engine, read_only=True) as uow:
+        assert uow.users.get(UserId(77)) is None
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_history_insert_turns_off_synchronous_commit_for_its_transaction_only(
+    postgres_url: str,
+) -> None:
+    upgrade(postgres_url)
+    engine = make_engine(postgres_url)
+    load_dataset(engine, RATINGS, MOVIES, dataset="tiny", source="test")
+    rows = {
+        "user_id": 1,
+        "strategy": "popular",
+        "model_version": None,
+        "created_at": datetime(2026, 1, 2, tzinfo=UTC),
+        "movie_ids": [5],
+        "ranks": [1],
+        "scores": [0.5],
+        "sources": ["popular"],
+    }
+    with engine.begin() as conn:
+        assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+        assert conn.execute(_PG_HISTORY, rows).rowcount == 1
+        assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "off"
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+    engine.dispose()
 
 
 @pytest.mark.parametrize(

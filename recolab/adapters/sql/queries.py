@@ -218,21 +218,21 @@ class SqlQueries:
         committed without waiting for the WAL flush on PostgreSQL)."""
         if not items:
             return
-        rows = [
-            {
-                "user_id": user_id,
-                "movie_id": item.movie_id,
-                "rank": item.rank,
-                "score": item.score,
-                "strategy": strategy,
-                "source": item.source,
-                "model_version": model_version,
-                "created_at": at,
-            }
-            for item in items
-        ]
         with self.engine.begin() as conn:
             if conn.dialect.name != "postgresql":
+                rows = [
+                    {
+                        "user_id": user_id,
+                        "movie_id": item.movie_id,
+                        "rank": item.rank,
+                        "score": item.score,
+                        "strategy": strategy,
+                        "source": item.source,
+                        "model_version": model_version,
+                        "created_at": at,
+                    }
+                    for item in items
+                ]
                 conn.execute(insert(s.recommendation_history), rows)
                 return
             conn.execute(

@@ -75,7 +75,7 @@ def rating_from_row(row: Row[Any]) -> Rating:
 # Ratings are immutable and compared by value, so equal rows share one object: a user's
 # ratings are read on every uncached recommendation (about 200 rows on ml-latest-small),
 # and building each Rating (with its Timestamp and datetime) cost 6.5 us, 1.3 ms per
-# request; a hit costs one hash of the row. Bounded: about 40 MiB at the maximum.
+# request; a hit costs one hash of the row. Bounded: about 50 MiB at the maximum.
 @lru_cache(maxsize=1 << 17)
 def _rating(user_id: int, movie_id: int, score: float, timestamp: int) -> Rating:
     return Rating(
@@ -336,7 +336,8 @@ class SqlAlchemyUnitOfWork:
     """One connection and transaction; leaving without `commit()` rolls everything back.
 
     `read_only` units (reads that write nothing, e.g. recommendations) cannot commit, and on
-    PostgreSQL run each statement in autocommit.
+    PostgreSQL run each statement in autocommit: a write through one would stick at once, so
+    use them for reads only.
     """
 
     users: SqlAlchemyUsers
