@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from recolab.adapters.ml.neumf import NeuMF, NeuMFConfig
+from recolab.adapters.ml.neumf import NeuMF, NeuMFConfig, rest_of_mlp
 from recolab.domain.model import Rating
 from recolab.domain.values import MovieId, UserId, shared_movie_id
 
@@ -177,7 +177,7 @@ class NeuMFScorer:
         self._bias = slice(int(cuts[2]), int(sum(sizes)))
         self._first_user: Tensor | None = None
         self._first_bias: Tensor | None = None
-        self._mlp_rest: nn.Module | None = None
+        self._mlp_rest: nn.Sequential | None = None
         if model.mlp_first is not None and model.mlp_rest is not None:
             d = model.config.mlp_dim
             self._first_user = _plain(model.mlp_first.weight[:, :d])
@@ -272,7 +272,7 @@ class NeuMFScorer:
             assert self._first_user is not None and self._first_bias is not None
             assert self._mlp_rest is not None
             hidden = items.first + (self._first_user @ user[self._mlp] + self._first_bias)
-            out = out + self._mlp_rest(hidden) @ self._w_mlp
+            out = out + rest_of_mlp(self._mlp_rest, hidden) @ self._w_mlp
         if items.bias is not None:
             out = out + items.bias
         if self._bias.stop > self._bias.start:

@@ -240,13 +240,29 @@ class NeuMF(nn.Module):
             d = self.config.mlp_dim
             user_first = self.user_mlp(users) @ self.mlp_first.weight[:, :d].T + self.mlp_first.bias
             hidden = user_first.unsqueeze(1) + terms.mlp_first.unsqueeze(0)
-            out = out + self.mlp_rest(hidden) @ weight[gmf_dim:]
+            out = out + rest_of_mlp(self.mlp_rest, hidden) @ weight[gmf_dim:]
         out = out + self.global_bias
         if self.user_bias is not None:
             out = out + self.user_bias(users)
         if terms.bias is not None:
             out = out + terms.bias.unsqueeze(0)
         return out
+
+
+def rest_of_mlp(rest: nn.Sequential, hidden: Tensor) -> Tensor:
+    """`rest(hidden)`, with the ReLUs in place when nothing is differentiated (evaluation).
+
+    `hidden` must be a fresh activation. A full-catalogue pass holds users x items x width
+    of them; in-place ReLUs spare two such allocations and their memory traffic.
+    """
+    if rest.training or torch.is_grad_enabled():
+        return rest(hidden)
+    for layer in rest:
+        if isinstance(layer, nn.ReLU):
+            hidden = torch.relu_(hidden)
+        elif not isinstance(layer, nn.Dropout):  # dropout is the identity in eval mode
+            hidden = layer(hidden)
+    return hidden
 
 
 def _rows_l2(table: nn.Embedding, rows: Tensor, looked_up: Tensor) -> Tensor:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from recolab.adapters.ml.datamodule import IdIndex, IndexBatches, Interactions, pair_keys
-from recolab.adapters.ml.neumf import NeuMF, NeuMFConfig
+from recolab.adapters.ml.neumf import NeuMF, NeuMFConfig, rest_of_mlp
 from recolab.adapters.ml.training import (
     FitResult,
     NeuMFRecommender,
@@ -277,3 +277,26 @@ def test_trains_and_scores_on_cuda() -> None:
     assert len(result.history) == 2
     scores = result.model.score_all_items(torch.arange(3))
     assert torch.isfinite(scores).all()
+
+
+def test_rest_of_mlp_in_place_only_without_autograd() -> None:
+    torch.manual_seed(0)
+    model = NeuMF(NeuMFConfig(n_users=3, n_items=5, mlp_dim=4, mlp_layers=(8, 4, 2), dropout=0.3))
+    assert model.mlp_rest is not None
+    hidden = torch.randn(3, 5, 8)
+    model.eval()
+    expected = model.mlp_rest(hidden)
+    kept = hidden.clone()
+    with torch.no_grad():
+        fresh = hidden.clone()
+        assert torch.equal(rest_of_mlp(model.mlp_rest, fresh), expected)
+        assert (fresh >= 0).all()  # the first ReLU ran in place on the fresh activation
+    assert torch.equal(rest_of_mlp(model.mlp_rest, hidden), expected)  # autograd: untouched
+    assert torch.equal(hidden, kept)
+    model.train()
+    with torch.no_grad():
+        torch.manual_seed(1)
+        first = rest_of_mlp(model.mlp_rest, hidden)
+        torch.manual_seed(1)
+        assert torch.equal(first, model.mlp_rest(hidden))  # training: dropout still applies
+    assert torch.equal(hidden, kept)
