@@ -194,7 +194,7 @@ async def drive(
     headers = {"Authorization": f"Bearer {admin_token()}"}
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     latencies: list[float] = []
-    codes: dict[int, int] = {}
+    codes: dict[int | str, int] = {}
     cached = 0
     async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30) as http:
 
@@ -204,12 +204,14 @@ async def drive(
             while time.perf_counter() < until:
                 path, body = make(rng)
                 started = time.perf_counter()
-                response = await http.post(path, json=body)
+                response = await _post(http, path, body)
                 elapsed = time.perf_counter() - started
                 if record:
                     latencies.append(elapsed)
-                    codes[response.status_code] = codes.get(response.status_code, 0) + 1
-                    if path == "/recommend" and response.status_code == 200:
+                    code = _code(response)
+                    codes[code] = codes.get(code, 0) + 1
+                    ok = isinstance(response, httpx.Response) and code == 200
+                    if path == "/recommend" and ok:
                         cached += bool(response.json().get("cached"))
 
         warm_until = time.perf_counter() + warmup_s
@@ -219,11 +221,11 @@ async def drive(
         until = started + duration_s
         await asyncio.gather(*(client(i, until, True) for i in range(concurrency)))
         wall = time.perf_counter() - started
-    ok = sum(n for code, n in codes.items() if 200 <= code < 300)
+    ok = sum(n for code, n in codes.items() if isinstance(code, int) and 200 <= code < 300)
     return {
         "concurrency": concurrency,
         "requests": len(latencies),
-        "status_codes": {str(k): v for k, v in sorted(codes.items())},
+        "status_codes": {str(k): v for k, v in sorted(codes.items(), key=str)},
         "cached_answers": cached,
         "wall_s": round(wall, 3),
         "requests_per_s": round(ok / wall, 1),
@@ -231,6 +233,20 @@ async def drive(
         "loadavg_before": load_before,
         "loadavg_after": loadavg(),
     }
+
+
+async def _post(
+    http: httpx.AsyncClient, path: str, body: dict[str, Any]
+) -> httpx.Response | httpx.TransportError:
+    """The response, or the transport error (counted by its name, never retried)."""
+    try:
+        return await http.post(path, json=body)
+    except httpx.TransportError as exc:
+        return exc
+
+
+def _code(response: httpx.Response | httpx.TransportError) -> int | str:
+    return response.status_code if isinstance(response, httpx.Response) else type(response).__name__
 
 
 async def drive_open(
@@ -249,17 +265,18 @@ async def drive_open(
     limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
     slots = asyncio.Semaphore(max_in_flight)
     latencies: list[float] = []
-    codes: dict[int, int] = {}
+    codes: dict[int | str, int] = {}
     rng = random.Random(seed)
     async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30) as http:
 
         async def one(due: float, record: bool) -> None:
             async with slots:
                 path, body = make(rng)
-                response = await http.post(path, json=body)
+                response = await _post(http, path, body)
             if record:
                 latencies.append(time.perf_counter() - due)
-                codes[response.status_code] = codes.get(response.status_code, 0) + 1
+                code = _code(response)
+                codes[code] = codes.get(code, 0) + 1
 
         tasks: list[asyncio.Task[None]] = []
         start = time.perf_counter()
@@ -273,12 +290,12 @@ async def drive_open(
             tasks.append(asyncio.create_task(one(due, due >= start + warmup_s)))
         await asyncio.gather(*tasks)
         wall = time.perf_counter() - start - warmup_s
-    ok = sum(n for code, n in codes.items() if 200 <= code < 300)
+    ok = sum(n for code, n in codes.items() if isinstance(code, int) and 200 <= code < 300)
     return {
         "offered_per_s": rate,
         "max_in_flight": max_in_flight,
         "requests": len(latencies),
-        "status_codes": {str(k): v for k, v in sorted(codes.items())},
+        "status_codes": {str(k): v for k, v in sorted(codes.items(), key=str)},
         "wall_s": round(wall, 3),
         "answered_per_s": round(ok / wall, 1),
         **percentiles(latencies),
@@ -440,6 +457,14 @@ def main() -> None:
                 )
                 open_loop.append(result)
                 print("open_loop", json.dumps(result), file=sys.stderr, flush=True)
+            failed = [
+                r
+                for r in [*open_loop, *(r for rs in runs.values() for r in rs)]
+                if any(not code.isdigit() for code in r["status_codes"])
+            ]
+            if failed:  # transport errors: show what the service said about them
+                print("transport errors; service log tail:", file=sys.stderr)
+                print(log.read_text()[-4000:], file=sys.stderr)
     uncached_c1 = next((r for r in runs.get("recommend_uncached", []) if r["concurrency"] == 1), {})
     cached_c1 = next((r for r in runs.get("recommend_cached", []) if r["concurrency"] == 1), {})
     ratio = {
