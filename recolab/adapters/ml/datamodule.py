@@ -72,26 +72,47 @@ def pair_keys(users: Tensor, items: Tensor, n_items: int) -> Tensor:
     return users.to(torch.int64) * n_items + items.to(torch.int64)
 
 
+# A user x item grid up to this many cells is kept as a dense bitmap of the rated pairs
+# (one byte a cell, 32 MiB at most): a lookup is then one gather instead of a binary search
+# (ml-latest-small: 0.6 s of a 30 s implicit fit went to the search).
+_DENSE_PAIRS_MAX = 1 << 25
+
+
+class KnownPairs:
+    """Membership of (user, item) pair keys (see `pair_keys`): the rated pairs."""
+
+    def __init__(self, keys: Tensor, n_cells: int) -> None:
+        self.sorted = torch.sort(keys).values
+        self.dense: Tensor | None = None
+        if 0 < n_cells <= _DENSE_PAIRS_MAX:
+            self.dense = torch.zeros(n_cells, dtype=torch.bool)
+            self.dense[keys] = True
+
+    def contains(self, keys: Tensor) -> Tensor:
+        if self.dense is not None:
+            return self.dense[keys]
+        if self.sorted.numel() == 0:
+            return torch.zeros_like(keys, dtype=torch.bool)
+        pos = torch.searchsorted(self.sorted, keys).clamp_(max=self.sorted.numel() - 1)
+        return self.sorted[pos] == keys
+
+
 def sample_negatives(
     users: Tensor,
     n_items: int,
-    known_keys: Tensor,
+    known: Tensor | KnownPairs,
     generator: torch.Generator,
 ) -> Tensor:
-    """One uniformly drawn item per entry of `users`, redrawn where the pair is in `known_keys`.
+    """One uniformly drawn item per entry of `users`, redrawn where the pair is `known`.
 
-    `known_keys` must be sorted (see `pair_keys`).
+    `known` holds rated pairs: `KnownPairs`, or their keys sorted (see `pair_keys`).
     """
+    if isinstance(known, Tensor):
+        known = KnownPairs(known, 0)
     items = torch.randint(0, n_items, users.shape, generator=generator)
     todo = torch.arange(users.numel())
     for _ in range(_REJECTION_ROUNDS):
-        keys = pair_keys(users[todo], items[todo], n_items)
-        pos = torch.searchsorted(known_keys, keys).clamp_(max=max(known_keys.numel() - 1, 0))
-        clash = (
-            known_keys[pos] == keys
-            if known_keys.numel()
-            else torch.zeros_like(keys, dtype=torch.bool)
-        )
+        clash = known.contains(pair_keys(users[todo], items[todo], n_items))
         todo = todo[clash]
         if todo.numel() == 0:
             break
@@ -132,10 +153,12 @@ class IndexBatches:
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
-        self._known = (
-            torch.sort(pair_keys(self.users, self.items, n_items)).values
+        n_users = int(self.users.max()) + 1 if len(self.users) else 0
+        self._known = KnownPairs(
+            pair_keys(self.users, self.items, n_items)
             if num_negatives > 0
-            else torch.empty(0, dtype=torch.int64)
+            else torch.empty(0, dtype=torch.int64),
+            n_users * n_items if num_negatives > 0 else 0,
         )
 
     def _epoch_rows(self) -> int:
