@@ -82,33 +82,38 @@ class KnownPairs:
     """Membership of (user, item) pair keys (see `pair_keys`): the rated pairs."""
 
     def __init__(self, keys: Tensor, n_cells: int) -> None:
-        self.sorted = torch.sort(keys).values
+        """`keys` of the rated pairs; `n_cells` bounds them (users x items), 0 if unknown."""
         self.dense: Tensor | None = None
+        self.sorted: Tensor | None = None
         if 0 < n_cells <= _DENSE_PAIRS_MAX:
             self.dense = torch.zeros(n_cells, dtype=torch.bool)
             self.dense[keys] = True
+        else:
+            self.sorted = torch.sort(keys).values
 
     def contains(self, keys: Tensor) -> Tensor:
         if self.dense is not None:
             return self.dense[keys]
+        assert self.sorted is not None
         if self.sorted.numel() == 0:
             return torch.zeros_like(keys, dtype=torch.bool)
         pos = torch.searchsorted(self.sorted, keys).clamp_(max=self.sorted.numel() - 1)
         return self.sorted[pos] == keys
 
 
+def known_pairs(users: Tensor, items: Tensor, n_items: int) -> KnownPairs:
+    """The rated (user, item) pairs of index tensors `users` and `items`."""
+    n_users = int(users.max()) + 1 if users.numel() else 0
+    return KnownPairs(pair_keys(users, items, n_items), n_users * n_items)
+
+
 def sample_negatives(
     users: Tensor,
     n_items: int,
-    known: Tensor | KnownPairs,
+    known: KnownPairs,
     generator: torch.Generator,
 ) -> Tensor:
-    """One uniformly drawn item per entry of `users`, redrawn where the pair is `known`.
-
-    `known` holds rated pairs: `KnownPairs`, or their keys sorted (see `pair_keys`).
-    """
-    if isinstance(known, Tensor):
-        known = KnownPairs(known, 0)
+    """One uniformly drawn item per entry of `users`, redrawn where the pair is `known`."""
     items = torch.randint(0, n_items, users.shape, generator=generator)
     todo = torch.arange(users.numel())
     for _ in range(_REJECTION_ROUNDS):
@@ -153,13 +158,7 @@ class IndexBatches:
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
-        n_users = int(self.users.max()) + 1 if len(self.users) else 0
-        self._known = KnownPairs(
-            pair_keys(self.users, self.items, n_items)
-            if num_negatives > 0
-            else torch.empty(0, dtype=torch.int64),
-            n_users * n_items if num_negatives > 0 else 0,
-        )
+        self._known = known_pairs(self.users, self.items, n_items) if num_negatives > 0 else None
 
     def _epoch_rows(self) -> int:
         return len(self.users) // self.world_size
@@ -171,6 +170,7 @@ class IndexBatches:
         if self.num_negatives == 0:
             return self.users, self.items, self.targets
         k = self.num_negatives
+        assert self._known is not None
         negatives = sample_negatives(
             self.users.repeat_interleave(k), self.n_items, self._known, generator
         )

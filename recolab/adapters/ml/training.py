@@ -26,7 +26,7 @@ from recolab.adapters.ml.datamodule import (
     IdIndex,
     InteractionDataModule,
     Interactions,
-    pair_keys,
+    known_pairs,
     sample_negatives,
 )
 from recolab.adapters.ml.neumf import NeuMF, NeuMFConfig
@@ -219,9 +219,7 @@ def _holdout_ranking(
     train = Interactions(data.users[keep], data.items[keep], data.targets[keep])
     candidates = None
     if config.val_negatives is not None:
-        known = torch.sort(
-            pair_keys(torch.from_numpy(data.users), torch.from_numpy(data.items), n_items)
-        ).values
+        known = known_pairs(torch.from_numpy(data.users), torch.from_numpy(data.items), n_items)
         users = torch.from_numpy(data.users[pick]).repeat_interleave(config.val_negatives)
         generator = torch.Generator().manual_seed(config.seed)
         negatives = sample_negatives(users, n_items, known, generator).view(pick.size, -1)

@@ -315,13 +315,13 @@ def test_known_pairs_dense_and_sorted_agree_and_negatives_are_unchanged() -> Non
     items = torch.from_numpy(rng.integers(0, 30, 150))
     keys = pair_keys(users, items, 30)
     dense, searched = KnownPairs(keys, 20 * 30), KnownPairs(keys, 0)
-    assert dense.dense is not None and searched.dense is None
+    assert dense.dense is not None and dense.sorted is None and searched.dense is None
     probe = torch.arange(20 * 30)
     assert torch.equal(dense.contains(probe), searched.contains(probe))
     assert set(probe[dense.contains(probe)].tolist()) == set(keys.tolist())
     draws = users.repeat_interleave(5)
     by_dense = sample_negatives(draws, 30, dense, torch.Generator().manual_seed(1))
-    by_keys = sample_negatives(draws, 30, searched.sorted, torch.Generator().manual_seed(1))
+    by_keys = sample_negatives(draws, 30, searched, torch.Generator().manual_seed(1))
     assert torch.equal(by_dense, by_keys)
     assert not dense.contains(pair_keys(draws, by_dense, 30)).any()
     assert not KnownPairs(torch.empty(0, dtype=torch.int64), 0).contains(probe).any()
