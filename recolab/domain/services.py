@@ -133,13 +133,17 @@ def top_genres(counts: Mapping[str, int], k: int = FAVORITE_GENRES_K) -> list[st
     return [g for g, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:k] if n > 0]
 
 
+def _score_range(candidates: Sequence[Candidate]) -> tuple[float, float]:
+    """(lowest score, highest minus lowest) of a non-empty list: min-max scaling's terms."""
+    low = min(c.score for c in candidates)
+    return low, max(c.score for c in candidates) - low
+
+
 def normalize_scores(candidates: Sequence[Candidate]) -> list[Candidate]:
     """Min-max scale scores to [0, 1]; equal scores all become 1."""
     if not candidates:
         return []
-    low = min(c.score for c in candidates)
-    high = max(c.score for c in candidates)
-    span = high - low
+    low, span = _score_range(candidates)
     # Built directly: dataclasses.replace costs several times more, on every shortlist.
     if span <= 0:
         return [Candidate(c.movie_id, 1.0, c.source, c.reason) for c in candidates]
@@ -172,8 +176,7 @@ def hybrid_merge(
         if not candidates:
             continue
         weight = weights.get(source, 0.0) / total
-        low = min(c.score for c in candidates)
-        span = max(c.score for c in candidates) - low
+        low, span = _score_range(candidates)
         for cand in candidates:
             part = weight * ((cand.score - low) / span if span > 0 else 1.0)
             key = cand.movie_id.value

@@ -156,6 +156,14 @@ def _rated(table: Any, count: Any) -> tuple[Any, Any, Any]:
     return new_count, table.c.rating_sum + delta, (table.c.rating_sum + delta) / new_count
 
 
+def _change(score: RatingScore, previous: RatingScore | None) -> dict[str, float]:
+    """The parameters of `_rated`: one more rating (or none, when replaced) and the sum's delta."""
+    return {
+        "p_added": 1 if previous is None else 0,
+        "p_delta": score.value - (previous.value if previous else 0.0),
+    }
+
+
 _u_count, _u_sum, _u_avg = _rated(s.users, s.users.c.n_ratings)
 _USER_RATED = (
     update(s.users)
@@ -215,12 +223,7 @@ class SqlAlchemyUsers:
         # The increment takes the row lock first, so concurrent ratings of one user queue here.
         row = self.conn.execute(
             _USER_RATED,
-            {
-                "p_id": user_id.value,
-                "p_added": 1 if previous is None else 0,
-                "p_delta": score.value - (previous.value if previous else 0.0),
-                "p_now": datetime.now(UTC),
-            },
+            {"p_id": user_id.value, "p_now": datetime.now(UTC), **_change(score, previous)},
         ).one()
         if not score.is_positive() and not (previous is not None and previous.is_positive()):
             return user_from_row(row)  # favourite genres count positive ratings only
@@ -279,11 +282,7 @@ class SqlAlchemyMovies:
     ) -> Movie:
         row = self.conn.execute(
             _MOVIE_RATED,
-            {
-                "p_id": movie_id.value,
-                "p_added": 1 if previous is None else 0,
-                "p_delta": score.value - (previous.value if previous else 0.0),
-            },
+            {"p_id": movie_id.value, **_change(score, previous)},
         ).one()
         return movie_from_row(row)
 
