@@ -80,12 +80,12 @@ def run_case(dataset: str, folder: Path, backend: str, pg_admin: str) -> dict[st
     one_off = _warm_up()
     rss_warm_mb = _peak_rss_mb()
     with _fresh_database(backend, pg_admin) as url, tempfile.TemporaryDirectory() as reports:
-        from recolab.adapters.ingestion import SqlLoader
-        from recolab.adapters.movielens import read_movielens
+        from recolab.adapters.ingest.movielens import read_movielens
+        from recolab.adapters.ingest.steps import SqlLoader
+        from recolab.adapters.ingest.validation import raise_for_failures, validate_dataset
         from recolab.adapters.sql.engine import make_engine
         from recolab.adapters.sql.loading import copy_floor, load_dataset
         from recolab.adapters.sql.migrate import upgrade
-        from recolab.adapters.validation import raise_for_failures, validate_dataset
 
         start = time.perf_counter()
         upgrade(url)
@@ -149,7 +149,7 @@ def _warm_up() -> dict[str, float]:
     import great_expectations  # noqa: F401
 
     import_s = time.perf_counter() - start
-    from recolab.adapters.validation import validate_dataset
+    from recolab.adapters.ingest.validation import validate_dataset
 
     ratings = pd.DataFrame(
         {"user_id": [1], "movie_id": [1], "rating": [4.0], "timestamp": [1_000_000_000]}
@@ -209,7 +209,7 @@ def dataset_folder(size: str, cache: Path, movielens: Path) -> Path | None:
     """The folder of a dataset, generating the demo into ``cache`` on first use."""
     if size == "small":
         return movielens if (movielens / "ratings.csv").exists() else None
-    from recolab.adapters.demo import generate_demo
+    from recolab.adapters.ingest.demo import generate_demo
 
     demo = DEMOS[size]
     folder = cache / demo.folder_name

@@ -29,15 +29,15 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
-from recolab.adapters.ml.baselines import BiasOnlyRecommender, PopularityRecommender
-from recolab.adapters.ml.training import (
+from recolab.adapters.ingest.movielens import read_movielens
+from recolab.ml.baselines import BiasOnlyRecommender, PopularityRecommender
+from recolab.ml.evaluation import protocols as P
+from recolab.ml.fitting import (
     NeuMFRecommender,
     TrainConfig,
     load_train_config,
     with_overrides,
 )
-from recolab.adapters.movielens import read_movielens
-from recolab.evaluation import protocols as P
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path("/work/shared/data/movielens/ml-latest-small")

@@ -305,7 +305,7 @@ async def drive_open(
 
 
 def admin_token() -> str:
-    from recolab.adapters.security import issue_token
+    from recolab.adapters.runtime.security import issue_token
 
     return issue_token("bench", "admin", SECRET, 3600)
 

@@ -8,7 +8,7 @@ compared; the ratio is the median over the paired epochs after the first (warm-u
 plain time / Lightning time. Samples/s counts scored pairs.
 The plain loop is also run with one torch thread and with one per core, side by side: the
 thread count, not the model, is what made training slow on shared machines. Then one full
-default training (`recolab.adapters.ml.training.fit`, early stopping included) runs in a
+default training (`recolab.ml.fitting.fit`, early stopping included) runs in a
 fresh subprocess for its wall time and peak RSS. Load averages are recorded throughout.
 
 Usage: python benchmarks/train.py [--data DIR] [--epochs N] [--explicit-epochs N] [--rounds N]
@@ -34,9 +34,9 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 
-from recolab.adapters.ml.datamodule import IndexBatches, StepGroups
-from recolab.adapters.ml.system import NeuMFSystem
-from recolab.adapters.ml.training import (
+from recolab.adapters.ingest.movielens import read_movielens
+from recolab.ml.datamodule import IndexBatches, StepGroups
+from recolab.ml.fitting import (
     MODES,
     TrainConfig,
     build_model,
@@ -46,7 +46,7 @@ from recolab.adapters.ml.training import (
     fit,
     load_train_config,
 )
-from recolab.adapters.movielens import read_movielens
+from recolab.ml.system import NeuMFSystem
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path("/work/shared/data/movielens/ml-latest-small")

@@ -1,5 +1,5 @@
 """Cost of Great Expectations validation of ratings: a straightforward GX setup against
-recolab.adapters.validation, on synthetic valid frames of 100k, 1M and 10M ratings.
+recolab.adapters.ingest.validation, on synthetic valid frames of 100k, 1M and 10M ratings.
 
 Straightforward: one ephemeral context, the whole ratings frame as one batch carrying every
 ratings expectation (the referential check as expect_column_values_to_be_in_set over the movie
@@ -157,7 +157,7 @@ def in_set_cost(movie_ids: list[int]) -> float:
 
 
 def measure(n: int, plain: bool) -> dict[str, Any]:
-    from recolab.adapters.validation import validate_dataset
+    from recolab.adapters.ingest.validation import validate_dataset
 
     ratings, movies = synthetic(n)
     repeat = 3 if n <= 1_000_000 else 1
@@ -203,7 +203,7 @@ def main() -> None:
     import great_expectations as gx
 
     import_s = time.perf_counter() - start
-    from recolab.adapters.validation import validate_dataset
+    from recolab.adapters.ingest.validation import validate_dataset
 
     tiny_ratings, tiny_movies = synthetic(1_000)
     start = time.perf_counter()

@@ -15,15 +15,15 @@ from recolab.domain.events import EventBus, MovieRated
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from recolab.adapters.champion import ChampionWatcher
-    from recolab.adapters.features import FeatureSnapshot
-    from recolab.adapters.ingestion import GxValidator, MovieLensSource, SqlLoader
-    from recolab.adapters.mlflow_registry import MlflowModelRegistry
+    from recolab.adapters.ingest.steps import GxValidator, MovieLensSource, SqlLoader
+    from recolab.adapters.mlflow.registry import MlflowModelRegistry
+    from recolab.adapters.runtime.champion import ChampionWatcher
     from recolab.adapters.sql.repositories import SqlAlchemyUnitOfWork, SqlCatalogue
-    from recolab.adapters.trainer import TrainingRun
     from recolab.application.ingest import IngestReport
     from recolab.application.recommend import Recommender
     from recolab.domain.ports import Cache, Scorer
+    from recolab.ml.experiment import TrainingRun
+    from recolab.ml.features import FeatureSnapshot
 
 
 @dataclass
@@ -77,7 +77,7 @@ class Platform:
 
     @cached_property
     def cache(self) -> Cache:
-        from recolab.adapters.cache import InMemoryCache, RedisCache, ResilientCache
+        from recolab.adapters.runtime.cache import InMemoryCache, RedisCache, ResilientCache
 
         if self.settings.redis_url:
             return ResilientCache(
@@ -126,8 +126,9 @@ class Platform:
         """Follows `models:/<name>@champion` in MLflow; `.start()` begins polling."""
         import mlflow
 
-        from recolab.adapters.champion import ChampionWatcher, mlflow_champion_version
-        from recolab.adapters.scorer import load_scorer
+        from recolab.adapters.mlflow.model_format import load_scorer
+        from recolab.adapters.mlflow.registry import mlflow_champion_version
+        from recolab.adapters.runtime.champion import ChampionWatcher
 
         uri = self.settings.resolved_tracking_uri
         client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -142,23 +143,24 @@ class Platform:
 
     # ---- features and training
     def build_features(self, dataset: str) -> FeatureSnapshot:
-        from recolab.adapters.features import build_snapshot
+        from recolab.adapters.sql.features import read_feature_tables
+        from recolab.ml.features import build_snapshot
 
         return build_snapshot(
-            self.engine,
+            read_feature_tables(self.engine),
             self.settings.features_dir,
             dataset=dataset,
             database=self.engine.url.render_as_string(hide_password=True),
         )
 
     def snapshot(self, snapshot_id: str | None = None) -> FeatureSnapshot:
-        from recolab.adapters.features import latest_snapshot, open_snapshot
+        from recolab.ml.features import latest_snapshot, open_snapshot
 
         root = self.settings.features_dir
         return open_snapshot(root, snapshot_id) if snapshot_id else latest_snapshot(root)
 
     def model_registry(self) -> MlflowModelRegistry:
-        from recolab.adapters.mlflow_registry import MlflowModelRegistry
+        from recolab.adapters.mlflow.registry import MlflowModelRegistry
 
         return MlflowModelRegistry(
             self.settings.resolved_tracking_uri,
@@ -170,7 +172,7 @@ class Platform:
         self, protocol: str = "B", snapshot_id: str | None = None, overrides: Iterable[str] = ()
     ) -> TrainingRun:
         """Fit and evaluate NeuMF on a snapshot (the latest by default) under `protocol`."""
-        from recolab.adapters.trainer import PROTOCOLS, load_config, train
+        from recolab.ml.experiment import PROTOCOLS, load_config, train
 
         if protocol not in PROTOCOLS:
             raise ConfigError(f"protocol = {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
@@ -180,17 +182,17 @@ class Platform:
 
     # ---- ingestion
     def dataset_source(self) -> MovieLensSource:
-        from recolab.adapters.ingestion import MovieLensSource
+        from recolab.adapters.ingest.steps import MovieLensSource
 
         return MovieLensSource(self.settings.data_dir, self.pipeline_config.demo)
 
     def validator(self) -> GxValidator:
-        from recolab.adapters.ingestion import GxValidator
+        from recolab.adapters.ingest.steps import GxValidator
 
         return GxValidator(self.pipeline_config.validation_sample_size)
 
     def loader(self) -> SqlLoader:
-        from recolab.adapters.ingestion import SqlLoader
+        from recolab.adapters.ingest.steps import SqlLoader
 
         return SqlLoader(self.engine)
 

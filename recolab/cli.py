@@ -150,7 +150,7 @@ def token(
     ttl: Annotated[int, typer.Option(help="lifetime in seconds")] = 3600,
 ) -> None:
     """Print a bearer token signed with RECOLAB_JWT_SECRET, for local use."""
-    from recolab.adapters.security import local_token
+    from recolab.adapters.runtime.security import local_token
 
     try:
         typer.echo(local_token(sub, role, ttl))
@@ -228,7 +228,7 @@ def data_download(
     overwrite: bool = False,
 ) -> None:
     """Download a MovieLens release, verify its checksum and unpack it under data/raw/."""
-    from recolab.adapters.download import download_dataset
+    from recolab.adapters.ingest.download import download_dataset
     from recolab.config import Settings
 
     def progress(done: int, total: int | None) -> None:
@@ -252,7 +252,7 @@ def data_demo(
     seed: int = 42,
 ) -> None:
     """Generate the synthetic demo dataset (MovieLens CSV format) deterministically."""
-    from recolab.adapters.demo import generate_demo
+    from recolab.adapters.ingest.demo import generate_demo
 
     path = _guard(
         lambda: generate_demo(
@@ -264,10 +264,10 @@ def data_demo(
 
 def _guard(action: Callable[[], T]) -> T:
     """Run `action`; a user error becomes a message and exit code 1, not a traceback."""
-    from recolab.adapters.features import FeaturesError
-    from recolab.adapters.movielens import DatasetError
+    from recolab.adapters.ingest.movielens import DatasetError
     from recolab.config import ConfigError
     from recolab.domain.errors import DomainError
+    from recolab.ml.features import FeaturesError
 
     try:
         return action()
@@ -277,7 +277,7 @@ def _guard(action: Callable[[], T]) -> T:
 
 
 def _run_flow(action: Callable[[], T]) -> T:
-    from recolab.adapters.validation import ValidationFailed
+    from recolab.adapters.ingest.validation import ValidationFailed
 
     try:
         return _guard(action)

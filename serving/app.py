@@ -23,7 +23,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from starlette.exceptions import HTTPException
 
-from recolab.adapters.observability import (
+from recolab.adapters.runtime.observability import (
     ServingMetrics,
     current_request_id,
     current_trace_ids,
@@ -31,7 +31,7 @@ from recolab.adapters.observability import (
     request_id_from,
     serving_metrics,
 )
-from recolab.adapters.security import (
+from recolab.adapters.runtime.security import (
     AuthError,
     Forbidden,
     Principal,

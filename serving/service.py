@@ -27,7 +27,7 @@ from collections.abc import Mapping
 
 import bentoml
 
-from recolab.adapters.observability import configure_logging
+from recolab.adapters.runtime.observability import configure_logging
 from recolab.bootstrap import bootstrap
 from recolab.config import PROJECT_ROOT, ConfigError
 from serving.app import ServingRuntime, attach, create_app
@@ -85,7 +85,7 @@ def configure_torch_threads(environ: Mapping[str, str] | None = None) -> int:
         raise ConfigError(f"{TORCH_THREADS_ENV}={raw!r}: expected a whole number >= 0")
     import torch
 
-    from recolab.adapters.scorer import set_torch_threads
+    from recolab.adapters.runtime.threads import set_torch_threads
 
     if wanted:
         set_torch_threads(wanted)

@@ -14,7 +14,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from recolab.adapters.security import issue_token
+from recolab.adapters.runtime.security import issue_token
 from recolab.adapters.sql.engine import make_engine
 from recolab.adapters.sql.loading import load_dataset
 from recolab.adapters.sql.migrate import upgrade

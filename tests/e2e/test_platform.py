@@ -22,7 +22,7 @@ import psycopg
 import pytest
 import redis
 
-from recolab.adapters.security import issue_token
+from recolab.adapters.runtime.security import issue_token
 from tests.e2e.conftest import (
     CHAMPION_POLL_INTERVAL_S,
     SECRET,

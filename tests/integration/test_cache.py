@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from recolab.adapters.cache import InMemoryCache, RedisCache, ResilientCache
+from recolab.adapters.runtime.cache import InMemoryCache, RedisCache, ResilientCache
 
 
 class Clock:
@@ -146,7 +146,7 @@ def test_platform_cache_and_rate_limits_use_the_configured_namespace(
 ) -> None:
     import redis
 
-    from recolab.adapters.security import rate_limiter
+    from recolab.adapters.runtime.security import rate_limiter
     from recolab.bootstrap import bootstrap
     from recolab.config import Settings
 

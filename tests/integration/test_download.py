@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from recolab.adapters.download import GROUPLENS_URL, RELEASES, Release, download_dataset
-from recolab.adapters.movielens import DatasetError, read_movielens
+from recolab.adapters.ingest.download import GROUPLENS_URL, RELEASES, Release, download_dataset
+from recolab.adapters.ingest.movielens import DatasetError, read_movielens
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "movielens"
 SMALL = Release("ml-latest-small", "ml-latest-small.zip", "ml-latest-small")

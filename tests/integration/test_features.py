@@ -9,16 +9,22 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine
 
-from recolab.adapters.features import (
+from recolab.adapters.sql.engine import make_engine
+from recolab.adapters.sql.features import read_feature_tables
+from recolab.adapters.sql.loading import load_dataset
+from recolab.adapters.sql.migrate import upgrade
+from recolab.ml.features import (
     FeaturesError,
+    FeatureSnapshot,
     SnapshotNotFound,
     build_snapshot,
     latest_snapshot,
     open_snapshot,
 )
-from recolab.adapters.sql.engine import make_engine
-from recolab.adapters.sql.loading import load_dataset
-from recolab.adapters.sql.migrate import upgrade
+
+
+def _snapshot(engine: Engine, root: Path, **names: str) -> FeatureSnapshot:
+    return build_snapshot(read_feature_tables(engine), root, **names)
 
 
 def synthetic(
@@ -62,8 +68,8 @@ def engine(db_url: str) -> Engine:
 
 
 def test_same_content_same_id_and_no_leakage(engine: Engine, tmp_path: Path) -> None:
-    first = build_snapshot(engine, tmp_path, dataset="synthetic", database="db")
-    again = build_snapshot(engine, tmp_path / "other", dataset="synthetic", database="db")
+    first = _snapshot(engine, tmp_path, dataset="synthetic", database="db")
+    again = _snapshot(engine, tmp_path / "other", dataset="synthetic", database="db")
     assert first.id == again.id
     assert (
         open_snapshot(tmp_path, first.id).manifest["content_hash"] == first.manifest["content_hash"]
@@ -105,12 +111,12 @@ def test_same_content_same_id_and_no_leakage(engine: Engine, tmp_path: Path) -> 
 
 
 def test_changed_content_changes_the_id(engine: Engine, tmp_path: Path) -> None:
-    before = build_snapshot(engine, tmp_path, dataset="synthetic", database="db")
+    before = _snapshot(engine, tmp_path, dataset="synthetic", database="db")
     ratings, movies = synthetic()
     changed = ratings.copy()
     changed.loc[0, "rating"] = 5.0 if changed.loc[0, "rating"] != 5.0 else 1.0
     load_dataset(engine, changed, movies, dataset="synthetic", source="test")
-    assert build_snapshot(engine, tmp_path, dataset="synthetic", database="db").id != before.id
+    assert _snapshot(engine, tmp_path, dataset="synthetic", database="db").id != before.id
 
 
 def test_missing_snapshot_and_empty_database(tmp_path: Path, sqlite_url: str) -> None:
@@ -120,4 +126,4 @@ def test_missing_snapshot_and_empty_database(tmp_path: Path, sqlite_url: str) ->
         latest_snapshot(tmp_path)
     upgrade(sqlite_url)
     with pytest.raises(FeaturesError, match="ingest"):
-        build_snapshot(make_engine(sqlite_url), tmp_path, dataset="x", database="db")
+        _snapshot(make_engine(sqlite_url), tmp_path, dataset="x", database="db")

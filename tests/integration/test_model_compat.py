@@ -25,7 +25,7 @@ def test_a_model_registered_at_e0ba9b6_loads_and_scores_as_it_did() -> None:
 
 
 def test_the_serving_loader_reads_it() -> None:
-    from recolab.adapters.scorer import load_scorer
+    from recolab.adapters.mlflow.model_format import load_scorer
 
     scorer = load_scorer(str(FIXTURE), "sqlite:///:memory:", "7")
     expected = pd.read_csv(FIXTURE / "expected_scores.csv")

@@ -15,11 +15,14 @@ import pandas as pd
 import pytest
 import torch
 
-from recolab.adapters import registry as reg
-from recolab.adapters.features import FeatureSnapshot
-from recolab.adapters.ml.training import FitResult, TrainConfig, fit
-from recolab.adapters.scorer import NeuMFScorer, load_scorer, to_relevance
+from recolab.adapters.mlflow import model_format as fmt
+from recolab.adapters.mlflow import registry as reg
+from recolab.adapters.mlflow import tracking as mlf
+from recolab.adapters.mlflow.model_format import load_scorer
 from recolab.domain.values import MovieId, UserId
+from recolab.ml.features import FeatureSnapshot
+from recolab.ml.fitting import FitResult, TrainConfig, fit
+from recolab.ml.scorer import NeuMFScorer, to_relevance
 
 MODEL = "recolab-neumf"
 
@@ -102,10 +105,10 @@ def log_run(
     protocol: str,
     ndcg: float = 0.3,
 ) -> str:
-    experiment = reg.ensure_experiment(uri, "recolab-synthetic", tmp_path / "mlartifacts")
+    experiment = mlf.ensure_experiment(uri, "recolab-synthetic", tmp_path / "mlartifacts")
     plot = tmp_path / "learning_curve.png"
     plot.write_bytes(b"\x89PNG fake")
-    return reg.log_training_run(
+    return mlf.log_training_run(
         tracking_uri=uri,
         experiment_id=experiment,
         fit_result=fitted,
@@ -124,13 +127,13 @@ def log_run(
 def test_ensure_experiment_is_idempotent_with_a_local_artifact_root(
     store: str, tmp_path: Path
 ) -> None:
-    first = reg.ensure_experiment(store, "recolab-demo", tmp_path / "mlartifacts")
-    assert reg.ensure_experiment(store, "recolab-demo", tmp_path / "mlartifacts") == first
-    client = reg.mlflow_client(store)
+    first = mlf.ensure_experiment(store, "recolab-demo", tmp_path / "mlartifacts")
+    assert mlf.ensure_experiment(store, "recolab-demo", tmp_path / "mlartifacts") == first
+    client = mlf.mlflow_client(store)
     location = client.get_experiment(first).artifact_location
     assert location == (tmp_path / "mlartifacts" / "recolab-demo").resolve().as_uri()
     client.delete_experiment(first)
-    assert reg.ensure_experiment(store, "recolab-demo", tmp_path / "mlartifacts") == first
+    assert mlf.ensure_experiment(store, "recolab-demo", tmp_path / "mlartifacts") == first
     assert client.get_experiment(first).lifecycle_stage == "active"
 
 
@@ -139,7 +142,7 @@ def test_training_run_is_fully_recorded(
 ) -> None:
     snapshot = make_snapshot(tmp_path / "features", data[0], "snap0001")
     run_id = log_run(store, tmp_path, fitted, snapshot, "B")
-    client = reg.mlflow_client(store)
+    client = mlf.mlflow_client(store)
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.info.run_name == "neumf-test"
 
@@ -154,7 +157,7 @@ def test_training_run_is_fully_recorded(
     for key in fitted.history[0]:
         if key == "epoch":
             continue
-        history = client.get_metric_history(run_id, reg.metric_key(key))
+        history = client.get_metric_history(run_id, mlf.metric_key(key))
         assert [m.step for m in history] == [int(row["epoch"]) for row in fitted.history]
         assert [m.value for m in history] == pytest.approx([row[key] for row in fitted.history])
 
@@ -179,7 +182,7 @@ def test_training_run_is_fully_recorded(
 
     tags = run.data.tags
     assert (tags["dataset"], tags["snapshot"], tags["protocol"]) == ("synthetic", "snap0001", "B")
-    assert tags["git_commit"] == reg.git_commit() and tags["purpose"] == "test"
+    assert tags["git_commit"] == mlf.git_commit() and tags["purpose"] == "test"
     assert tags["git_commit"] == "unknown" or len(tags["git_commit"]) == 40
 
 
@@ -198,7 +201,7 @@ def test_registered_champion_round_trip_on_cpu(
             )
         )
     assert versions == ["1", "2"]
-    client = reg.mlflow_client(store)
+    client = mlf.mlflow_client(store)
     reg.set_champion(client, MODEL, "2")
 
     pairs = pd.DataFrame(
@@ -207,8 +210,8 @@ def test_registered_champion_round_trip_on_cpu(
             "movie_id": np.r_[fitted.items.ids[:20], fitted.items.ids[0]].astype(np.int64),
         }
     )
-    in_memory = reg.NeuMFPyfunc.from_fit_result(fitted, movies).predict(None, pairs)
-    with reg.use_tracking_uri(store):
+    in_memory = fmt.NeuMFPyfunc.from_fit_result(fitted, movies).predict(None, pairs)
+    with mlf.use_tracking_uri(store):
         loaded = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion", suppress_warnings=True)
     predicted = loaded.predict(pairs)
     assert np.array_equal(predicted, in_memory)  # identical, not just close
@@ -221,7 +224,7 @@ def test_registered_champion_round_trip_on_cpu(
     np.testing.assert_allclose(predicted[:20], direct.numpy(), atol=1e-6)
 
     unwrapped = loaded.unwrap_python_model()
-    assert isinstance(unwrapped, reg.NeuMFPyfunc)
+    assert isinstance(unwrapped, fmt.NeuMFPyfunc)
     assert unwrapped.fit_result.config == fitted.config
     assert unwrapped.fit_result.users.ids.tolist() == fitted.users.ids.tolist()
     for name, tensor in fitted.model.state_dict().items():
@@ -248,7 +251,7 @@ def test_champion_metric_is_comparable_only_on_same_protocol_and_snapshot(
     store: str, tmp_path: Path, fitted: FitResult, data: tuple[pd.DataFrame, pd.DataFrame]
 ) -> None:
     ratings, movies = data
-    client = reg.mlflow_client(store)
+    client = mlf.mlflow_client(store)
     assert reg.champion_metric(client, MODEL, "test/ndcg@10", "B", "snap0001") is None
 
     snapshot = make_snapshot(tmp_path / "features", ratings, "snap0001")
@@ -275,7 +278,7 @@ def test_challenger_and_comparison_are_recorded(
     version = reg.register_model(
         tracking_uri=store, run_id=run_id, fit_result=fitted, model_name=MODEL, movies=movies
     )
-    client = reg.mlflow_client(store)
+    client = mlf.mlflow_client(store)
     reason = "ndcg@10 0.3000 does not beat champion 0.4100"
     reg.tag_challenger(client, MODEL, version, reason)
     details = {"promote": False, "reason": reason, "candidate": 0.3, "champion": 0.41}

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 from pydantic import SecretStr
 
-from recolab.adapters.security import (
+from recolab.adapters.runtime.security import (
     AuthError,
     RedisRateLimiter,
     TokenBucketLimiter,
@@ -570,7 +570,7 @@ def test_tokens_round_trip_and_expire() -> None:
 def test_token_verifier_checks_a_token_once_and_still_refuses_it_after_expiry(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import recolab.adapters.security as security
+    import recolab.adapters.runtime.security as security
 
     decoded: list[str] = []
     real_decode = security._decode
@@ -666,7 +666,7 @@ class FakeScorer:
 
 @pytest.fixture(scope="module")
 def champion_client(workspace: dict[str, str]) -> Iterator[TestClient]:
-    import recolab.adapters.scorer as scorer_module
+    import recolab.adapters.mlflow.model_format as scorer_module
 
     name = "recolab-test-champion"
     registry = mlflow.MlflowClient(tracking_uri=workspace["MLFLOW_TRACKING_URI"])

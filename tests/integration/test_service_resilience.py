@@ -24,7 +24,7 @@ import mlflow
 import pytest
 import torch
 
-from recolab.adapters.cache import InMemoryCache, ResilientCache
+from recolab.adapters.runtime.cache import InMemoryCache, ResilientCache
 from tests.integration.test_service_inprocess import FakeScorer, _serve, make_workspace, token
 
 POLL_S = 0.1
@@ -56,7 +56,7 @@ class SlowLoadingScorer(FakeScorer):
 @pytest.fixture
 def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """Start the service over a workspace; `served(env)` yields a client (one per test)."""
-    import recolab.adapters.scorer as scorer_module
+    import recolab.adapters.mlflow.model_format as scorer_module
 
     monkeypatch.setattr(scorer_module, "load_scorer", lambda _u, _t, v: SlowLoadingScorer(v))
 

@@ -34,7 +34,7 @@ SKIPPED = ["/metrics"]
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    import recolab.adapters.scorer as scorer_module
+    import recolab.adapters.mlflow.model_format as scorer_module
 
     root = tmp_path_factory.mktemp("schema")
     env = _workspace(root, champion_poll_interval_s=3600)

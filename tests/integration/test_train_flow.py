@@ -27,8 +27,8 @@ def platform(tmp_path: Path) -> Platform:
         mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
     )
     platform = bootstrap(settings)
-    from recolab.adapters.demo import generate_demo
-    from recolab.adapters.movielens import read_movielens
+    from recolab.adapters.ingest.demo import generate_demo
+    from recolab.adapters.ingest.movielens import read_movielens
     from recolab.adapters.sql.loading import load_dataset
 
     data = read_movielens(

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recolab.adapters.validation import (
+from recolab.adapters.ingest.validation import (
     ValidationFailed,
     ValidationReport,
     raise_for_failures,

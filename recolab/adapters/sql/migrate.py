@@ -12,7 +12,7 @@ from sqlalchemy.engine import URL
 
 from recolab.adapters.sql.engine import SQLITE_BEGIN, make_engine, normalise_url
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
 def alembic_config(connection: Connection | None = None, url: str | URL | None = None) -> Config:

@@ -1,7 +1,7 @@
 """The relational schema, as SQLAlchemy Core tables shared by SQLite and PostgreSQL.
 
 Table, column and index names are a contract: queries elsewhere and the Alembic
-migrations in ``recolab/adapters/migrations`` rely on them.
+migrations in ``recolab/adapters/sql/migrations`` rely on them.
 
 Identifier choices:
 

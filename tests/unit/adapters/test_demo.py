@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recolab.adapters.demo import generate_demo
-from recolab.adapters.movielens import GENRES, MovieLensData, read_movielens
+from recolab.adapters.ingest.demo import generate_demo
+from recolab.adapters.ingest.movielens import GENRES, MovieLensData, read_movielens
 
 SMALL = {"n_users": 500, "n_movies": 1000, "n_ratings": 20_000}
 FILES = ("movies.csv", "ratings.csv", "DEMO.txt")

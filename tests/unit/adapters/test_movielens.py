@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recolab.adapters.movielens import (
+from recolab.adapters.ingest.movielens import (
     DatasetError,
     MovieLensData,
     detect_layout,

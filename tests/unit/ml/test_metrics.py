@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from recolab.evaluation import metrics
-from recolab.evaluation.tiers import by_tier, user_tiers
+from recolab.ml.evaluation import metrics
+from recolab.ml.evaluation.tiers import by_tier, user_tiers
 
 
 def test_hits_matrix_marks_relevant_ranked_items() -> None:

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from recolab.adapters.ml.datamodule import (
+from recolab.ml.datamodule import (
     IdIndex,
     IndexBatches,
     Interactions,
@@ -15,8 +15,7 @@ from recolab.adapters.ml.datamodule import (
     pair_keys,
     sample_negatives,
 )
-from recolab.adapters.ml.neumf import NeuMF, NeuMFConfig, rest_of_mlp
-from recolab.adapters.ml.training import (
+from recolab.ml.fitting import (
     FitResult,
     NeuMFRecommender,
     TrainConfig,
@@ -24,6 +23,7 @@ from recolab.adapters.ml.training import (
     load_train_config,
     with_overrides,
 )
+from recolab.ml.neumf import NeuMF, NeuMFConfig, rest_of_mlp
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recolab.adapters.ml.baselines import BiasOnlyRecommender, PopularityRecommender
-from recolab.evaluation import protocols as P
+from recolab.ml.baselines import BiasOnlyRecommender, PopularityRecommender
+from recolab.ml.evaluation import protocols as P
 
 
 def _ratings(

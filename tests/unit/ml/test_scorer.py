@@ -10,11 +10,12 @@ import pytest
 import torch
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from recolab.adapters.ml.training import FitResult, NeuMFRecommender, TrainConfig, fit
-from recolab.adapters.scorer import FoldInConfig, NeuMFScorer, set_torch_threads, to_relevance
+from recolab.adapters.runtime.threads import set_torch_threads
 from recolab.domain.model import Rating
 from recolab.domain.ports import Scorer
 from recolab.domain.values import MovieId, RatingScore, UserId
+from recolab.ml.fitting import FitResult, NeuMFRecommender, TrainConfig, fit
+from recolab.ml.scorer import FoldInConfig, NeuMFScorer, to_relevance
 
 GROUP_A = range(1, 21)  # movies liked by users 1..30
 GROUP_B = range(21, 41)  # movies liked by users 31..60

@@ -8,15 +8,15 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from recolab.adapters.ml.datamodule import (
+from recolab.ml.datamodule import (
     IndexBatches,
     InteractionDataModule,
     Interactions,
     StepGroups,
 )
-from recolab.adapters.ml.neumf import NeuMF, NeuMFConfig
-from recolab.adapters.ml.system import NeuMFSystem
-from recolab.adapters.ml.training import TrainConfig
+from recolab.ml.fitting import TrainConfig
+from recolab.ml.neumf import NeuMF, NeuMFConfig
+from recolab.ml.system import NeuMFSystem
 
 
 def _data(mode: str) -> tuple[Interactions, int]:

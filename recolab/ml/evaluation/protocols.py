@@ -19,8 +19,8 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from recolab.evaluation import metrics
-from recolab.evaluation.tiers import TIERS, by_tier, user_tiers
+from recolab.ml.evaluation import metrics
+from recolab.ml.evaluation.tiers import TIERS, by_tier, user_tiers
 
 USER, ITEM, RATING, TIME = "user_id", "movie_id", "rating", "timestamp"
 # Users scored per call in full-catalogue ranking; bounds the pair grid to ~2M pairs.

@@ -10,12 +10,16 @@ from typing import Any
 
 from sqlalchemy import Engine, case, func, select
 
-from recolab.adapters.demo import generate_demo
-from recolab.adapters.download import RELEASES, download_dataset
-from recolab.adapters.movielens import DatasetError, MovieLensData, read_movielens
+from recolab.adapters.ingest.demo import generate_demo
+from recolab.adapters.ingest.download import RELEASES, download_dataset
+from recolab.adapters.ingest.movielens import DatasetError, MovieLensData, read_movielens
+from recolab.adapters.ingest.validation import (
+    ValidationReport,
+    raise_for_failures,
+    validate_dataset,
+)
 from recolab.adapters.sql import schema as s
 from recolab.adapters.sql.loading import load_dataset
-from recolab.adapters.validation import ValidationReport, raise_for_failures, validate_dataset
 from recolab.config import DemoConfig
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.optim.lr_scheduler import LRScheduler
 
-from recolab.adapters.ml.datamodule import Batch, BatchGroup
-from recolab.adapters.ml.neumf import ItemTerms, NeuMF
+from recolab.ml.datamodule import Batch, BatchGroup
+from recolab.ml.neumf import ItemTerms, NeuMF
 
 Mode = Literal["explicit", "implicit"]
 

@@ -14,22 +14,22 @@ matplotlib.use("Agg")  # headless: plots are written to files only
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from recolab.adapters.features import FeatureSnapshot
-from recolab.adapters.ml.baselines import BiasOnlyRecommender, PopularityRecommender
-from recolab.adapters.ml.training import (
-    FitResult,
-    NeuMFRecommender,
-    TrainConfig,
-    load_train_config,
-    with_overrides,
-)
-from recolab.evaluation.protocols import (
+from recolab.ml.baselines import BiasOnlyRecommender, PopularityRecommender
+from recolab.ml.evaluation.protocols import (
     ItemFeatures,
     ProtocolResult,
     Recommender,
     run_leave_one_out,
     run_rating_cv,
     run_topk,
+)
+from recolab.ml.features import FeatureSnapshot
+from recolab.ml.fitting import (
+    FitResult,
+    NeuMFRecommender,
+    TrainConfig,
+    load_train_config,
+    with_overrides,
 )
 
 log = logging.getLogger(__name__)

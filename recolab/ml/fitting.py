@@ -21,7 +21,7 @@ import torch
 import yaml
 from torch import Tensor
 
-from recolab.adapters.ml.datamodule import (
+from recolab.ml.datamodule import (
     HeldOut,
     IdIndex,
     InteractionDataModule,
@@ -29,8 +29,8 @@ from recolab.adapters.ml.datamodule import (
     known_pairs,
     sample_negatives,
 )
-from recolab.adapters.ml.neumf import NeuMF, NeuMFConfig
-from recolab.adapters.ml.system import RATING_MIN, RATING_SPAN, Mode, NeuMFSystem
+from recolab.ml.neumf import NeuMF, NeuMFConfig
+from recolab.ml.system import RATING_MIN, RATING_SPAN, Mode, NeuMFSystem
 
 MODES: tuple[Mode, ...] = ("explicit", "implicit")
 

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 
 import httpx
 
-from recolab.adapters.movielens import DatasetError, detect_layout
+from recolab.adapters.ingest.movielens import DatasetError, detect_layout
 
 GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens"
 
@@ -111,7 +111,7 @@ def download_dataset(
     """
     release = releases.get(name)
     if release is None:
-        hint = " ('demo' is generated: see recolab.adapters.demo)" if name == "demo" else ""
+        hint = " ('demo' is generated: see recolab.adapters.ingest.demo)" if name == "demo" else ""
         raise DatasetError(f"unknown dataset {name!r}{hint}; known: {', '.join(releases)}")
     raw = Path(dest_root) / "raw"
     target = raw / name

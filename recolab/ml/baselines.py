@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from recolab.adapters.ml.datamodule import IdIndex
+from recolab.ml.datamodule import IdIndex
 
 
 def _gather(values: np.ndarray, index: np.ndarray, default: float = 0.0) -> np.ndarray:

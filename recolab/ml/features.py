@@ -1,4 +1,4 @@
-"""Versioned, content-addressed feature snapshots (Parquet + manifest) built from the database.
+"""Versioned, content-addressed feature snapshots (Parquet + manifest) of the database's tables.
 
 A snapshot holds the ratings with their evaluation-split assignments, movie and user
 statistics, genre vectors and contiguous id maps. Its id is a hash of the content, so the
@@ -19,10 +19,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, select
 
-from recolab.adapters.sql import schema as s
-from recolab.evaluation.protocols import kfold_indices, leave_latest_out, stratified_user_split
+from recolab.ml.evaluation.protocols import kfold_indices, leave_latest_out, stratified_user_split
 
 FORMAT_VERSION = 1
 TABLES = ("ratings", "movies", "users", "genres")
@@ -71,40 +69,6 @@ class FeatureSnapshot:
         return self.table("movies")
 
 
-def _read_database(engine: Engine) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    r, m, u = s.ratings.c, s.movies.c, s.users.c
-    with engine.connect() as conn:
-        ratings = pd.read_sql(
-            select(r.user_id, r.movie_id, r.score.label("rating"), r.timestamp).order_by(
-                r.user_id, r.movie_id
-            ),
-            conn,
-        )
-        movies = pd.read_sql(
-            select(
-                m.id.label("movie_id"),
-                m.title,
-                m.year,
-                m.genres,
-                m.rating_count,
-                m.avg_rating,
-                m.popularity_score,
-            ).order_by(m.id),
-            conn,
-        )
-        users = pd.read_sql(
-            select(u.id.label("user_id"), u.n_ratings, u.avg_rating, u.favorite_genres).order_by(
-                u.id
-            ),
-            conn,
-        )
-    ratings = ratings.astype(
-        {"user_id": "int64", "movie_id": "int64", "rating": "float64", "timestamp": "int64"}
-    )
-    movies["year"] = movies["year"].astype("Int64")
-    return ratings, movies, users
-
-
 def _with_splits(ratings: pd.DataFrame, spec: SplitSpec) -> pd.DataFrame:
     out = ratings.reset_index(drop=True).copy()
     fold = np.empty(len(out), dtype=np.int8)
@@ -137,11 +101,17 @@ def _hash(frames: dict[str, pd.DataFrame], spec: SplitSpec) -> str:
 
 
 def build_snapshot(
-    engine: Engine, root: Path, *, dataset: str, database: str, spec: SplitSpec | None = None
+    tables: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
+    root: Path,
+    *,
+    dataset: str,
+    database: str,
+    spec: SplitSpec | None = None,
 ) -> FeatureSnapshot:
-    """Build (or find) the snapshot of the database's current content under `root`."""
+    """Build (or find) the snapshot of `tables` (ratings, movies, users as the database holds
+    them: `recolab.adapters.sql.features.read_feature_tables`) under `root`."""
     spec = spec or SplitSpec()
-    ratings, movies, users = _read_database(engine)
+    ratings, movies, users = tables
     if ratings.empty:
         raise FeaturesError("the database holds no ratings: run `recolab ingest` first")
     raw_hash = _hash({"ratings": ratings, "movies": movies, "users": users}, spec)

@@ -9,7 +9,7 @@ Layouts are detected from the files in a folder:
 - CSV releases: ``ratings.csv`` and ``movies.csv`` with headers (UTF-8). The layout is
   the folder name when it is one of ``ml-latest-small``, ``ml-latest``, ``ml-20m``,
   ``ml-25m``, ``ml-32m``; ``demo`` when a ``DEMO.txt`` marker is present (see
-  :mod:`recolab.adapters.demo`); ``ml-csv`` otherwise.
+  :mod:`recolab.adapters.ingest.demo`); ``ml-csv`` otherwise.
 
 A folder holding exactly one release sub-folder (a zip unpacked one level too deep) works.
 Text that is not UTF-8 is read as latin-1.

@@ -9,8 +9,6 @@ is fitted against the frozen item side from the movies they rated.
 from __future__ import annotations
 
 import copy
-import re
-import tempfile
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -18,20 +16,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import torch
-from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from recolab.adapters.ml.neumf import NeuMF, NeuMFConfig, rest_of_mlp
 from recolab.domain.model import Rating
 from recolab.domain.values import MovieId, UserId, shared_movie_id
+from recolab.ml.neumf import NeuMF, NeuMFConfig, rest_of_mlp
 
 if TYPE_CHECKING:
-    import mlflow
+    from recolab.ml.fitting import FitResult
 
-    from recolab.adapters.ml.training import FitResult
-
-# Explicit targets are (rating - 0.5) / 4.5 (see recolab.adapters.ml.system).
+# Explicit targets are (rating - 0.5) / 4.5 (see recolab.ml.system).
 _RATING_MIN = 0.5
 _RATING_SPAN = 4.5
 
@@ -77,7 +72,7 @@ class NeuMFScorer:
     are rows of a precomputed table, unseen users are fitted by `fold_in_top_k`. Safe for
     concurrent calls: nothing is mutated after construction. Build it with
     `from_fit_result` after training or `from_checkpoint` when serving (which needs only
-    torch and `recolab.adapters.ml.neumf`, not Lightning).
+    torch and `recolab.ml.neumf`, not Lightning).
     """
 
     def __init__(
@@ -351,62 +346,3 @@ def _opt(tensor: Tensor | None) -> Tensor | None:
 def _unit_rows(items: _ItemSide) -> Tensor:
     blocks = [F.normalize(t, dim=1) for t in (items.gmf, items.first) if t is not None]
     return F.normalize(torch.cat(blocks, dim=1), dim=1)
-
-
-_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[^/]+))/?$")
-
-
-def _artifact_uri(client: mlflow.MlflowClient, model_uri: str) -> str:
-    """Where a registered version's files are, resolved with our client.
-
-    MLflow's own `models:/` resolution reads the process-wide registry URI, which the
-    serving process does not set, so name/version and name@alias are resolved here.
-    """
-    match = _MODELS_URI.match(model_uri)
-    if match is None:
-        return model_uri
-    name = match["name"]
-    version = match["version"]
-    if version is None:
-        version = client.get_model_version_by_alias(name, match["alias"]).version
-    return str(client.get_model_version_download_uri(name, version))
-
-
-def set_torch_threads(count: int) -> None:
-    """Set this process's torch intra-op CPU threads (process-wide; call once per worker).
-
-    One thread per serving worker is what we recommend when several workers share the
-    cores: a user's full-catalogue pass is a few small ops, too short to split across threads,
-    and a second thread that waits for a busy core slows every request down.
-    """
-    if count < 1:
-        raise ValueError("torch_threads must be at least 1")
-    # Always set: OpenMP keeps a count per thread, so this thread's reading may be stale.
-    torch.set_num_threads(count)
-    # numpy's BLAS keeps a pool of its own, one thread per core by default, whose waiting
-    # threads spin on the cores the other requests need: the same count applies.
-    threadpool_limits(limits=count, user_api="blas")
-
-
-def load_scorer(model_uri: str, tracking_uri: str, version: str) -> NeuMFScorer:
-    """Load a registered NeuMF pyfunc (e.g. ``models:/recolab-neumf/3``) on CPU as a scorer.
-
-    Uses `tracking_uri` for both tracking and registry without touching MLflow's global
-    state, and needs no training data: weights, id maps and movie metadata are artefacts.
-    Models registered before the popularity prior existed load with the prior off.
-    """
-    import mlflow
-
-    from recolab.adapters.registry import NeuMFPyfunc
-
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    source = _artifact_uri(client, model_uri)
-    with tempfile.TemporaryDirectory(prefix="recolab-model-") as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=source, dst_path=tmp, tracking_uri=tracking_uri
-        )
-        # The installed-package scan behind the requirement-mismatch warning costs seconds.
-        wrapper = mlflow.pyfunc.load_model(local, suppress_warnings=True).unwrap_python_model()
-    if not isinstance(wrapper, NeuMFPyfunc) or wrapper.checkpoint is None:
-        raise TypeError(f"{model_uri} is not a RecoLab NeuMF model ({type(wrapper).__name__})")
-    return NeuMFScorer.from_checkpoint(wrapper.checkpoint, wrapper.movies, version=version)

@@ -6,13 +6,10 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from recolab.domain.ports import Scorer
 
 log = logging.getLogger(__name__)
-
-ALIAS = "champion"
 
 
 @dataclass(frozen=True)
@@ -36,8 +33,10 @@ class ChampionWatcher:
         resolve: Callable[[str], str | None],
         load: Callable[[str, str], Scorer],
         interval_s: float = 30.0,
+        alias: str = "champion",
     ) -> None:
         self.model_name = model_name
+        self.alias = alias
         self._resolve = resolve  # model name -> champion version (None: no champion)
         self._load = load  # (model name, version) -> scorer
         self._interval = interval_s
@@ -67,7 +66,7 @@ class ChampionWatcher:
                 log.warning("%s", self._error)
                 return False
             if version is None:
-                self._error = f"no '{ALIAS}' alias on model {self.model_name!r} yet"
+                self._error = f"no '{self.alias}' alias on model {self.model_name!r} yet"
                 return False
             current = self._scorer
             if current is not None and current.version == version:
@@ -98,18 +97,3 @@ class ChampionWatcher:
     def _poll(self) -> None:
         while not self._stop.wait(self._interval):
             self.check()
-
-
-def mlflow_champion_version(client: Any) -> Callable[[str], str | None]:
-    """Resolve the champion alias with an `mlflow.MlflowClient`; None when there is none."""
-    from mlflow.exceptions import MlflowException
-
-    def resolve(name: str) -> str | None:
-        try:
-            return str(client.get_model_version_by_alias(name, ALIAS).version)
-        except MlflowException as exc:
-            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                return None
-            raise
-
-    return resolve

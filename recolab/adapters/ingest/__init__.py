@@ -1,0 +1,1 @@
+"""MovieLens in: the release readers, download, the demo generator, Great Expectations."""

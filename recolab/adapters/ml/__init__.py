@@ -1,1 +1,0 @@
-"""NeuMF in PyTorch Lightning: plain model, tensor DataModule, Lightning system, baselines."""

@@ -1,0 +1,1 @@
+"""MLflow: the model format, run tracking, the model registry and its aliases."""

@@ -1,0 +1,209 @@
+"""The MLflow model registry: register a trained NeuMF, read and move the `champion` alias,
+and the training use case's `ModelRegistry` port on top of them.
+
+These functions only read and write MLflow; whether a model deserves the `champion` alias is
+decided in the domain (`recolab.domain.promotion`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import mlflow
+import pandas as pd
+import torch
+from mlflow.entities import RunTag
+from mlflow.exceptions import MlflowException
+
+from recolab.adapters.mlflow import model_format as fmt
+from recolab.adapters.mlflow import tracking as mlf
+from recolab.domain.promotion import PromotionDecision
+
+if TYPE_CHECKING:
+    from recolab.ml.fitting import FitResult
+
+CHAMPION_ALIAS = "champion"
+# Model version tags.
+TAG_CHALLENGER = "challenger"
+COMPARISON_PREFIX = "promotion."
+_NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
+def register_model(
+    *,
+    tracking_uri: str,
+    run_id: str,
+    fit_result: FitResult,
+    model_name: str,
+    movies: pd.DataFrame,
+    input_example: pd.DataFrame | None = None,
+) -> str:
+    """Log `fit_result` as a pyfunc in run `run_id`, register it as `model_name`; the version.
+
+    The model holds everything serving needs (weights + id maps in checkpoint.pt, movie
+    metadata in movies.parquet) and loads on CPU without the training data. Requirements
+    are pinned explicitly, so MLflow does not infer them by importing the model again.
+    """
+    example = fmt.example_input(fit_result) if input_example is None else input_example
+    with tempfile.TemporaryDirectory() as tmp, mlf.use_tracking_uri(tracking_uri):
+        checkpoint = Path(tmp) / "checkpoint.pt"
+        torch.save(fit_result.checkpoint(), checkpoint)
+        movies_file = Path(tmp) / "movies.parquet"
+        movies.to_parquet(movies_file, index=False)
+        # Models from code: the model file names our class instead of pickling an instance.
+        code = Path(tmp) / "neumf_model.py"
+        code.write_text(fmt.MODEL_CODE)
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name=fmt.MODEL_ARTIFACT,
+                python_model=str(code),
+                artifacts={fmt.CHECKPOINT: str(checkpoint), fmt.MOVIES: str(movies_file)},
+                signature=fmt.SIGNATURE,
+                input_example=example,
+                pip_requirements=fmt.requirements(),
+                registered_model_name=model_name,
+                metadata={"mode": fit_result.config.mode, "requires": "recolab"},
+            )
+    if info.registered_model_version is None:
+        raise RuntimeError(f"MLflow did not register {model_name}")
+    return str(info.registered_model_version)
+
+
+# -- promotion: reads and writes only; the rule is recolab.domain.promotion ----------------
+
+
+def champion_metric(
+    client: mlflow.MlflowClient, model_name: str, metric: str, protocol: str, snapshot_id: str
+) -> tuple[str, float] | None:
+    """(version, value) of the champion's run metric, or None when not comparable.
+
+    None when there is no champion, its run was measured under another protocol or on
+    another snapshot, or the run lacks the metric.
+    """
+    try:
+        version = client.get_model_version_by_alias(model_name, CHAMPION_ALIAS)
+    except MlflowException as exc:
+        if exc.error_code in _NOT_FOUND:
+            return None
+        raise
+    if not version.run_id:
+        return None
+    run = client.get_run(version.run_id)
+    run_tags = run.data.tags
+    if run_tags.get(mlf.TAG_PROTOCOL) != protocol or run_tags.get(mlf.TAG_SNAPSHOT) != snapshot_id:
+        return None
+    value = run.data.metrics.get(mlf.metric_key(metric))
+    if value is None or math.isnan(value):
+        return None
+    return str(version.version), float(value)
+
+
+def set_champion(client: mlflow.MlflowClient, model_name: str, version: str) -> None:
+    """Move the `champion` alias to `version` (serving follows it)."""
+    client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version)
+
+
+def tag_challenger(client: mlflow.MlflowClient, model_name: str, version: str, reason: str) -> None:
+    """Mark a version that did not replace the champion, with why."""
+    client.set_model_version_tag(model_name, version, TAG_CHALLENGER, reason[: mlf.MAX_VALUE])
+
+
+def record_comparison(
+    client: mlflow.MlflowClient, model_name: str, version: str, details: Mapping[str, Any]
+) -> None:
+    """Keep the promotion comparison on the model version and on its run (tags + JSON)."""
+    tags = {
+        f"{COMPARISON_PREFIX}{mlf.metric_key(k)}": str(v)[: mlf.MAX_VALUE]
+        for k, v in details.items()
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, version, key, value)
+    run_id = client.get_model_version(model_name, version).run_id
+    if run_id:
+        mlf.log_batched(client, run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        payload = json.loads(json.dumps(dict(details), default=str))
+        client.log_dict(run_id, payload, "promotion/comparison.json")
+
+
+def mlflow_champion_version(
+    client: Any, alias: str = CHAMPION_ALIAS
+) -> Callable[[str], str | None]:
+    """Resolve `alias` with an `mlflow.MlflowClient`; None when the model has no such alias."""
+
+    def resolve(name: str) -> str | None:
+        try:
+            return str(client.get_model_version_by_alias(name, alias).version)
+        except MlflowException as exc:
+            if exc.error_code in _NOT_FOUND:
+                return None
+            raise
+
+    return resolve
+
+
+class MlflowModelRegistry:
+    def __init__(self, tracking_uri: str, model_name: str, artifact_root: Path) -> None:
+        self.tracking_uri = tracking_uri
+        self.model_name = model_name
+        self.artifact_root = artifact_root
+        self.client = mlf.mlflow_client(tracking_uri)
+
+    def experiment_name(self, dataset: str) -> str:
+        return f"recolab-{dataset}"
+
+    def log_and_register(self, run: Any) -> tuple[str, str]:
+        from recolab.ml.experiment import TrainingRun
+
+        assert isinstance(run, TrainingRun)
+        dataset = str(run.snapshot.manifest.get("dataset", "unknown"))
+        experiment = mlf.ensure_experiment(
+            self.tracking_uri, self.experiment_name(dataset), self.artifact_root
+        )
+        report = {"neumf": run.summary, "baselines": run.baselines}
+        run_id = mlf.log_training_run(
+            tracking_uri=self.tracking_uri,
+            experiment_id=experiment,
+            fit_result=run.fit_result,
+            params={"protocol": run.protocol.name, "primary_metric": run.primary_metric},
+            metrics=run.metrics,
+            history=run.fit_result.history,
+            report=report,
+            artefacts=run.artefacts,
+            snapshot=run.snapshot,
+            protocol=run.protocol.name,
+            run_name=f"neumf-{run.protocol.mode}-{run.protocol.name}",
+        )
+        version = register_model(
+            tracking_uri=self.tracking_uri,
+            run_id=run_id,
+            fit_result=run.fit_result,
+            model_name=self.model_name,
+            movies=run.snapshot.movies,
+        )
+        return run_id, version
+
+    def comparable_champion(
+        self, metric: str, protocol: str, snapshot_id: str
+    ) -> tuple[str, float] | None:
+        return champion_metric(self.client, self.model_name, metric, protocol, snapshot_id)
+
+    def promote(self, version: str, decision: PromotionDecision) -> None:
+        set_champion(self.client, self.model_name, version)
+        record_comparison(self.client, self.model_name, version, asdict(decision))
+
+    def keep_as_challenger(self, version: str, decision: PromotionDecision) -> None:
+        tag_challenger(self.client, self.model_name, version, decision.reason)
+        record_comparison(self.client, self.model_name, version, asdict(decision))
+
+    def run_url(self, run_id: str) -> str:
+        run = self.client.get_run(run_id)
+        base = (
+            self.tracking_uri if self.tracking_uri.startswith("http") else "http://127.0.0.1:5000"
+        )
+        return f"{base}/#/experiments/{run.info.experiment_id}/runs/{run_id}"

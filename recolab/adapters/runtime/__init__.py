@@ -1,0 +1,1 @@
+"""The serving runtime: cache, security, observability, the champion watcher."""

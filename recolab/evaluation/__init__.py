@@ -1,1 +1,0 @@
-"""Offline evaluation: numpy metrics, seeded splits and protocol runners (A, B, C)."""

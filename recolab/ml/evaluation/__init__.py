@@ -1,0 +1,1 @@
+"""Offline evaluation: numpy metrics, seeded splits, protocol runners (A, B, C), tiers."""
