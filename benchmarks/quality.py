@@ -8,7 +8,9 @@ Every figure is also broken down by user tier (n_ratings in training). B and C a
 over `--seeds` (split seeds) and reported as mean and std; A over its folds.
 
 Usage: python benchmarks/quality.py [--data DIR] [--protocols A B C] [--seeds 0 1 2]
-       [--models neumf popularity bias_only] [--export DIR]
+       [--models neumf popularity bias_only] [--export DIR] [--set trainer.KEY=VALUE]
+--data defaults to ml-latest-small in the shared folder (RECOLAB_SHARED_DIR, by default
+../shared beside the repository).
 Prints one JSON object and writes benchmarks/results/quality.json.
 """
 
@@ -27,20 +29,14 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
-import yaml
 
 from recolab.adapters.ingest.movielens import read_movielens
+from recolab.config import ConfigError, Settings, training_overrides
 from recolab.ml.baselines import BiasOnlyRecommender, PopularityRecommender
 from recolab.ml.evaluation import protocols as P
-from recolab.ml.fitting import (
-    NeuMFRecommender,
-    TrainConfig,
-    load_train_config,
-    with_overrides,
-)
+from recolab.ml.fitting import NeuMFRecommender, TrainConfig, load_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path("/work/shared/data/movielens/ml-latest-small")
 
 # The best classic peers measured under exactly these protocols, and our goals.
 PEERS = {
@@ -53,27 +49,21 @@ PEERS = {
 GOALS = {"A": ("rmse", "<=", 0.855), "B": ("ndcg@10", ">=", 0.35), "C": ("hr@10", ">=", 0.76)}
 
 
-# `--set [MODE.]KEY=VALUE` overrides for experiments (the shipped result uses none).
-OVERRIDES: dict[str, dict[str, Any]] = {"explicit": {}, "implicit": {}}
-
-
-def parse_override(text: str) -> None:
-    key, _, value = text.partition("=")
-    mode, _, name = key.rpartition(".")
-    for target in [mode] if mode else list(OVERRIDES):
-        OVERRIDES[target][name] = yaml.safe_load(value)
+# `--set` overrides for experiments, as the CLI's (the shipped result uses none):
+# `trainer.KEY=VALUE` for both modes, `trainer.implicit.KEY=VALUE` for one.
+OVERRIDES: list[str] = []
 
 
 def neumf_config(mode: str) -> TrainConfig:
-    config = load_train_config(
+    return load_train_config(
         ROOT / "configs" / "model.yaml",
         ROOT / "configs" / "trainer.yaml",
         mode=mode,  # type: ignore[arg-type]
+        overrides=training_overrides(OVERRIDES),
     )
-    return with_overrides(config, **OVERRIDES[mode])
 
 
-def factories(mode: str) -> dict[str, Callable[[], P.Recommender]]:
+def factories(mode: str) -> dict[str, Callable[[], P.OfflineRecommender]]:
     config = neumf_config(mode)
     return {
         "neumf": lambda: NeuMFRecommender(config),
@@ -139,7 +129,7 @@ def run(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data", type=Path, default=None, help="a MovieLens folder")
     parser.add_argument("--protocols", nargs="+", default=["A", "B", "C"])
     parser.add_argument("--models", nargs="+", default=["neumf", "popularity", "bias_only"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -147,10 +137,22 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (see train.py)")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default: results)")
     parser.add_argument("--note", default="", help="free text recorded in the JSON")
-    parser.add_argument("--set", action="append", default=[], help="[MODE.]KEY=VALUE override")
+    parser.add_argument(
+        "--set", action="append", default=[], help="trainer.[MODE.]KEY=VALUE override"
+    )
     args = parser.parse_args()
-    for text in args.set:
-        parse_override(text)
+    args.data = args.data or Settings().shared_movielens("ml-latest-small")
+    if not args.data.is_dir():
+        parser.error(
+            f"no MovieLens data at {args.data}: pass --data DIR, or set RECOLAB_SHARED_DIR "
+            "to the shared folder (it holds data/movielens/ml-latest-small)"
+        )
+    OVERRIDES.extend(args.set)
+    try:
+        for mode in ("explicit", "implicit"):
+            neumf_config(mode)
+    except (ConfigError, ValueError) as exc:
+        parser.error(f"--set: {exc}")
     torch.set_num_threads(args.threads)
     data = read_movielens(args.data)  # the project's own reader, as ingest uses
     ratings, movies = data.ratings, data.movies

@@ -13,6 +13,8 @@ fresh subprocess for its wall time and peak RSS. Load averages are recorded thro
 
 Usage: python benchmarks/train.py [--data DIR] [--epochs N] [--explicit-epochs N] [--rounds N]
     [--note TEXT]
+--data defaults to ml-latest-small in the shared folder (RECOLAB_SHARED_DIR, by default
+../shared beside the repository).
 Prints one JSON object and writes benchmarks/results/train.json.
 """
 
@@ -35,6 +37,7 @@ import pytorch_lightning as pl
 import torch
 
 from recolab.adapters.ingest.movielens import read_movielens
+from recolab.config import Settings
 from recolab.ml.datamodule import IndexBatches, StepGroups
 from recolab.ml.fitting import (
     MODES,
@@ -49,7 +52,6 @@ from recolab.ml.fitting import (
 from recolab.ml.system import NeuMFSystem
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path("/work/shared/data/movielens/ml-latest-small")
 
 
 def default_config(mode: str) -> TrainConfig:
@@ -222,7 +224,7 @@ def child(mode: str, data: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data", type=Path, default=None, help="a MovieLens folder")
     parser.add_argument(
         "--epochs", type=int, default=6, help="implicit mode, per round; the first is warm-up"
     )
@@ -237,6 +239,12 @@ def main() -> None:
     args = parser.parse_args()
     if min(args.epochs, args.explicit_epochs) < 2:
         parser.error("--epochs and --explicit-epochs must be >= 2 (the first is warm-up)")
+    args.data = args.data or Settings().shared_movielens("ml-latest-small")
+    if not args.data.is_dir():
+        parser.error(
+            f"no MovieLens data at {args.data}: pass --data DIR, or set RECOLAB_SHARED_DIR "
+            "to the shared folder (it holds data/movielens/ml-latest-small)"
+        )
     if args.child:
         child(args.child, args.data)
         return

@@ -6,7 +6,6 @@ import os
 from typing import Any
 
 from recolab.bootstrap import Platform, bootstrap
-from recolab.config import Settings
 
 for _var, _value in (
     ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
@@ -17,10 +16,9 @@ for _var, _value in (
 
 
 def platform_for(database_url: str | None = None, overrides: list[str] | None = None) -> Platform:
-    settings = Settings()
-    if database_url:
-        settings = settings.model_copy(update={"database_url": database_url})
-    return bootstrap(settings, overrides=overrides or ())
+    """The platform a flow runs on: settings from the environment, `database_url` and
+    `overrides` on top."""
+    return bootstrap(database_url=database_url, overrides=overrides or ())
 
 
 def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:

@@ -20,6 +20,7 @@ from flows.features import features
 from flows.ingest import ingest
 from flows.pipeline import pipeline
 from flows.train import train
+from recolab.bootstrap import environment_settings
 from recolab.config import ConfigError, DeploymentsConfig, Settings, load_section
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ def deployments_config(
     settings: Settings | None = None, overrides: Iterable[str] = ()
 ) -> DeploymentsConfig:
     """configs/deployments.yaml with `deployments.key=value` overrides applied."""
-    settings = settings or Settings()
+    settings = settings or environment_settings()
     return load_section(
         DeploymentsConfig, "deployments", config_dir=settings.config_dir, overrides=overrides
     )
@@ -54,7 +55,7 @@ def build_deployments(
     The schedule is always attached, so the UI shows it; it is active only when enabled
     (`nightly`, else RECOLAB_NIGHTLY_RETRAIN, else the config file, else RECOLAB_ENV=prod).
     """
-    settings = settings or Settings()
+    settings = settings or environment_settings()
     config = deployments_config(settings, overrides)
     schedule = config.nightly_retrain
     active = schedule.active(settings) if nightly is None else nightly
@@ -100,7 +101,7 @@ def serve_deployments(
     """Register the deployments and run their flow runs until interrupted."""
     from prefect import serve
 
-    settings = settings or Settings()
+    settings = settings or environment_settings()
     config = deployments_config(settings, overrides)
     deployments = build_deployments(settings, overrides, nightly)
     serve(*deployments, limit=limit or config.limit)

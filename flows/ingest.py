@@ -10,12 +10,12 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import platform_for, retry_if_transient
-from recolab.application.ingest import Batch, IngestReport, ValidationOutcome
+from recolab.application.ingest import DatasetBatch, IngestReport, ValidationOutcome
 from recolab.bootstrap import Platform
 
 
 @task(name="read", cache_policy=NO_CACHE)
-def read(platform: Platform, dataset: str, source: str | None) -> Batch:
+def read(platform: Platform, dataset: str, source: str | None) -> DatasetBatch:
     batch = platform.dataset_source().read(dataset, Path(source) if source else None)
     get_run_logger().info(
         "read %s ratings and %s movies (%s)", batch.n_ratings, batch.n_movies, batch.layout
@@ -24,7 +24,7 @@ def read(platform: Platform, dataset: str, source: str | None) -> Batch:
 
 
 @task(name="validate", cache_policy=NO_CACHE)
-def validate(platform: Platform, batch: Batch, report_dir: Path) -> ValidationOutcome:
+def validate(platform: Platform, batch: DatasetBatch, report_dir: Path) -> ValidationOutcome:
     validator = platform.validator()
     outcome = validator.validate(batch, report_dir)
     get_run_logger().info(
@@ -43,7 +43,7 @@ def validate(platform: Platform, batch: Batch, report_dir: Path) -> ValidationOu
     retry_delay_seconds=[1, 5, 15],
     retry_condition_fn=retry_if_transient,
 )
-def load(platform: Platform, batch: Batch, dataset: str, source: str) -> dict[str, Any]:
+def load(platform: Platform, batch: DatasetBatch, dataset: str, source: str) -> dict[str, Any]:
     result = dict(platform.loader().load(batch, dataset, source))
     get_run_logger().info("loaded: %s", result)
     return result

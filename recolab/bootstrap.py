@@ -1,16 +1,36 @@
-"""The composition root: Settings in, wired objects out. Nothing connects until called."""
+"""The composition root: Settings in, wired objects out, for the CLI, the flows and the
+service alike. Nothing connects until called.
+
+The HTTP layer and the flows reach the adapters only through here: `bootstrap_serving`
+(the service's runtime), `bootstrap` (the flows' and the CLI's platform), the database
+error classifiers, and the per-request logging context re-exported below.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from recolab.config import ConfigError, PipelineConfig, ServingConfig, Settings, load_section
-from recolab.domain.events import EventBus, MovieRated
+from recolab.adapters.runtime.observability import (
+    configure_logging,
+    current_request_id,
+    current_trace_ids,
+    request_context,
+    request_id_from,
+)
+from recolab.application.handlers import message_bus
+from recolab.config import (
+    PipelineConfig,
+    ServingConfig,
+    Settings,
+    check_overrides,
+    load_section,
+)
+from recolab.domain.events import EventBus
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -18,12 +38,32 @@ if TYPE_CHECKING:
     from recolab.adapters.ingest.steps import GxValidator, MovieLensSource, SqlLoader
     from recolab.adapters.mlflow.registry import MlflowModelRegistry
     from recolab.adapters.runtime.champion import ChampionWatcher
+    from recolab.adapters.runtime.history import BackgroundHistory
+    from recolab.adapters.runtime.observability import ServingMetrics
+    from recolab.adapters.sql.queries import SqlQueries
     from recolab.adapters.sql.repositories import SqlAlchemyUnitOfWork, SqlCatalogue
     from recolab.application.ingest import IngestReport
     from recolab.application.recommend import Recommender
+    from recolab.application.service import ServingRuntime
     from recolab.domain.ports import Cache, Scorer
     from recolab.ml.experiment import TrainingRun
     from recolab.ml.features import FeatureSnapshot
+
+__all__ = [
+    "Platform",
+    "bootstrap",
+    "bootstrap_serving",
+    "configure_logging",
+    "configure_torch_threads",
+    "current_request_id",
+    "current_trace_ids",
+    "database_errors",
+    "environment_settings",
+    "is_transient",
+    "local_token",
+    "request_context",
+    "request_id_from",
+]
 
 
 @dataclass
@@ -33,6 +73,7 @@ class Platform:
     settings: Settings
     overrides: tuple[str, ...] = ()
     migrate: bool = True
+    serving: bool = False  # the service's own collaborators (metrics, history) exist
     _closers: list[object] = field(default_factory=list, repr=False)
 
     @property
@@ -87,16 +128,35 @@ class Platform:
 
     @cached_property
     def bus(self) -> EventBus:
-        from recolab.application.recommend import cache_group
-
-        def invalidate(event: MovieRated) -> None:
-            self.cache.drop(cache_group(event.user_id.value))
-
-        bus = EventBus()
-        bus.subscribe(MovieRated, invalidate)
-        return bus
+        """The application's event-handler table, bound to this platform's collaborators
+        (the service's metrics and history only in the service)."""
+        collaborators: Mapping[str, object | None] = {
+            "cache": self.cache,
+            "metrics": self.metrics if self.serving else None,
+            "history": self.history if self.serving else None,
+        }
+        return message_bus(collaborators)
 
     # ---- serving
+    @cached_property
+    def queries(self) -> SqlQueries:
+        from recolab.adapters.sql.queries import SqlQueries
+
+        return SqlQueries(self.engine)
+
+    @cached_property
+    def metrics(self) -> ServingMetrics:
+        from recolab.adapters.runtime.observability import serving_metrics
+
+        return serving_metrics()
+
+    @cached_property
+    def history(self) -> BackgroundHistory:
+        """Served recommendations, written to the database off the request path."""
+        from recolab.adapters.runtime.history import BackgroundHistory
+
+        return BackgroundHistory(self.queries)
+
     @cached_property
     def catalogue(self) -> SqlCatalogue:
         from recolab.adapters.sql.repositories import SqlCatalogue
@@ -172,13 +232,21 @@ class Platform:
         self, protocol: str = "B", snapshot_id: str | None = None, overrides: Iterable[str] = ()
     ) -> TrainingRun:
         """Fit and evaluate NeuMF on a snapshot (the latest by default) under `protocol`."""
+        from recolab.application.training import fit_model
         from recolab.ml.experiment import PROTOCOLS, load_config, train
 
-        if protocol not in PROTOCOLS:
-            raise ConfigError(f"protocol = {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
-        snapshot = self.snapshot(snapshot_id)
-        config = load_config(self.settings.config_dir, PROTOCOLS[protocol], list(overrides))
-        return train(snapshot, protocol, config, self.report_dir("train", snapshot.id))
+        return fit_model(
+            protocol,
+            PROTOCOLS,
+            snapshot=lambda: self.snapshot(snapshot_id),
+            # the platform's overrides (RECOLAB_OVERRIDES, bootstrap's), then this run's
+            configure=lambda p: load_config(
+                self.settings.config_dir, p, [*self.overrides, *overrides]
+            ),
+            fit=lambda snapshot, name, config: train(
+                snapshot, name, config, self.report_dir("train", snapshot.id)
+            ),
+        )
 
     # ---- ingestion
     def dataset_source(self) -> MovieLensSource:
@@ -214,26 +282,115 @@ class Platform:
         stamp = time.strftime("%Y%m%dT%H%M%S")
         return self.settings.reports_dir / kind / f"{name}-{stamp}"
 
+    def serving_runtime(self) -> ServingRuntime:
+        """Wire the service's use cases and start following the champion model."""
+        from recolab.adapters.runtime.security import (
+            TokenVerifier,
+            issue_token,
+            rate_limiter,
+            serving_secret,
+        )
+        from recolab.adapters.sql.errors import is_conflict
+        from recolab.application.service import ServingRuntime
+
+        if not self.serving:
+            raise RuntimeError("the service's platform is built by bootstrap(serving=True)")
+        secret = serving_secret(self.settings)  # refuse a default secret before connecting
+        config, champion, metrics = self.serving_config, self.champion, self.metrics
+        runtime = ServingRuntime(
+            recommender=self.recommender(champion.current),
+            uow=self.uow,
+            bus=self.bus,
+            queries=self.queries,
+            champion=champion,
+            cache=self.cache,
+            verify=TokenVerifier(secret),
+            limiter=rate_limiter(self.settings, config.rate_limit_per_minute),
+            issue_token=lambda sub, role, ttl: issue_token(sub, role, secret, ttl),
+            pending=self.history,
+            is_conflict=is_conflict,
+            database_backend=self.engine.dialect.name,
+            cache_backend="redis" if self.settings.redis_url else "memory",
+            max_request_bytes=config.max_request_bytes,
+            request_threads=config.request_threads,
+            close=self.close,
+        )
+        champion.on_swap.append(lambda scorer: metrics.model(champion.model_name, scorer.version))
+        champion.start()
+        champion.on_swap.append(lambda _: self.catalogue.refresh())  # movies added since
+        metrics.model(champion.model_name, champion.status().version)
+        return runtime
+
     def close(self) -> None:
+        """Stop following the champion, finish the pending history writes, disconnect."""
+        if "champion" in self.__dict__:
+            self.champion.stop()
+        if "history" in self.__dict__:
+            self.history.close()
         if "engine" in self.__dict__:
             self.engine.dispose()
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Whether an error may pass on retry: lost database connections, timeouts, deadlocks."""
-    from sqlalchemy.exc import DBAPIError, OperationalError
-
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(exc, OperationalError | TimeoutError | ConnectionError)
+def environment_settings() -> Settings:
+    """The settings from the environment (for entry points that need no platform)."""
+    return Settings()
 
 
 def bootstrap(
-    settings: Settings | None = None, *, overrides: Iterable[str] = (), migrate: bool = True
+    settings: Settings | None = None,
+    *,
+    database_url: str | None = None,
+    overrides: Iterable[str] = (),
+    migrate: bool = True,
+    serving: bool = False,
 ) -> Platform:
     """Build the platform from settings (the environment by default).
 
-    The settings' own overrides (``RECOLAB_OVERRIDES``) come first, ``overrides`` after them.
+    `database_url` replaces the settings' database. The settings' own overrides
+    (``RECOLAB_OVERRIDES``) come first, ``overrides`` after them.
     """
     settings = settings or Settings()
-    return Platform(settings, (*settings.overrides, *overrides), migrate)
+    if database_url:
+        settings = settings.model_copy(update={"database_url": database_url})
+    every = (*settings.overrides, *overrides)
+    check_overrides(every, settings.config_dir)  # a mistyped key fails here, named
+    return Platform(settings, every, migrate, serving)
+
+
+def bootstrap_serving(
+    settings: Settings | None = None, *, overrides: Iterable[str] = ()
+) -> ServingRuntime:
+    """The service's runtime, from settings (the environment by default): the use cases
+    wired, the champion model followed, every serving knob read from the configs."""
+    return bootstrap(settings, overrides=overrides, serving=True).serving_runtime()
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether an error may pass on retry: lost database connections, timeouts, deadlocks."""
+    from recolab.adapters.sql.errors import is_transient as transient
+
+    return transient(exc)
+
+
+def database_errors() -> tuple[type[Exception], Callable[[BaseException], bool]]:
+    """The database's base error type and the classifier of those that may pass on retry."""
+    from recolab.adapters.sql.errors import DatabaseError
+    from recolab.adapters.sql.errors import is_transient as transient
+
+    return DatabaseError, transient
+
+
+def configure_torch_threads(environ: Mapping[str, str] | None = None) -> int:
+    """Size this worker's torch intra-op pool from `RECOLAB_TORCH_THREADS` (default 1)."""
+    from recolab.adapters.runtime.threads import configure_torch_threads as configure
+
+    return configure(environ)
+
+
+def local_token(
+    sub: str, role: str = "user", ttl_s: float = 3600, settings: Settings | None = None
+) -> str:
+    """A token for local use signed with the configured secret (`recolab token`)."""
+    from recolab.adapters.runtime.security import local_token as sign
+
+    return sign(sub, role, ttl_s, settings or Settings())

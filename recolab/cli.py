@@ -22,13 +22,6 @@ data_app = typer.Typer(help="Datasets: download MovieLens releases, generate the
 app.add_typer(data_app, name="data")
 
 
-def _not_yet(what: str, issue: int) -> None:
-    typer.echo(
-        f"error: `recolab {what}` is not available yet (planned in issue #{issue})", err=True
-    )
-    raise typer.Exit(2)
-
-
 @app.command()
 def ingest(
     dataset: Annotated[str, typer.Option(help="demo, or a MovieLens release name")] = "demo",
@@ -43,12 +36,13 @@ def ingest(
     """Read, validate and load a MovieLens dataset into the database (the `ingest` flow)."""
     from flows.ingest import ingest as ingest_flow
 
+    overrides = _checked(override)
     result = _run_flow(
         lambda: ingest_flow(
             dataset=dataset,
             source=str(source) if source else None,
             database_url=database_url,
-            overrides=list(override or []),
+            overrides=overrides,
         )
     )
     typer.echo(f"loaded: {result['load']}")
@@ -73,7 +67,12 @@ Protocol = Annotated[
     str, typer.Option(help="A: RMSE (explicit), B: top-10 nDCG@10, C: leave-one-out HR@10")
 ]
 Overrides = Annotated[
-    list[str] | None, typer.Option("--set", help="config override key=value (repeatable)")
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="config override section.key=value, e.g. trainer.max_epochs=5 (a bare key is "
+        "a trainer key); repeatable",
+    ),
 ]
 
 
@@ -88,13 +87,14 @@ def train(
     """Train NeuMF, evaluate it, log and register it in MLflow (the `train` flow)."""
     from flows.train import train as train_flow
 
+    overrides = _checked(override, [protocol])
     result = _run_flow(
         lambda: train_flow(
             dataset=dataset,
             protocol=protocol,
             snapshot_id=snapshot,
             max_epochs=max_epochs,
-            overrides=list(override or []),
+            overrides=overrides,
         )
     )
     verdict = "champion" if result["promoted"] else "challenger"
@@ -113,9 +113,11 @@ def evaluate(
 
     from recolab.bootstrap import bootstrap
 
-    platform = bootstrap()
-    for name in protocol or ["A", "B", "C"]:
-        run = _guard(lambda name=name: platform.train(name, snapshot, list(override or [])))  # type: ignore[misc]
+    protocols = protocol or ["A", "B", "C"]
+    overrides = _checked(override, protocols)
+    platform = _guard(lambda: bootstrap(overrides=overrides))
+    for name in protocols:
+        run = _guard(lambda name=name: platform.train(name, snapshot))  # type: ignore[misc]
         figures = {k: round(v, 4) for k, v in run.metrics.items() if not k.startswith("tier_")}
         typer.echo(json.dumps({"protocol": name, **figures}))
 
@@ -138,7 +140,7 @@ def serve(
 
     if override:
         # The workers are other processes: they read the overrides from their environment.
-        os.environ["RECOLAB_OVERRIDES"] = json.dumps([*Settings().overrides, *override])
+        os.environ["RECOLAB_OVERRIDES"] = json.dumps([*Settings().overrides, *_checked(override)])
 
     raise typer.Exit(serve_service(host, port, reload=reload))
 
@@ -150,7 +152,7 @@ def token(
     ttl: Annotated[int, typer.Option(help="lifetime in seconds")] = 3600,
 ) -> None:
     """Print a bearer token signed with RECOLAB_JWT_SECRET, for local use."""
-    from recolab.adapters.runtime.security import local_token
+    from recolab.bootstrap import local_token
 
     try:
         typer.echo(local_token(sub, role, ttl))
@@ -170,13 +172,14 @@ def pipeline(
     """Run the whole pipeline: ingest, validate, features, train, evaluate, promote."""
     from flows.pipeline import pipeline as pipeline_flow
 
+    overrides = _checked(override, [protocol])
     result = _run_flow(
         lambda: pipeline_flow(
             dataset=dataset,
             source=str(source) if source else None,
             protocol=protocol,
             max_epochs=max_epochs,
-            overrides=list(override or []),
+            overrides=overrides,
         )
     )
     trained = result["train"]
@@ -216,7 +219,8 @@ def deploy(
     from flows.deploy import serve_deployments
 
     typer.echo(f"serving RecoLab's deployments on {api_url}")
-    _guard(lambda: serve_deployments(overrides=list(override or []), nightly=nightly, limit=limit))
+    overrides = _checked(override)
+    _guard(lambda: serve_deployments(overrides=overrides, nightly=nightly, limit=limit))
 
 
 @data_app.command("download")
@@ -260,6 +264,29 @@ def data_demo(
         )
     )
     typer.echo(f"demo dataset written to {path}")
+
+
+def _checked(override: list[str] | None, protocols: list[str] | None = None) -> list[str]:
+    """The `--set` overrides, checked with RECOLAB_OVERRIDES before anything starts: a bad
+    section, key or value exits with a message. Training keys are checked too when the
+    command trains (`protocols`), which loads torch."""
+    from recolab.config import Settings, check_overrides, training_overrides
+
+    items = list(override or [])
+    settings = Settings()
+    combined = [*settings.overrides, *items]
+
+    def check() -> None:
+        check_overrides(combined, settings.config_dir)
+        if protocols and training_overrides(combined):
+            from recolab.ml.experiment import PROTOCOLS, load_config
+
+            for name in protocols:
+                if name in PROTOCOLS:  # an unknown protocol is refused where it is used
+                    load_config(settings.config_dir, PROTOCOLS[name], combined)
+
+    _guard(check)
+    return items
 
 
 def _guard(action: Callable[[], T]) -> T:

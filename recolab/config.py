@@ -2,13 +2,21 @@
 
 `Settings` holds where things are (URLs, secrets, paths) and comes from the environment
 (`RECOLAB_*`, `.env`). Experiment knobs live in YAML files under configs/, one file per
-section, validated by the pydantic models below and overridable from the CLI with
-`section.key=value`. Nothing here runs at import time.
+section: pipeline, serving and deployments are validated by the pydantic models below;
+model and trainer both feed one `recolab.ml.fitting.TrainConfig`.
+
+Every section is overridable with `section.key=value` (the value parsed as YAML; nested keys
+with more dots, e.g. `pipeline.demo.n_ratings=5000` or `trainer.implicit.lr=0.02`), from the
+CLI's `--set`, `RECOLAB_OVERRIDES` and the flows' `overrides` parameter alike. A key without a
+section is a training setting: `max_epochs=5` means `trainer.max_epochs=5`. An unknown section
+or an unknown key is an error that names it. Nothing here runs at import time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import difflib
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -55,6 +63,9 @@ class Settings(BaseSettings):
     # `section.key=value` overrides of configs/*.yaml for every process built from these
     # settings, e.g. RECOLAB_OVERRIDES='["serving.champion_poll_interval_s=5"]' (a JSON list).
     overrides: list[str] = Field(default_factory=list)
+    # The shared folder (by default `shared/` beside the repository) holding the MovieLens
+    # releases that the benchmarks and the real-data tests read.
+    shared_dir: Path = PROJECT_ROOT.parent / "shared"
 
     @property
     def resolved_database_url(self) -> str:
@@ -69,16 +80,16 @@ class Settings(BaseSettings):
         return (self.data_dir / "mlartifacts").resolve()
 
     @property
-    def raw_dir(self) -> Path:
-        return self.data_dir / "raw"
-
-    @property
     def features_dir(self) -> Path:
         return self.data_dir / "features"
 
     @property
     def reports_dir(self) -> Path:
         return self.data_dir / "reports"
+
+    def shared_movielens(self, release: str = "ml-latest-small") -> Path:
+        """The folder of a MovieLens release in the shared folder (it may be absent)."""
+        return self.shared_dir / "data" / "movielens" / release
 
 
 class _Section(BaseModel):
@@ -151,45 +162,98 @@ class DeploymentsConfig(_Section):
 
 M = TypeVar("M", bound=BaseModel)
 
+# The sections of configs/ that the models above validate, and those TrainConfig reads.
+PLATFORM_SECTIONS: dict[str, type[_Section]] = {
+    "pipeline": PipelineConfig,
+    "serving": ServingConfig,
+    "deployments": DeploymentsConfig,
+}
+TRAINING_SECTIONS = ("model", "trainer")
+SECTIONS = (*PLATFORM_SECTIONS, *TRAINING_SECTIONS)
+BARE_KEY_SECTION = "trainer"  # `max_epochs=5` is `trainer.max_epochs=5`
 
-def _parse_override(item: str) -> tuple[list[str], Any]:
+
+@dataclass(frozen=True)
+class Override:
+    """One `section.key=value` override: the text given, where it goes, its parsed value."""
+
+    text: str
+    section: str
+    keys: tuple[str, ...]
+    value: Any
+
+    def covers(self, loc: tuple[str | int, ...]) -> bool:
+        """Whether this override set the value at `loc` (a path inside its section)."""
+        return tuple(str(p) for p in loc[: len(self.keys)]) == self.keys
+
+
+def parse_override(item: str) -> Override:
+    """Parse `section.key=value`; an unknown section is an error that lists the known ones."""
     key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
+    parts = [p.strip() for p in key.split(".")]
+    if not sep or not all(parts):
         raise ConfigError(f"override {item!r} must look like section.key=value")
+    section, keys = (parts[0], parts[1:]) if len(parts) > 1 else (BARE_KEY_SECTION, parts)
+    if section not in SECTIONS:
+        raise ConfigError(
+            f"override {item!r}: unknown section {section!r}{_suggest(section, SECTIONS)}; "
+            f"expected section.key=value with section in {', '.join(SECTIONS)}"
+        )
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {key}: cannot parse value {raw!r}: {exc}") from exc
-    return key.strip().split("."), value
+    return Override(item, section, tuple(keys), value)
 
 
-def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Apply `section.key=value` overrides (values parsed as YAML) to nested config data."""
-    for item in overrides:
-        path, value = _parse_override(item)
+def parse_overrides(items: Iterable[str]) -> list[Override]:
+    return [parse_override(item) for item in items]
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[Override]) -> dict[str, Any]:
+    """Set each override's keys (nested: one dict per dot) in one section's data, in order."""
+    for override in overrides:
         node = data
-        for part in path[:-1]:
+        for part in override.keys[:-1]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+                raise ConfigError(f"override {override.text!r}: {part!r} is not a section")
             node = child
-        node[path[-1]] = value
+        node[override.keys[-1]] = override.value
     return data
 
 
-def _describe(error: ValidationError, origin: str) -> str:
+def training_overrides(overrides: Iterable[str]) -> dict[str, Any]:
+    """The `model.` and `trainer.` overrides (and bare keys) as one mapping for TrainConfig:
+    flat keys, plus an `explicit` / `implicit` mapping for a mode's own keys. Other sections'
+    overrides are checked for a known section and left out."""
+    chosen = [o for o in parse_overrides(overrides) if o.section in TRAINING_SECTIONS]
+    return apply_overrides({}, chosen)
+
+
+def _suggest(name: str, known: Collection[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _describe(error: ValidationError, origin: str, overrides: list[Override]) -> str:
     lines = []
     for err in error.errors():
         key = ".".join(str(p) for p in err["loc"])
         value = err.get("input", "<missing>")
-        lines.append(f"{origin}: {key} = {value!r}: {err['msg']}")
+        setter = next((o for o in reversed(overrides) if o.covers(err["loc"])), None)
+        where = f"override {setter.text!r}" if setter else origin
+        message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"{where}: {key} = {value!r}: {message}")
     return "\n".join(lines)
 
 
 def load_section(
     model: type[M], name: str, *, config_dir: Path | None = None, overrides: Iterable[str] = ()
 ) -> M:
-    """Load configs/<name>.yaml into `model`, applying the `name.key=value` overrides."""
+    """Load configs/<name>.yaml into `model`, applying the `name.key=value` overrides.
+
+    Every override is parsed, so one naming an unknown section is refused here too."""
     path = (config_dir or Settings().config_dir) / f"{name}.yaml"
     data: dict[str, Any] = {}
     if path.exists():
@@ -200,21 +264,21 @@ def load_section(
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         data = loaded
-    prefix = f"{name}."
-    apply_overrides(data, [o[len(prefix) :] for o in overrides if o.startswith(prefix)])
+    mine = [o for o in parse_overrides(overrides) if o.section == name]
+    apply_overrides(data, mine)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, str(path))) from None
+        raise ConfigError(_describe(exc, str(path), mine)) from None
 
 
-def check_overrides(overrides: Iterable[str], sections: Iterable[str]) -> None:
-    """Refuse overrides naming no known section, so a typo is an error, not a no-op."""
-    known = set(sections)
-    for item in overrides:
-        path, _ = _parse_override(item)
-        if len(path) < 2 or path[0] not in known:
-            raise ConfigError(
-                f"override {item!r}: expected section.key=value with section in "
-                f"{', '.join(sorted(known))}"
-            )
+def check_overrides(overrides: Iterable[str], config_dir: Path | None = None) -> None:
+    """Refuse bad overrides where they enter, before anything runs: a malformed one, an
+    unknown section, and an unknown key or bad value in pipeline, serving or deployments
+    (each section named is loaded). Training keys are checked when TrainConfig is loaded
+    (`recolab.ml.experiment.load_config`): that needs torch."""
+    items = list(overrides)
+    named = {o.section for o in parse_overrides(items)}
+    for name, model in PLATFORM_SECTIONS.items():
+        if name in named:
+            load_section(model, name, config_dir=config_dir, overrides=items)

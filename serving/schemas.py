@@ -1,21 +1,31 @@
-"""Request and response bodies of the HTTP API (pydantic), with validation and examples.
+"""Request and response bodies of the HTTP API (pydantic), with examples.
 
 Requests are strict (no "5" for 5, no true for 1, no NaN) and refuse unknown fields, so a
-typo is a 422 with a message rather than a silently ignored field.
+typo is a 422 with a message rather than a silently ignored field. The rules on values
+(how many movies, which strategies, a score's range and step) are the application's and
+are checked there once (a 422 naming the field); the schemas document them from the same
+constants, so the OpenAPI page and the checks cannot disagree.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from recolab.application.recommend import MAX_N, REQUESTABLE, SOURCES, TIERS
+from recolab.application.service import ProfileView, Readiness, Registered
+from recolab.application.users import SCORE_RANGE, RatingOutcome
 
 MAX_ID = 2**63 - 1  # BIGINT: larger ids could never exist and would overflow the driver
 # ge=1, not gt=0: BentoML labels the spec OpenAPI 3.0, where exclusiveMinimum is a boolean
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
-StrategyName = Literal["auto", "popular", "content_based", "collaborative", "hybrid"]
-Tier = Literal["cold_start", "new", "casual", "active", "power_user"]
+if TYPE_CHECKING:
+    Tier = str
+else:
+    Tier = Literal[TIERS]  # Literal of a tuple: one value per tier
+MIN_SCORE, MAX_SCORE, SCORE_STEP = SCORE_RANGE
 
 
 class _Request(BaseModel):
@@ -49,15 +59,20 @@ class ErrorBody(BaseModel):
 
 class RecommendBody(_Request):
     user_id: Id
-    n: int = Field(default=10, ge=1, le=100, description="how many movies")
-    strategy: StrategyName = Field(
-        default="auto", description="auto follows the user's tier (popular ... collaborative)"
+    n: int = Field(
+        default=10,
+        description="how many movies",
+        json_schema_extra={"minimum": 1, "maximum": MAX_N},
+    )
+    strategy: str = Field(
+        default=REQUESTABLE[0],
+        description="auto follows the user's tier (popular ... collaborative)",
+        json_schema_extra={"enum": list(REQUESTABLE)},
     )
     diversity_lambda: float | None = Field(
         default=None,
-        ge=0.0,
-        le=1.0,
         description="MMR relevance weight (1 = relevance only); the service default if absent",
+        json_schema_extra={"minimum": 0.0, "maximum": 1.0},
     )
     force_refresh: bool = Field(default=False, description="ignore the cache")
 
@@ -73,7 +88,7 @@ class RecommendedItem(BaseModel):
     year: int | None
     score: float = Field(ge=0.0, le=1.0)
     rank: int = Field(ge=1)
-    source: str = Field(description="popular, content_based, collaborative, ...")
+    source: str = Field(description=", ".join(SOURCES))
     explanation: str
 
 
@@ -122,7 +137,10 @@ class RecommendResponse(BaseModel):
 class RateBody(_Request):
     user_id: Id
     movie_id: Id
-    score: float = Field(ge=0.5, le=5.0, multiple_of=0.5, description="0.5 to 5.0 in 0.5 steps")
+    score: float = Field(
+        description=f"{MIN_SCORE} to {MAX_SCORE} in {SCORE_STEP} steps",
+        json_schema_extra={"minimum": MIN_SCORE, "maximum": MAX_SCORE, "multipleOf": SCORE_STEP},
+    )
 
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"user_id": 1, "movie_id": 318, "score": 4.5}]}
@@ -139,6 +157,20 @@ class RatingResponse(BaseModel):
     n_ratings: int
     avg_rating: float
 
+    @classmethod
+    def of(cls, outcome: RatingOutcome) -> RatingResponse:
+        user, previous = outcome.user, outcome.previous_score
+        return cls(
+            user_id=outcome.rating.user_id.value,
+            movie_id=outcome.rating.movie_id.value,
+            score=outcome.rating.score.value,
+            previous_score=previous.value if previous else None,
+            rated_at=outcome.rating.timestamp.value,
+            classification=outcome.classification.value,
+            n_ratings=user.n_ratings,
+            avg_rating=user.avg_rating,
+        )
+
 
 class RegisteredUser(BaseModel):
     user_id: int
@@ -147,6 +179,17 @@ class RegisteredUser(BaseModel):
     access_token: str = Field(description="a bearer token for this user (role user)")
     token_type: Literal["bearer"] = "bearer"
     expires_in: int = Field(description="seconds")
+
+    @classmethod
+    def of(cls, registered: Registered) -> RegisteredUser:
+        user = registered.user
+        return cls(
+            user_id=user.id.value,
+            classification=user.classify().value,
+            created_at=user.created_at.value,
+            access_token=registered.token,
+            expires_in=registered.expires_in,
+        )
 
 
 class RatedMovie(BaseModel):
@@ -169,6 +212,32 @@ class ProfileResponse(BaseModel):
     created_at: datetime
     last_activity: datetime | None
     recent_ratings: list[RatedMovie]
+
+    @classmethod
+    def of(cls, view: ProfileView) -> ProfileResponse:
+        found, user = view.profile, view.profile.user
+        return cls(
+            user_id=user.id.value,
+            classification=found.classification.value,
+            n_ratings=user.n_ratings,
+            avg_rating=user.avg_rating,
+            n_positive=view.breakdown.positive,
+            n_negative=view.breakdown.negative,
+            favorite_genres=user.favorite_genres,
+            cf_weight=found.cf_weight,
+            cb_weight=found.cb_weight,
+            created_at=user.created_at.value,
+            last_activity=user.last_activity.value if user.last_activity else None,
+            recent_ratings=[
+                RatedMovie(
+                    movie_id=r.movie_id.value,
+                    title=view.titles.get(r.movie_id.value),
+                    score=r.score.value,
+                    rated_at=r.timestamp.value,
+                )
+                for r in found.recent_ratings
+            ],
+        )
 
 
 class HistoryItem(BaseModel):
@@ -215,6 +284,17 @@ class SimilarResponse(BaseModel):
     )
     items: list[SimilarMovie]
 
+    @classmethod
+    def of(cls, movie_id: int, found: Any) -> SimilarResponse:
+        items = [
+            SimilarMovie(
+                **MovieOut.model_validate(s.movie, from_attributes=True).model_dump(),
+                similarity=s.similarity,
+            )
+            for s in found.items
+        ]
+        return cls(movie_id=movie_id, method=found.method, items=items)
+
 
 # ---- status
 
@@ -238,3 +318,16 @@ class StatusResponse(BaseModel):
     model: ModelStatus
     database: ComponentStatus
     cache: ComponentStatus = Field(description="a cache down degrades to uncached answers")
+
+    @classmethod
+    def of(cls, report: Readiness) -> StatusResponse:
+        model = report.model
+        return cls(
+            ready=report.ready,
+            reasons=report.reasons,
+            model=ModelStatus(
+                name=model.model_name, loaded=model.loaded, version=model.version, error=model.error
+            ),
+            database=ComponentStatus.model_validate(report.database, from_attributes=True),
+            cache=ComponentStatus.model_validate(report.cache, from_attributes=True),
+        )

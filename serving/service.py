@@ -1,7 +1,8 @@
 """The BentoML service: `bentoml serve serving.service:RecoLab` (or `recolab serve`).
 
 A thin shell around the FastAPI app of `serving.app`: at start-up it builds everything
-through `recolab.bootstrap.bootstrap()` (settings from the environment), starts following
+through `recolab.bootstrap.bootstrap_serving()` (settings and overrides from the
+environment, serving knobs from configs/serving.yaml), starts following
 the MLflow `champion` alias, and answers BentoML's probes. BentoML adds `/livez`,
 `/readyz` (503 until a champion is loaded; `GET /status` says why), `/metrics`
 (its own plus `recolab_*`), access logs, tracing and the OpenAPI page at `/`.
@@ -23,19 +24,19 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
 
 import bentoml
 
-from recolab.adapters.runtime.observability import configure_logging
-from recolab.bootstrap import bootstrap
-from recolab.config import PROJECT_ROOT, ConfigError
-from serving.app import ServingRuntime, attach, create_app
+from recolab.bootstrap import (
+    bootstrap,
+    bootstrap_serving,
+    configure_logging,
+    configure_torch_threads,
+)
+from recolab.config import PROJECT_ROOT
+from serving.app import attach, create_app
 
 log = logging.getLogger("serving")
-
-TORCH_THREADS_ENV = "RECOLAB_TORCH_THREADS"
-DEFAULT_TORCH_THREADS = 1
 
 api = create_app()
 
@@ -53,9 +54,10 @@ class RecoLab:
         configure_logging()
         configure_torch_threads()
         self._reasons: list[str] = []
-        self.runtime = ServingRuntime.start(bootstrap())
+        self.runtime = bootstrap_serving()
         attach(api, self.runtime)
-        log.info("serving", extra={"status": self.runtime.status().model_dump()})
+        report = self.runtime.status()
+        log.info("serving", extra={"ready": report.ready, "reasons": report.reasons})
 
     def __is_ready__(self) -> bool:
         report = self.runtime.status()
@@ -70,28 +72,6 @@ class RecoLab:
     @bentoml.on_shutdown  # type: ignore[untyped-decorator]
     def shutdown(self) -> None:
         self.runtime.close()
-
-
-def configure_torch_threads(environ: Mapping[str, str] | None = None) -> int:
-    """Size this worker's torch intra-op pool from `RECOLAB_TORCH_THREADS`; the size in use.
-
-    Called at service start-up (once per worker), never at import of `recolab`."""
-    raw = (os.environ if environ is None else environ).get(TORCH_THREADS_ENV, "").strip()
-    try:
-        wanted = int(raw) if raw else DEFAULT_TORCH_THREADS
-    except ValueError:
-        raise ConfigError(f"{TORCH_THREADS_ENV}={raw!r}: expected a whole number >= 0") from None
-    if wanted < 0:
-        raise ConfigError(f"{TORCH_THREADS_ENV}={raw!r}: expected a whole number >= 0")
-    import torch
-
-    from recolab.adapters.runtime.threads import set_torch_threads
-
-    if wanted:
-        set_torch_threads(wanted)
-    threads = torch.get_num_threads()
-    log.info("torch intra-op threads: %d", threads)
-    return threads
 
 
 def serve_command(host: str, port: int, *, reload: bool = False) -> list[str]:

@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +25,19 @@ def require_service(env_var: str) -> str:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{env_var} must be set in CI: these tests must run there")
     pytest.skip(f"{env_var} is not set")
+
+
+def require_shared_movielens(release: str = "ml-latest-small") -> Path:
+    """A MovieLens release in the shared folder (RECOLAB_SHARED_DIR, by default ../shared
+    beside the repository): skip locally when it is absent, fail in CI."""
+    from recolab.config import Settings
+
+    path = Settings().shared_movielens(release)
+    if path.is_dir():
+        return path
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{path} is missing: CI needs the shared folder (RECOLAB_SHARED_DIR)")
+    pytest.skip(f"{path} is absent (set RECOLAB_SHARED_DIR to the shared folder)")
 
 
 def fresh_postgres_database(server_url: str, prefix: str) -> AbstractContextManager[str]:

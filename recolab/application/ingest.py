@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 
-class Batch(Protocol):
+class DatasetBatch(Protocol):
     """A dataset read into memory, in the normalised schema (opaque to this layer)."""
 
     @property
@@ -35,16 +35,16 @@ class ValidationOutcome(Protocol):
 
 
 class DatasetReader(Protocol):
-    def read(self, dataset: str, source: Path | None) -> Batch: ...
+    def read(self, dataset: str, source: Path | None) -> DatasetBatch: ...
 
 
 class BatchValidator(Protocol):
-    def validate(self, batch: Batch, report_dir: Path | None) -> ValidationOutcome: ...
+    def validate(self, batch: DatasetBatch, report_dir: Path | None) -> ValidationOutcome: ...
     def raise_for_failures(self, outcome: ValidationOutcome) -> None: ...
 
 
 class BatchLoader(Protocol):
-    def load(self, batch: Batch, dataset: str, source: str) -> Mapping[str, Any]: ...
+    def load(self, batch: DatasetBatch, dataset: str, source: str) -> Mapping[str, Any]: ...
     def refresh_statistics(self, load: Mapping[str, Any]) -> Mapping[str, Any]: ...
 
 

@@ -34,7 +34,11 @@ from recolab.domain.services import (
 )
 from recolab.domain.values import MovieId, Timestamp, UserId
 
-REQUESTABLE = ("auto", "popular", "content_based", "collaborative", "hybrid")
+AUTO = "auto"  # the strategy of the user's tier
+# What a caller may ask for: the tier's choice or one strategy (diversity is the tier's own).
+REQUESTABLE = (AUTO, *(s.value for s in Strategy if s is not Strategy.COLLABORATIVE_WITH_DIVERSITY))
+TIERS = tuple(tier.value for tier in UserClassification)
+SOURCES = tuple(source.value for source in Source)
 MAX_N = 100
 ANCHORS = 20  # best-rated movies considered when explaining a collaborative pick
 # A collaborative pick's reason is worked out only if the pick is served: the model's
@@ -47,7 +51,7 @@ _EXPLAIN_LATER = Reason(ReasonKind.SIMILAR_USERS)
 class RecommendRequest:
     user_id: int
     n: int = 10
-    strategy: str = "auto"
+    strategy: str = AUTO
     diversity_lambda: float | None = None
     force_refresh: bool = False
 
@@ -121,27 +125,34 @@ class Recommender:
     )
 
     def recommend(self, request: RecommendRequest) -> RecommendationResult:
+        """The user's recommendations, from the cache unless `force_refresh`; publishes
+        `RecommendationsGenerated` either way (its handlers record what was served)."""
         scorer = self.scorer()
         version = scorer.version if scorer else None
         lam = self.default_lambda if request.diversity_lambda is None else request.diversity_lambda
         group = cache_group(request.user_id)
         key = f"{version}:{request.strategy}:{request.n}:{lam}"
         if not request.force_refresh and (hit := self.cache.get(group, key)) is not None:
-            return RecommendationResult.from_json(hit)
-        with self.uow_factory() as uow:
-            user = uow.users.get(UserId(request.user_id))
-            if user is None:
-                raise UserNotFound(request.user_id)
-            ratings = uow.ratings.for_user(user.id)
-        result = self._build(request, user, ratings, scorer, lam)
-        self.cache.set(group, key, result.to_json(), self.ttl_s)
+            result = RecommendationResult.from_json(hit)
+        else:
+            with self.uow_factory() as uow:
+                user = uow.users.get(UserId(request.user_id))
+                if user is None:
+                    raise UserNotFound(request.user_id)
+                ratings = uow.ratings.for_user(user.id)
+            result = self._build(request, user, ratings, scorer, lam)
+            self.cache.set(group, key, result.to_json(), self.ttl_s)
         self.bus.publish(
             RecommendationsGenerated(
-                user_id=user.id,
+                user_id=UserId(result.user_id),
+                tier=result.classification,
+                requested=request.strategy,
                 strategy=result.strategy_used,
-                n_recommendations=len(result.items),
+                items=result.items,
                 diversity_score=result.diversity_score,
-                model_version=version,
+                model_version=result.model_version,
+                cached=result.cached,
+                fallback=result.fallback,
             )
         )
         return result
@@ -155,9 +166,7 @@ class Recommender:
         lam: float,
     ) -> RecommendationResult:
         tier = user.classify()
-        strategy = (
-            select_strategy(tier) if request.strategy == "auto" else Strategy(request.strategy)
-        )
+        strategy = select_strategy(tier) if request.strategy == AUTO else Strategy(request.strategy)
         rated = {r.movie_id for r in ratings}
         picks, used, fallback = self._candidates(strategy, user, ratings, rated, scorer, request.n)
         if used is Strategy.COLLABORATIVE_WITH_DIVERSITY:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
+from recolab.domain.errors import InvalidValue
 from recolab.domain.events import ModelPromoted
 from recolab.domain.ports import EventPublisher
 from recolab.domain.promotion import PromotionDecision, decide_promotion
@@ -43,6 +44,27 @@ class ModelRegistry(Protocol):
 
     def promote(self, version: str, decision: PromotionDecision) -> None: ...
     def keep_as_challenger(self, version: str, decision: PromotionDecision) -> None: ...
+
+
+P = TypeVar("P")  # an evaluation protocol
+S = TypeVar("S")  # a feature snapshot
+C = TypeVar("C")  # a training configuration
+R = TypeVar("R")  # a training run
+
+
+def fit_model(
+    protocol: str,
+    protocols: Mapping[str, P],
+    snapshot: Callable[[], S],
+    configure: Callable[[P], C],
+    fit: Callable[[S, str, C], R],
+) -> R:
+    """Fit and evaluate a model under `protocol` (a key of `protocols`) on `snapshot()`,
+    configured by `configure(protocol)`; nothing is registered."""
+    if protocol not in protocols:
+        raise InvalidValue(f"protocol = {protocol!r}: expected one of {', '.join(protocols)}")
+    data = snapshot()
+    return fit(data, protocol, configure(protocols[protocol]))
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,17 @@ from recolab.domain.errors import UserNotFound
 from recolab.domain.events import MovieRated, UserRegistered
 from recolab.domain.model import Rating, User, UserClassification
 from recolab.domain.ports import EventPublisher, UnitOfWork
-from recolab.domain.values import MovieId, RatingScore, Timestamp, UserId
+from recolab.domain.values import (
+    MAX_RATING,
+    MIN_RATING,
+    RATING_STEP,
+    MovieId,
+    RatingScore,
+    Timestamp,
+    UserId,
+)
+
+SCORE_RANGE = (MIN_RATING, MAX_RATING, RATING_STEP)  # what RatingScore accepts: min, max, step
 
 
 @dataclass(frozen=True, slots=True)

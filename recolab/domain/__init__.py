@@ -12,7 +12,6 @@ from recolab.domain.events import (
 from recolab.domain.model import (
     Movie,
     Rating,
-    Recommendation,
     Source,
     User,
     UserClassification,
@@ -37,7 +36,7 @@ from recolab.domain.services import (
     strategy_weights,
     top_genres,
 )
-from recolab.domain.values import MovieId, RatingScore, RecommendationScore, Timestamp, UserId
+from recolab.domain.values import MovieId, RatingScore, Timestamp, UserId
 
 __all__ = [
     "Candidate",
@@ -56,8 +55,6 @@ __all__ = [
     "RatingScore",
     "Reason",
     "ReasonKind",
-    "Recommendation",
-    "RecommendationScore",
     "RecommendationsGenerated",
     "Source",
     "Strategy",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from recolab.domain.values import MovieId, RatingScore, Timestamp, UserId
 
@@ -30,13 +30,40 @@ class UserRegistered(DomainEvent):
     user_id: UserId
 
 
+class RankedItem(Protocol):
+    """One recommended movie as an event carries it (the use case's items fit as they are)."""
+
+    @property
+    def movie_id(self) -> int: ...
+    @property
+    def rank(self) -> int: ...
+    @property
+    def score(self) -> float: ...
+    @property
+    def source(self) -> str: ...
+
+
 @dataclass(frozen=True, kw_only=True)
 class RecommendationsGenerated(DomainEvent):
+    """A user was answered with recommendations, freshly built or from the cache (`cached`).
+
+    `requested` is the strategy asked for ("auto" follows the tier), `strategy` the one
+    used, and `fallback` says why they differ when the requested one could not be used.
+    """
+
     user_id: UserId
+    tier: str
+    requested: str
     strategy: str
-    n_recommendations: int
+    items: Sequence[RankedItem]
     diversity_score: float
     model_version: str | None = None
+    cached: bool = False
+    fallback: str | None = None
+
+    @property
+    def n_recommendations(self) -> int:
+        return len(self.items)
 
 
 @dataclass(frozen=True, kw_only=True)

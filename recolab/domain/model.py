@@ -1,9 +1,11 @@
-"""Entities: User, Movie, Rating and Recommendation, with their invariants and behaviour."""
+"""Entities: User, Movie and Rating, with their invariants and behaviour, and the rules of
+user tiers and favourite genres."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -12,9 +14,9 @@ from enum import StrEnum
 from recolab.domain.errors import InvalidValue
 from recolab.domain.values import (
     MAX_RATING,
+    POSITIVE_THRESHOLD,
     MovieId,
     RatingScore,
-    RecommendationScore,
     Timestamp,
     UserId,
 )
@@ -22,6 +24,8 @@ from recolab.domain.values import (
 UNKNOWN_GENRE = "Unknown"
 # n_ratings at which collaborative filtering gets full weight.
 CF_FULL_WEIGHT_AT = 50
+# How many genres a user's favourites hold (the most frequent among positive ratings).
+FAVORITE_GENRES_K = 3
 _EPS = 1e-9
 
 
@@ -38,15 +42,16 @@ class UserClassification(StrEnum):
     def from_count(cls, n_ratings: int) -> UserClassification:
         if n_ratings < 0:
             raise InvalidValue(f"n_ratings cannot be negative, got {n_ratings}")
-        if n_ratings == 0:
-            return cls.COLD_START
-        if n_ratings <= 5:
-            return cls.NEW
-        if n_ratings <= 20:
-            return cls.CASUAL
-        if n_ratings <= 100:
-            return cls.ACTIVE
+        for tier, upper in _TIER_BOUNDS:
+            if n_ratings <= upper:
+                return tier
         return cls.POWER_USER
+
+
+# The largest n_ratings of each tier but the last (power_user: above the last bound), in
+# tier order. The one definition of the tiers: evaluation and SQL reports derive from it.
+TIER_UPPER_BOUNDS: tuple[int, ...] = (0, 5, 20, 100)
+_TIER_BOUNDS = tuple(zip(UserClassification, TIER_UPPER_BOUNDS, strict=False))
 
 
 def _check_mean(kind: str, mean: float, count: int) -> float:
@@ -90,6 +95,24 @@ def jaccard(a: AbstractSet[str], b: AbstractSet[str]) -> float:
     """Jaccard similarity of two sets already normalised (e.g. lower-cased genres)."""
     union = len(a | b)
     return len(a & b) / union if union else 0.0
+
+
+def favorite_genres(
+    ratings: Iterable[Rating],
+    genres_of: Mapping[MovieId, Sequence[str]],
+    k: int = FAVORITE_GENRES_K,
+) -> list[str]:
+    """Top-k genres among positive ratings, by count then name (the rule SQL statistics follow)."""
+    counts: Counter[str] = Counter()
+    for rating in ratings:
+        if rating.is_positive():
+            counts.update(genres_of.get(rating.movie_id, ()))
+    return top_genres(counts, k)
+
+
+def top_genres(counts: Mapping[str, int], k: int = FAVORITE_GENRES_K) -> list[str]:
+    """The k genres with the highest positive-rating counts, ties by name (code points)."""
+    return [g for g, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:k] if n > 0]
 
 
 @dataclass(eq=False, slots=True)
@@ -165,7 +188,7 @@ class Movie:
     def is_popular(self, threshold: int = 100) -> bool:
         return self.rating_count >= threshold
 
-    def is_well_rated(self, threshold: float = 4.0) -> bool:
+    def is_well_rated(self, threshold: float = POSITIVE_THRESHOLD) -> bool:
         return self.avg_rating >= threshold
 
     def add_rating(self, score: RatingScore, *, previous: RatingScore | None = None) -> None:
@@ -218,22 +241,3 @@ class Source(StrEnum):
     # collaborative for a user the model never saw, from their ratings' item embeddings
     COLLABORATIVE_FOLD_IN = "collaborative_fold_in"
     HYBRID = "hybrid"
-
-
-@dataclass(frozen=True, slots=True)
-class Recommendation:
-    """One recommended movie for a user, with its rank and the reason it is there."""
-
-    user_id: UserId
-    movie_id: MovieId
-    score: RecommendationScore
-    rank: int
-    source: Source
-    explanation: str
-    generated_at: Timestamp = field(default_factory=Timestamp.now)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
-            raise InvalidValue(f"rank must be a positive integer, got {self.rank!r}")
-        if not self.explanation.strip():
-            raise InvalidValue("a recommendation needs an explanation")

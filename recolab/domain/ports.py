@@ -6,7 +6,7 @@ from collections.abc import Collection, Sequence
 from types import TracebackType
 from typing import Protocol, Self
 
-from recolab.domain.events import DomainEvent
+from recolab.domain.events import DomainEvent, RecommendationsGenerated
 from recolab.domain.model import Movie, Rating, User
 from recolab.domain.values import MovieId, RatingScore, UserId
 
@@ -23,17 +23,16 @@ class UserRepository(Protocol):
 
 
 class MovieRepository(Protocol):
-    def get(self, movie_id: MovieId) -> Movie | None: ...
-    def get_many(self, movie_ids: Sequence[MovieId]) -> dict[MovieId, Movie]: ...
-    def popular(self, limit: int, genres: Sequence[str] = ()) -> list[Movie]: ...
-    def search(self, title: str | None, genre: str | None, limit: int) -> list[Movie]: ...
+    """The write side of movies: reads go through the catalogue or read-only queries."""
+
     def record_rating(
         self, movie_id: MovieId, score: RatingScore, previous: RatingScore | None
-    ) -> Movie: ...
+    ) -> Movie:
+        """Apply a rating to the movie's statistics atomically and return them."""
+        ...
 
 
 class RatingRepository(Protocol):
-    def get(self, user_id: UserId, movie_id: MovieId) -> Rating | None: ...
     def upsert(self, rating: Rating) -> RatingScore | None:
         """Store the rating; return the previous score when it replaced one.
 
@@ -101,10 +100,23 @@ class Scorer(Protocol):
         ...
 
 
-class ModelRegistry(Protocol):
-    def champion_version(self, name: str) -> str | None: ...
-    def promote(self, name: str, version: str) -> None: ...
-
-
 class EventPublisher(Protocol):
     def publish(self, event: DomainEvent) -> None: ...
+
+
+class RecommendationHistory(Protocol):
+    """Where served recommendations are kept (the API's `GET /users/{id}/history`)."""
+
+    def record(self, event: RecommendationsGenerated) -> None:
+        """Keep the event's items; may return before they are stored (best effort)."""
+        ...
+
+
+class ServiceMetrics(Protocol):
+    """Business metrics of the recommendation service."""
+
+    def recommendation(
+        self, *, strategy: str, tier: str, cached: bool, requested: str, fallback: bool
+    ) -> None: ...
+    def rating(self, *, replaced: bool) -> None: ...
+    def registration(self) -> None: ...

@@ -10,10 +10,19 @@ from numbers import Real
 
 from recolab.domain.errors import InvalidValue
 
+# The one home of the rating scale's rules; SQL, the ingest checks and the model's
+# targets import these.
 MIN_RATING = 0.5
 MAX_RATING = 5.0
-POSITIVE_THRESHOLD = 4.0
-NEGATIVE_THRESHOLD = 2.5
+RATING_STEP = 0.5
+# Normalised score: (score - MIN_RATING) / RATING_SPAN, in [0, 1] (the model's target).
+RATING_SPAN = MAX_RATING - MIN_RATING
+# Every valid score, ascending: 0.5, 1.0, ..., 5.0.
+RATING_VALUES: tuple[float, ...] = tuple(
+    MIN_RATING + RATING_STEP * k for k in range(round(RATING_SPAN / RATING_STEP) + 1)
+)
+POSITIVE_THRESHOLD = 4.0  # a rating >= this is positive ("liked")
+NEGATIVE_THRESHOLD = 2.5  # a rating <= this is negative
 
 
 def _positive_int(kind: str, value: object) -> int:
@@ -93,7 +102,7 @@ class RatingScore:
         number = _finite_real("RatingScore", self.value)
         if not MIN_RATING <= number <= MAX_RATING:
             raise InvalidValue(f"RatingScore must be between 0.5 and 5.0, got {self.value!r}")
-        if (number * 2) % 1 != 0:
+        if (number / RATING_STEP) % 1 != 0:
             raise InvalidValue(f"RatingScore must be in steps of 0.5, got {self.value!r}")
         object.__setattr__(self, "value", number)
 
@@ -108,28 +117,12 @@ class RatingScore:
 
     def normalize(self) -> float:
         """Map [0.5, 5.0] onto [0, 1]."""
-        return (self.value - MIN_RATING) / (MAX_RATING - MIN_RATING)
+        return (self.value - MIN_RATING) / RATING_SPAN
 
     @staticmethod
     def denormalize(normalized: float) -> float:
         """Inverse of `normalize`, for model outputs in [0, 1] (not rounded to half stars)."""
-        return MIN_RATING + normalized * (MAX_RATING - MIN_RATING)
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class RecommendationScore:
-    """A relevance score in [0, 1]."""
-
-    value: float
-
-    def __post_init__(self) -> None:
-        number = _finite_real("RecommendationScore", self.value)
-        if not 0.0 <= number <= 1.0:
-            raise InvalidValue(f"RecommendationScore must be in [0, 1], got {self.value!r}")
-        object.__setattr__(self, "value", number)
-
-    def __float__(self) -> float:
-        return self.value
+        return MIN_RATING + normalized * RATING_SPAN
 
 
 @dataclass(frozen=True, slots=True, order=True)

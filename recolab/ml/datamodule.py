@@ -17,9 +17,9 @@ import torch
 from pytorch_lightning.strategies import SingleDeviceStrategy
 from torch import Tensor
 
-Batch = tuple[Tensor, Tensor, Tensor]
+TensorBatch = tuple[Tensor, Tensor, Tensor]
 # Several consecutive batches handed to Lightning as one loop step (see `StepGroups`).
-BatchGroup = tuple[Batch, ...]
+BatchGroup = tuple[TensorBatch, ...]
 
 # A sampled negative that hits a rated item is redrawn; after this many rounds the few
 # remaining collisions are kept (they are vanishingly rare on sparse data).
@@ -166,7 +166,7 @@ class IndexBatches:
     def __len__(self) -> int:
         return -(-self._epoch_rows() // self.batch_size)
 
-    def _epoch_tensors(self, generator: torch.Generator) -> Batch:
+    def _epoch_tensors(self, generator: torch.Generator) -> TensorBatch:
         if self.num_negatives == 0:
             return self.users, self.items, self.targets
         k = self.num_negatives
@@ -179,7 +179,7 @@ class IndexBatches:
         targets[:, 0] = 1.0
         return self.users, items, targets
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[TensorBatch]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         self.epoch += 1
         users, items, targets = self._epoch_tensors(generator)
@@ -207,7 +207,7 @@ class StepGroups:
     order and the updates are unchanged (`NeuMFSystem.training_step` steps once per batch).
     """
 
-    def __init__(self, batches: Iterable[Batch], steps: int) -> None:
+    def __init__(self, batches: Iterable[TensorBatch], steps: int) -> None:
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         self.batches = batches
@@ -258,7 +258,7 @@ class HeldOutBatches:
         items = self._train_items[np.repeat(starts, lengths) + offsets]
         return torch.as_tensor(np.stack([rows, items]))
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[TensorBatch]:
         for start in range(0, len(self.users), self.batch_size):
             stop = start + self.batch_size
             users = self.users[start:stop]
@@ -336,7 +336,7 @@ class InteractionDataModule(pl.LightningDataModule):
             self._train_batches = batches if steps == 1 else StepGroups(batches, steps)
         return self._train_batches
 
-    def val_dataloader(self) -> IndexBatches | HeldOutBatches | list[Batch]:
+    def val_dataloader(self) -> IndexBatches | HeldOutBatches | list[TensorBatch]:
         if self.val_ranking is not None:
             # Each row scores the whole catalogue (or its candidates): bound the block size.
             width = (

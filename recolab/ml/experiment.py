@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,12 @@ matplotlib.use("Agg")  # headless: plots are written to files only
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from recolab.config import ConfigError, training_overrides
 from recolab.ml.baselines import BiasOnlyRecommender, PopularityRecommender
 from recolab.ml.evaluation.protocols import (
     ItemFeatures,
+    OfflineRecommender,
     ProtocolResult,
-    Recommender,
     run_leave_one_out,
     run_rating_cv,
     run_topk,
@@ -29,7 +31,6 @@ from recolab.ml.fitting import (
     NeuMFRecommender,
     TrainConfig,
     load_train_config,
-    with_overrides,
 )
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ CONTRACT = ["user_id", "movie_id", "rating", "timestamp"]
 
 
 @dataclass(frozen=True)
-class Protocol:
+class EvaluationProtocol:
     name: str
     mode: str
     primary_metric: str
@@ -45,9 +46,9 @@ class Protocol:
 
 
 PROTOCOLS = {
-    "A": Protocol("A", "explicit", "rmse", False),
-    "B": Protocol("B", "implicit", "ndcg@10", True),
-    "C": Protocol("C", "implicit", "hr@10", True),
+    "A": EvaluationProtocol("A", "explicit", "rmse", False),
+    "B": EvaluationProtocol("B", "implicit", "ndcg@10", True),
+    "C": EvaluationProtocol("C", "implicit", "hr@10", True),
 }
 
 
@@ -55,7 +56,7 @@ PROTOCOLS = {
 class TrainingRun:
     """A fitted model, its evaluation under one protocol and the files that document it."""
 
-    protocol: Protocol
+    protocol: EvaluationProtocol
     snapshot: FeatureSnapshot
     config: TrainConfig
     fit_result: FitResult
@@ -99,27 +100,29 @@ class TrainingRun:
         return flat
 
 
-def load_config(config_dir: Path, protocol: Protocol, overrides: list[str]) -> TrainConfig:
-    """model.yaml + trainer.yaml for the protocol's mode, then `key=value` overrides."""
-    import yaml
+def load_config(
+    config_dir: Path, protocol: EvaluationProtocol, overrides: Iterable[str]
+) -> TrainConfig:
+    """model.yaml + trainer.yaml for the protocol's mode, then the `model.` / `trainer.`
+    overrides (a bare `key=value` is `trainer.key=value`; see recolab.config).
 
-    config = load_train_config(
-        config_dir / "model.yaml",
-        config_dir / "trainer.yaml",
-        mode=protocol.mode,  # type: ignore[arg-type]
-    )
-    changes = {}
-    for item in overrides:
-        key, _, raw = item.partition("=")
-        section, dot, name = key.rpartition(".")
-        if dot and section not in ("model", "trainer"):
-            continue  # another section's override (pipeline., serving.)
-        changes[name] = yaml.safe_load(raw)
-    return with_overrides(config, **changes)
+    Raises ConfigError naming an unknown section or training key, or a bad value."""
+    changes = training_overrides(overrides)  # refuses an unknown section among all of them
+    try:
+        return load_train_config(
+            config_dir / "model.yaml",
+            config_dir / "trainer.yaml",
+            mode=protocol.mode,  # type: ignore[arg-type]
+            overrides=changes,
+        )
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"model/trainer config: {exc}") from None
 
 
 def _run(
-    protocol: Protocol,
+    protocol: EvaluationProtocol,
     factory: Any,
     ratings: pd.DataFrame,
     snapshot: FeatureSnapshot,
@@ -164,7 +167,7 @@ def train(
     items = ItemFeatures.from_movies(snapshot.movies)
     made: list[NeuMFRecommender] = []
 
-    def neumf() -> Recommender:
+    def neumf() -> OfflineRecommender:
         made.append(NeuMFRecommender(config))
         return made[-1]
 
@@ -225,7 +228,7 @@ def _plot_history(history: list[dict[str, float]], path: Path) -> Path:
     return path
 
 
-def _plot_tiers(summary: dict[str, Any], protocol: Protocol, path: Path) -> Path:
+def _plot_tiers(summary: dict[str, Any], protocol: EvaluationProtocol, path: Path) -> Path:
     tiers = summary.get("by_tier", {})
     metric = protocol.primary_metric
     names = [t for t, v in tiers.items() if metric in v]
@@ -239,4 +242,4 @@ def _plot_tiers(summary: dict[str, Any], protocol: Protocol, path: Path) -> Path
     return path
 
 
-__all__ = ["PROTOCOLS", "Protocol", "TrainingRun", "load_config", "train"]
+__all__ = ["PROTOCOLS", "EvaluationProtocol", "TrainingRun", "load_config", "train"]

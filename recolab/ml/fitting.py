@@ -1,15 +1,17 @@
 """Training entry point: a ratings DataFrame and a `TrainConfig` in, a fitted NeuMF out.
 
 `load_train_config` reads configs/model.yaml and configs/trainer.yaml: top-level keys are
-shared, and an `explicit:` or `implicit:` section overrides them for that mode.
+shared, and an `explicit:` or `implicit:` section overrides them for that mode. Overrides
+(`recolab.config.training_overrides`) have the same shape and win over both files.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import difflib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -91,13 +93,15 @@ class TrainConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown training settings: {sorted(unknown)}")
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """Build and validate; an unknown key is an error that names it."""
+        refuse_unknown_keys(data)
         values = dict(data)
         if "mlp_layers" in values:
+            if not isinstance(values["mlp_layers"], list | tuple):
+                raise ValueError(
+                    f"mlp_layers must be a list of sizes, got {values['mlp_layers']!r}"
+                )
             values["mlp_layers"] = tuple(values["mlp_layers"])
         if values.get("mode", "explicit") not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {values['mode']!r}")
@@ -107,19 +111,58 @@ class TrainConfig:
         return cls(**values)
 
 
-def load_train_config(*paths: Path, mode: Mode | None = None) -> TrainConfig:
-    """Merge YAML files (later wins), then apply the section of `mode` (or of their `mode`)."""
+def refuse_unknown_keys(data: Iterable[str], where: str = "") -> None:
+    """Raise ValueError naming each key that is no TrainConfig setting (with a close match)."""
+    known = [f.name for f in fields(TrainConfig)]
+    unknown = [key for key in data if key not in known]
+    if unknown:
+        names = []
+        for key in unknown:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            names.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ValueError(f"{where}unknown training setting {', '.join(names)}")
+
+
+def _split_modes(data: Mapping[str, Any], origin: str) -> tuple[dict[str, Any], dict[Mode, Any]]:
+    """Shared keys and per-mode sections, each checked: a typo in the other mode's section is
+    an error too, not a setting that never takes effect."""
+    shared = {k: v for k, v in data.items() if k not in MODES}
+    by_mode: dict[Mode, Any] = {m: data.get(m) or {} for m in MODES}
+    refuse_unknown_keys(shared, f"{origin}: ")
+    for m, section in by_mode.items():
+        if not isinstance(section, Mapping):
+            raise ValueError(f"{origin}: {m} must be a mapping of settings, got {section!r}")
+        refuse_unknown_keys(section, f"{origin}: {m}: ")
+    return shared, by_mode
+
+
+def load_train_config(
+    *paths: Path, mode: Mode | None = None, overrides: Mapping[str, Any] | None = None
+) -> TrainConfig:
+    """Merge YAML files (later wins), then apply the section of `mode` (or of their `mode`).
+
+    `overrides` has the files' shape (shared keys, `explicit` / `implicit` sections) and is
+    applied last: its shared keys over the files' mode section, then its own mode section.
+    """
     merged: dict[str, Any] = {}
-    sections: dict[str, dict[str, Any]] = {m: {} for m in MODES}
+    sections: dict[Mode, dict[str, Any]] = {m: {} for m in MODES}
     for path in paths:
         data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{path}: expected a mapping at the top level")
+        shared, by_mode = _split_modes(data, str(path))
         for m in MODES:
-            sections[m].update(data.pop(m, None) or {})
-        merged.update(data)
-    chosen = mode or merged.get("mode", "explicit")
+            sections[m].update(by_mode[m])
+        merged.update(shared)
+    extra, extra_sections = _split_modes(overrides or {}, "override")
+    if mode is not None and extra.get("mode", mode) != mode:
+        raise ValueError(f"override: mode = {extra['mode']!r}, but this run's mode is {mode!r}")
+    chosen = mode or extra.get("mode") or merged.get("mode", "explicit")
     if chosen not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {chosen!r}")
     merged.update(sections[chosen])
+    merged.update(extra)
+    merged.update(extra_sections[chosen])
     merged["mode"] = chosen
     return TrainConfig.from_dict(merged)
 

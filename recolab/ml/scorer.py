@@ -20,15 +20,15 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from recolab.domain.model import Rating
-from recolab.domain.values import MovieId, UserId, shared_movie_id
+from recolab.domain.values import MIN_RATING, RATING_SPAN, MovieId, UserId, shared_movie_id
 from recolab.ml.neumf import NeuMF, NeuMFConfig, rest_of_mlp
 
 if TYPE_CHECKING:
     from recolab.ml.fitting import FitResult
 
 # Explicit targets are (rating - 0.5) / 4.5 (see recolab.ml.system).
-_RATING_MIN = 0.5
-_RATING_SPAN = 4.5
+_RATING_MIN = MIN_RATING
+_RATING_SPAN = RATING_SPAN
 
 
 def to_relevance(raw: Tensor, mode: str) -> Tensor:

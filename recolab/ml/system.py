@@ -12,14 +12,15 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.optim.lr_scheduler import LRScheduler
 
-from recolab.ml.datamodule import Batch, BatchGroup
+from recolab.domain import values as rating_scale
+from recolab.ml.datamodule import BatchGroup, TensorBatch
 from recolab.ml.neumf import ItemTerms, NeuMF
 
 Mode = Literal["explicit", "implicit"]
 
 # Explicit targets are (rating - 0.5) / 4.5, so an error of e in that space is 4.5 e stars.
-RATING_SPAN = 4.5
-RATING_MIN = 0.5
+RATING_SPAN = rating_scale.RATING_SPAN
+RATING_MIN = rating_scale.MIN_RATING
 
 
 class NeuMFSystem(pl.LightningModule):
@@ -70,7 +71,7 @@ class NeuMFSystem(pl.LightningModule):
     def forward(self, users: Tensor, items: Tensor) -> Tensor:
         return self.model(users, items)
 
-    def loss(self, batch: Batch) -> Tensor:
+    def loss(self, batch: TensorBatch) -> Tensor:
         users, items, targets = batch
         if self.embedding_reg > 0:
             scores, l2 = self.model.forward_with_l2(users, items)
@@ -96,7 +97,7 @@ class NeuMFSystem(pl.LightningModule):
         else:
             super().__setattr__(name, value)
 
-    def training_step(self, batch: Batch | BatchGroup, batch_idx: int) -> None:
+    def training_step(self, batch: TensorBatch | BatchGroup, batch_idx: int) -> None:
         """One optimiser step per batch; a `BatchGroup` (see `StepGroups`) is several."""
         optimizer = self.optimizers()
         assert isinstance(optimizer, LightningOptimizer)
@@ -129,7 +130,7 @@ class NeuMFSystem(pl.LightningModule):
         self._val_sums = torch.zeros(3, device=self.device)
         self._terms = self.model.item_terms() if self.mode == "implicit" else None
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+    def validation_step(self, batch: TensorBatch, batch_idx: int) -> None:
         users, items, targets = batch
         if self.mode == "explicit":
             pred = self.model(users, items).float().clamp(0.0, 1.0)

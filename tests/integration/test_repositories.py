@@ -89,10 +89,11 @@ def test_rate_new_and_rerate_update_statistics(engine: Engine) -> None:
     assert (again.user.n_ratings, again.user.avg_rating) == (2, pytest.approx(1.5))
     assert again.user.favorite_genres == []
     assert len(seen) == 2
-    with SqlAlchemyUnitOfWork(engine) as uow:
-        movie = uow.movies.get(MovieId(2))
-        assert movie is not None
-        assert (movie.rating_count, movie.avg_rating) == (2, pytest.approx(3.0))
+    catalogue = SqlCatalogue(engine)
+    catalogue.refresh()
+    movie = catalogue.get(MovieId(2))
+    assert movie is not None
+    assert (movie.rating_count, movie.avg_rating) == (2, pytest.approx(3.0))
     assert stored_users(engine) == recount(engine)
 
 
@@ -174,17 +175,17 @@ def test_register_profile_search_and_catalogue(engine: Engine) -> None:
     assert profile.classification.value == "cold_start" and profile.recent_ratings == []
     profile = get_profile(1, SqlAlchemyUnitOfWork(engine), recent=2)
     assert [r.movie_id.value for r in profile.recent_ratings] == [4, 2]
-    with SqlAlchemyUnitOfWork(engine) as uow:
-        assert [m.title for m in uow.movies.search("love_", None, 10)] == ["100% Love_Story"]
-        assert [m.title for m in uow.movies.search("%", None, 10)] == ["100% Love_Story"]
-        assert {m.id.value for m in uow.movies.search(None, "comedy", 10)} == {2, 5}
-        # log10(2 + 1) * 4.25 for Heat beats log10(1 + 1) * 4.5 for the romance
-        assert [m.title for m in uow.movies.popular(2)] == ["Heat", "100% Love_Story"]
-        romance = uow.movies.popular(5, genres=["romance"])
-        assert [m.title for m in romance] == ["100% Love_Story", "Amélie"]
+    queries = SqlQueries(engine)
+    assert [m.title for m in queries.search("love_", None, 10)] == ["100% Love_Story"]
+    assert [m.title for m in queries.search("%", None, 10)] == ["100% Love_Story"]
+    assert {m.movie_id for m in queries.search(None, "comedy", 10)} == {2, 5}
+    # log10(2 + 1) * 4.25 for Heat beats log10(1 + 1) * 4.5 for the romance
+    romance = queries.search(None, "romance", 5)
+    assert [m.title for m in romance] == ["100% Love_Story", "Amélie"]
     catalogue = SqlCatalogue(engine)
     catalogue.refresh()
     assert len(catalogue.movies()) == 5
+    assert [m.title for m in catalogue.by_popularity()[:2]] == ["Heat", "100% Love_Story"]
     amelie = catalogue.get(MovieId(2))
     assert amelie is not None and amelie.genres == ("Comedy", "Romance")
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import torch
 
+from recolab.adapters.runtime.threads import TORCH_THREADS_ENV
+from recolab.bootstrap import configure_torch_threads
 from recolab.config import ConfigError
-from serving.service import TORCH_THREADS_ENV, configure_torch_threads
 
 
 @pytest.fixture(autouse=True)
@@ -50,7 +54,7 @@ def test_request_threads_size_the_event_loops_thread_pool_on_the_first_request()
     import anyio
     from anyio import to_thread
 
-    from serving.app import RequestContextMiddleware
+    from serving.middleware import RequestContextMiddleware
 
     seen: list[int] = []
 
@@ -62,18 +66,53 @@ def test_request_threads_size_the_event_loops_thread_pool_on_the_first_request()
     async def noop(message: Any) -> None:
         return None
 
+    class State:
+        runtime = SimpleNamespace(request_threads=3)
+
+    app_ = SimpleNamespace(state=State())
+
     async def two_requests() -> None:
         before = int(to_thread.current_default_thread_limiter().total_tokens)
-        app = RequestContextMiddleware(inner, request_threads=3)
+        app = RequestContextMiddleware(inner)
         for _ in range(2):
-            await app({"type": "http", "headers": []}, noop, noop)
+            await app({"type": "http", "headers": [], "app": app_}, noop, noop)
         seen.insert(0, before)
 
     anyio.run(two_requests)
     assert seen == [40, 3, 3]
 
 
-def test_request_threads_come_from_the_serving_config() -> None:
-    from recolab.config import ServingConfig
+def _threads_after_a_request(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> int:
+    """Start the service in-process over `env`, send one request, read the pool size."""
+    from anyio import to_thread
 
-    assert ServingConfig().request_threads == 4
+    from tests.integration.test_service_inprocess import _serve, token
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("RECOLAB_REDIS_URL", raising=False)
+    for client in _serve():
+        assert client.get("/users/1", headers=token(1)).status_code == 200
+        return int(
+            client.portal.call(lambda: to_thread.current_default_thread_limiter().total_tokens)
+        )
+    raise AssertionError("the service did not start")
+
+
+def test_request_threads_come_from_serving_yaml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.integration.test_service_inprocess import make_workspace
+
+    env = make_workspace(tmp_path, request_threads=7)
+    assert _threads_after_a_request(env, monkeypatch) == 7
+
+
+def test_request_threads_come_from_an_override(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.integration.test_service_inprocess import make_workspace
+
+    env = make_workspace(tmp_path, request_threads=7)
+    env["RECOLAB_OVERRIDES"] = json.dumps(["serving.request_threads=5"])
+    assert _threads_after_a_request(env, monkeypatch) == 5

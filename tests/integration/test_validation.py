@@ -18,9 +18,9 @@ from recolab.adapters.ingest.validation import (
     raise_for_failures,
     validate_dataset,
 )
+from tests.conftest import require_shared_movielens
 
 NOW = 1_700_000_000  # 2023-11-14: years up to 2028 are plausible
-ML_LATEST_SMALL = Path("/work/shared/data/movielens/ml-latest-small")
 
 EXPECTED = {
     ("expect_table_columns_to_match_set", "ratings", ()),
@@ -375,11 +375,11 @@ def test_validation_failed_names_each_failure_with_count_and_rows() -> None:
     assert "'row': 2," not in message  # sample_size=1
 
 
-@pytest.mark.skipif(not ML_LATEST_SMALL.is_dir(), reason="ml-latest-small not present")
 def test_real_ml_latest_small_passes() -> None:
-    raw = pd.read_csv(ML_LATEST_SMALL / "ratings.csv")
+    root = require_shared_movielens("ml-latest-small")
+    raw = pd.read_csv(root / "ratings.csv")
     ratings = raw.set_axis(list(("user_id", "movie_id", "rating", "timestamp")), axis=1)
-    items = pd.read_csv(ML_LATEST_SMALL / "movies.csv")
+    items = pd.read_csv(root / "movies.csv")
     parts = items["title"].str.strip().str.extract(r"^(.*?)(?:\s*\((\d{4})\))?$")
     movies = pd.DataFrame(
         {

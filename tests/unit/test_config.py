@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 
 from recolab.cli import app
 from recolab.config import (
+    PROJECT_ROOT,
     ConfigError,
     DeploymentsConfig,
     PipelineConfig,
@@ -16,9 +17,12 @@ from recolab.config import (
     apply_overrides,
     check_overrides,
     load_section,
+    parse_override,
+    parse_overrides,
+    training_overrides,
 )
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = PROJECT_ROOT / "configs"
 
 
 def test_settings_default_to_embedded_parts(
@@ -136,23 +140,129 @@ def test_missing_file_gives_defaults(tmp_path: Path) -> None:
     assert load_section(ServingConfig, "serving", config_dir=tmp_path) == ServingConfig()
 
 
-@pytest.mark.parametrize("bad", ["noequals", "=3", "a.b=[unclosed"])
+@pytest.mark.parametrize(
+    "bad", ["noequals", "=3", "pipeline.dataset", "pipeline..dataset=x", "serving.port=[unclosed"]
+)
 def test_malformed_overrides(bad: str) -> None:
     with pytest.raises(ConfigError):
-        apply_overrides({}, [bad])
+        parse_override(bad)
 
 
 def test_override_through_a_scalar_is_an_error() -> None:
     with pytest.raises(ConfigError, match="not a section"):
-        apply_overrides({"demo": 3}, ["demo.seed=1"])
+        apply_overrides({"demo": 3}, parse_overrides(["pipeline.demo.seed=1"]))
 
 
-def test_check_overrides_refuses_unknown_sections() -> None:
-    check_overrides(["pipeline.dataset=demo"], ["pipeline", "serving"])
-    with pytest.raises(ConfigError, match="pipelne"):
-        check_overrides(["pipelne.dataset=demo"], ["pipeline", "serving"])
-    with pytest.raises(ConfigError):
-        check_overrides(["dataset=demo"], ["pipeline"])
+def test_overrides_parse_every_section_the_same_way() -> None:
+    parsed = parse_overrides(
+        [
+            "pipeline.demo.n_ratings=5000",
+            "serving.request_threads=2",
+            "deployments.nightly_retrain.enabled=true",
+            "model.gmf_dim=8",
+            "trainer.implicit.lr=0.02",
+            "max_epochs=3",  # a bare key is a trainer key
+        ]
+    )
+    assert [(o.section, o.keys, o.value) for o in parsed] == [
+        ("pipeline", ("demo", "n_ratings"), 5000),
+        ("serving", ("request_threads",), 2),
+        ("deployments", ("nightly_retrain", "enabled"), True),
+        ("model", ("gmf_dim",), 8),
+        ("trainer", ("implicit", "lr"), 0.02),
+        ("trainer", ("max_epochs",), 3),
+    ]
+    assert training_overrides([o.text for o in parsed]) == {
+        "gmf_dim": 8,
+        "implicit": {"lr": 0.02},
+        "max_epochs": 3,
+    }
+
+
+@pytest.mark.parametrize("typo", ["pipelne.dataset=demo", "servng.port=1", "trainr.lr=0.1"])
+def test_an_unknown_section_is_refused_and_named(typo: str) -> None:
+    section = typo.partition(".")[0]
+    with pytest.raises(ConfigError, match=rf"unknown section '{section}' \(did you mean"):
+        check_overrides([typo], CONFIGS)
+    # load_section parses every override, not only its own section's
+    with pytest.raises(ConfigError, match=section):
+        load_section(ServingConfig, "serving", config_dir=CONFIGS, overrides=[typo])
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("pipeline.datset=ml-100k", "datset"),
+        ("pipeline.demo.n_user=10", "demo.n_user"),
+        ("serving.request_thread=2", "request_thread"),
+        ("deployments.nightly_retrain.cronn=1", "nightly_retrain.cronn"),
+    ],
+)
+def test_an_unknown_key_in_a_platform_section_is_refused_and_named(override: str, key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        check_overrides(["serving.port=3001", override], CONFIGS)
+    assert f"override {override!r}: {key} = " in str(err.value)
+    assert "unknown key" in str(err.value)
+
+
+def test_check_overrides_checks_values_and_accepts_good_ones() -> None:
+    check_overrides(
+        ["pipeline.dataset=ml-100k", "serving.request_threads=2", "max_epochs=1"], CONFIGS
+    )
+    with pytest.raises(ConfigError, match=r"request_threads = 0"):
+        check_overrides(["serving.request_threads=0"], CONFIGS)
+
+
+def test_bootstrap_refuses_a_bad_override_from_either_source(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from recolab.bootstrap import bootstrap
+
+    monkeypatch.setenv("RECOLAB_DATA_DIR", str(tmp_path))
+    with pytest.raises(ConfigError, match="request_thread "):
+        bootstrap(migrate=False, overrides=["serving.request_thread=2"])
+    monkeypatch.setenv("RECOLAB_OVERRIDES", '["servng.request_threads=2"]')
+    with pytest.raises(ConfigError, match="servng"):
+        bootstrap(migrate=False)
+
+
+def test_a_serving_override_takes_effect(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from recolab.bootstrap import bootstrap
+
+    monkeypatch.setenv("RECOLAB_DATA_DIR", str(tmp_path))
+    platform = bootstrap(migrate=False, overrides=["serving.request_threads=3"])
+    try:
+        assert platform.serving_config.request_threads == 3
+    finally:
+        platform.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["ingest", "--set", "pipelne.dataset=demo"], "pipelne"),
+        (["ingest", "--set", "pipeline.demo.n_user=5"], "demo.n_user"),
+        (["train", "--set", "trainer.max_epoch=3"], "max_epoch"),
+        (["evaluate", "--set", "model.gmf_dimm=3"], "gmf_dimm"),
+    ],
+)
+def test_cli_refuses_a_bad_override_before_running_anything(
+    args: list[str], named: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("RECOLAB_DATA_DIR", str(tmp_path))
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert named in result.output
+    assert not (tmp_path / "recolab.db").exists()  # nothing was bootstrapped
+
+
+def test_shared_folder_defaults_beside_the_repository(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("RECOLAB_SHARED_DIR", raising=False)
+    assert Settings().shared_dir == PROJECT_ROOT.parent / "shared"
+    monkeypatch.setenv("RECOLAB_SHARED_DIR", str(tmp_path))
+    assert Settings().shared_movielens("ml-100k") == tmp_path / "data" / "movielens" / "ml-100k"
 
 
 def test_cli_lists_subcommands() -> None:

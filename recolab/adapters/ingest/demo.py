@@ -17,8 +17,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from recolab.adapters.ingest.movielens import DEMO_MARKER, GENRES
+from recolab.domain.values import RATING_VALUES
 
-STARS = np.arange(1, 11) / 2.0
+STARS = np.array(RATING_VALUES)
 # Target share of each half star 0.5..5.0 (the familiar MovieLens shape: mean ~3.5, mode at
 # 4.0, whole stars more common than the half stars next to them).
 STAR_SHARES = np.array([0.014, 0.028, 0.018, 0.075, 0.055, 0.199, 0.130, 0.266, 0.085, 0.130])

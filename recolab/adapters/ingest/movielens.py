@@ -32,6 +32,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from recolab.domain.model import UNKNOWN_GENRE
+
 RATING_COLUMNS = ("user_id", "movie_id", "rating", "timestamp")
 MOVIE_COLUMNS = ("movie_id", "title", "year", "genres")
 
@@ -56,7 +58,6 @@ GENRES: tuple[str, ...] = (
     "War",
     "Western",
 )
-UNKNOWN_GENRE = "Unknown"
 _ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", *GENRES[4:])
 _GENRE_ALIASES = {
     "Children's": "Children",
@@ -66,7 +67,6 @@ _GENRE_ALIASES = {
 
 CSV_RELEASES = ("ml-latest-small", "ml-latest", "ml-20m", "ml-25m", "ml-32m")
 DEMO_MARKER = "DEMO.txt"
-LAYOUTS = ("ml-100k", "ml-1m", "ml-10m", *CSV_RELEASES, "demo", "ml-csv")
 
 _EXPECTED_FILES = (
     "u.data + u.item (ml-100k)",

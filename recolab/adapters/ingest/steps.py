@@ -21,6 +21,7 @@ from recolab.adapters.ingest.validation import (
 from recolab.adapters.sql import schema as s
 from recolab.adapters.sql.loading import load_dataset
 from recolab.config import DemoConfig
+from recolab.domain.model import TIER_UPPER_BOUNDS, UserClassification
 
 log = logging.getLogger(__name__)
 
@@ -154,12 +155,11 @@ class SqlLoader:
     def refresh_statistics(self, load: Mapping[str, Any]) -> Mapping[str, Any]:
         """Statistics are recounted inside the load's transaction; report the user tiers."""
         n = s.users.c.n_ratings
+        # The domain's tiers: the last has no upper bound.
+        bounded = zip(UserClassification, TIER_UPPER_BOUNDS, strict=False)
         tier = case(
-            (n == 0, "cold_start"),
-            (n <= 5, "new"),
-            (n <= 20, "casual"),
-            (n <= 100, "active"),
-            else_="power_user",
+            *((n <= upper, t.value) for t, upper in bounded),
+            else_=UserClassification.POWER_USER.value,
         )
         with self.engine.connect() as conn:
             rows = conn.execute(select(tier.label("tier"), func.count()).group_by(tier)).all()

@@ -114,6 +114,7 @@ class ServingMetrics:
         self.ratings = Counter(
             "recolab_ratings", "Ratings stored, new or replacing an earlier one", ["kind"]
         )
+        self.registrations = Counter("recolab_users_registered", "Users registered")
         self.model_loaded = Gauge(
             "recolab_model_loaded",
             "1 when a champion model is loaded",
@@ -137,6 +138,9 @@ class ServingMetrics:
 
     def rating(self, *, replaced: bool) -> None:
         self.ratings.labels(kind="update" if replaced else "new").inc()
+
+    def registration(self) -> None:
+        self.registrations.inc()
 
     def model(self, name: str, version: str | None) -> None:
         """Record which model version is served (None: none)."""

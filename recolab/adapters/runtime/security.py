@@ -1,9 +1,9 @@
 """Security for the HTTP service: JWT bearer tokens (HS256) and per-client rate limiting.
 
 Tokens carry `sub` (a user id, or a name for operators), `role` (`user` or `admin`), `iat`,
-`exp` and `iss`. A `user` may read and write only the data of the user named by `sub`;
-an `admin` may act on anyone's. Rate limiting is a token bucket per client in one process,
-or a fixed window shared through Redis (one Lua script: INCR + EXPIRE) when Redis is set.
+`exp` and `iss`; who may do what with them is `recolab.application.access`. Rate limiting
+is a token bucket per client in one process, or a fixed window shared through Redis (one
+Lua script: INCR + EXPIRE) when Redis is set.
 """
 
 from __future__ import annotations
@@ -14,63 +14,45 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import jwt
 
+from recolab.application.access import (
+    ROLES,
+    AuthError,
+    Principal,
+    RateDecision,
+    RateLimited,
+    RateLimiter,
+    enforce,
+)
 from recolab.config import DEFAULT_JWT_SECRET, ConfigError, Settings
+
+__all__ = [
+    "AuthError",
+    "Principal",
+    "RateDecision",
+    "RateLimited",
+    "RateLimiter",
+    "RedisRateLimiter",
+    "TokenBucketLimiter",
+    "TokenVerifier",
+    "enforce",
+    "issue_token",
+    "local_token",
+    "rate_limiter",
+    "serving_secret",
+    "verify",
+]
 
 log = logging.getLogger(__name__)
 
-Role = Literal["user", "admin"]
-ROLES: tuple[Role, ...] = ("user", "admin")
 ALGORITHM = "HS256"
 ISSUER = "recolab"
 MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash
 MAX_TTL_S = 366 * 24 * 3600
 LEEWAY_S = 5.0  # clock skew allowed on a token's expiry and issue time
-
-
-class AuthError(Exception):
-    """The request carries no valid credentials (HTTP 401)."""
-
-
-class Forbidden(Exception):
-    """Valid credentials, but not for this resource (HTTP 403)."""
-
-
-class RateLimited(Exception):
-    """Too many requests from one client (HTTP 429); retry after `retry_after_s`."""
-
-    def __init__(self, retry_after_s: int, limit: int) -> None:
-        super().__init__(f"rate limit of {limit} requests per minute exceeded")
-        self.retry_after_s = retry_after_s
-        self.limit = limit
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is calling, from a verified token."""
-
-    subject: str
-    role: Role
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
-
-    def may_access(self, user_id: int) -> bool:
-        return self.is_admin or self.subject == str(user_id)
-
-    def require_access(self, user_id: int) -> None:
-        """Raise `Forbidden` unless this principal may read and write `user_id`'s data."""
-        if not self.may_access(user_id):
-            raise Forbidden(f"token for {self.subject!r} may not access user {user_id}")
-
-    def require_admin(self) -> None:
-        if not self.is_admin:
-            raise Forbidden("this operation needs a token with the admin role")
 
 
 def issue_token(
@@ -167,28 +149,6 @@ def serving_secret(settings: Settings) -> str:
 
 
 # ---- rate limiting
-
-
-@dataclass(frozen=True, slots=True)
-class RateDecision:
-    allowed: bool
-    limit: int
-    remaining: int
-    retry_after_s: int  # 0 when allowed
-
-
-class RateLimiter(Protocol):
-    def hit(self, client: str) -> RateDecision:
-        """Count one request from `client` and say whether it may proceed."""
-        ...
-
-
-def enforce(limiter: RateLimiter, client: str) -> RateDecision:
-    """Count a request from `client`; raise `RateLimited` when over the limit."""
-    decision = limiter.hit(client)
-    if not decision.allowed:
-        raise RateLimited(decision.retry_after_s, decision.limit)
-    return decision
 
 
 class TokenBucketLimiter:
@@ -293,8 +253,6 @@ def rate_limiter(settings: Settings, per_minute: int) -> RateLimiter:
     return TokenBucketLimiter(per_minute)
 
 
-def local_token(
-    sub: str, role: str = "user", ttl_s: float = 3600, settings: Settings | None = None
-) -> str:
+def local_token(sub: str, role: str, ttl_s: float, settings: Settings) -> str:
     """A token for local use signed with the configured secret (`recolab token`)."""
-    return issue_token(sub, role, serving_secret(settings or Settings()), ttl_s)
+    return issue_token(sub, role, serving_secret(settings), ttl_s)

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Mapping
+
 import torch
 from threadpoolctl import threadpool_limits
+
+from recolab.config import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def set_torch_threads(count: int) -> None:
@@ -20,3 +28,26 @@ def set_torch_threads(count: int) -> None:
     # numpy's BLAS keeps a pool of its own, one thread per core by default, whose waiting
     # threads spin on the cores the other requests need: the same count applies.
     threadpool_limits(limits=count, user_api="blas")
+
+
+TORCH_THREADS_ENV = "RECOLAB_TORCH_THREADS"
+DEFAULT_TORCH_THREADS = 1
+
+
+def configure_torch_threads(environ: Mapping[str, str] | None = None) -> int:
+    """Size this worker's torch intra-op pool from `RECOLAB_TORCH_THREADS`; the size in use.
+
+    Called at service start-up (once per worker), never at import of `recolab`; 0 keeps
+    torch's own default (one thread per core)."""
+    raw = (os.environ if environ is None else environ).get(TORCH_THREADS_ENV, "").strip()
+    try:
+        wanted = int(raw) if raw else DEFAULT_TORCH_THREADS
+    except ValueError:
+        raise ConfigError(f"{TORCH_THREADS_ENV}={raw!r}: expected a whole number >= 0") from None
+    if wanted < 0:
+        raise ConfigError(f"{TORCH_THREADS_ENV}={raw!r}: expected a whole number >= 0")
+    if wanted:
+        set_torch_threads(wanted)
+    threads = torch.get_num_threads()
+    log.info("torch intra-op threads: %d", threads)
+    return threads

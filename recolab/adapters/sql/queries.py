@@ -15,6 +15,7 @@ from typing import Any, Literal
 from sqlalchemy import Engine, Float, Row, case, cast, func, insert, literal, select, text
 
 from recolab.adapters.sql import schema as s
+from recolab.domain.events import RankedItem
 from recolab.domain.values import MovieId
 
 SimilarFn = Callable[[MovieId, int], Sequence[tuple[MovieId, float]]]
@@ -208,7 +209,7 @@ class SqlQueries:
     def record_recommendations(
         self,
         user_id: int,
-        items: Sequence[HistoryItem],
+        items: Sequence[RankedItem],
         *,
         strategy: str,
         model_version: str | None,

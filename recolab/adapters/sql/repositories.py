@@ -2,6 +2,8 @@
 
 Statistics on the write path are SQL-side increments (`SET n = n + 1`), so concurrent
 ratings never lose an update; the previous score of a re-rating is read under a row lock.
+They apply the domain's running-mean rule (`User.record_rating`, `Movie.add_rating`) to a
+stored sum; tests/integration/test_running_mean.py proves them equal to it.
 """
 
 from __future__ import annotations
@@ -27,11 +29,16 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from recolab.adapters.sql import schema as s
-from recolab.adapters.sql.stats import POSITIVE_SCORE
 from recolab.domain.errors import MovieNotFound, UserNotFound
-from recolab.domain.model import Movie, Rating, User
-from recolab.domain.services import top_genres
-from recolab.domain.values import MovieId, RatingScore, Timestamp, UserId, shared_movie_id
+from recolab.domain.model import Movie, Rating, User, top_genres
+from recolab.domain.values import (
+    POSITIVE_THRESHOLD,
+    MovieId,
+    RatingScore,
+    Timestamp,
+    UserId,
+    shared_movie_id,
+)
 
 
 def _ts(value: Any) -> Timestamp | None:
@@ -68,10 +75,6 @@ def movie_from_row(row: Row[Any]) -> Movie:
     )
 
 
-def rating_from_row(row: Row[Any]) -> Rating:
-    return _rating(int(row.user_id), int(row.movie_id), float(row.score), int(row.timestamp))
-
-
 # Ratings are immutable and compared by value, so equal rows share one object: a user's
 # ratings are read on every uncached recommendation (about 200 rows on ml-latest-small),
 # and building each Rating (with its Timestamp and datetime) cost 6.5 us, 1.3 ms per
@@ -97,7 +100,7 @@ _LIKED_GENRE_COUNTS = (
     select(s.movie_genres.c.genre, func.count())
     .join_from(s.ratings, s.movie_genres, s.movie_genres.c.movie_id == s.ratings.c.movie_id)
     .where(s.ratings.c.user_id == bindparam("user_id"))
-    .where(s.ratings.c.score >= POSITIVE_SCORE)
+    .where(s.ratings.c.score >= POSITIVE_THRESHOLD)
     .group_by(s.movie_genres.c.genre)
 )
 _USER = select(s.users).where(s.users.c.id == bindparam("user_id"))
@@ -243,40 +246,6 @@ class SqlAlchemyMovies:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    def get(self, movie_id: MovieId) -> Movie | None:
-        row = self.conn.execute(select(s.movies).where(s.movies.c.id == movie_id.value)).first()
-        return None if row is None else movie_from_row(row)
-
-    def get_many(self, movie_ids: Sequence[MovieId]) -> dict[MovieId, Movie]:
-        ids = [m.value for m in movie_ids]
-        rows = self.conn.execute(select(s.movies).where(s.movies.c.id.in_(ids)))
-        return {MovieId(int(r.id)): movie_from_row(r) for r in rows}
-
-    def popular(self, limit: int, genres: Sequence[str] = ()) -> list[Movie]:
-        query = select(s.movies).order_by(s.movies.c.popularity_score.desc(), s.movies.c.id)
-        if genres:
-            wanted = select(s.movie_genres.c.movie_id).where(
-                func.lower(s.movie_genres.c.genre).in_([g.lower() for g in genres])
-            )
-            query = query.where(s.movies.c.id.in_(wanted))
-        return [movie_from_row(r) for r in self.conn.execute(query.limit(limit))]
-
-    def search(self, title: str | None, genre: str | None, limit: int) -> list[Movie]:
-        query = select(s.movies)
-        if title:
-            escaped = title.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            query = query.where(func.lower(s.movies.c.title).like(f"%{escaped}%", escape="\\"))
-        if genre:
-            query = query.where(
-                s.movies.c.id.in_(
-                    select(s.movie_genres.c.movie_id).where(
-                        func.lower(s.movie_genres.c.genre) == genre.lower()
-                    )
-                )
-            )
-        query = query.order_by(s.movies.c.popularity_score.desc(), s.movies.c.id).limit(limit)
-        return [movie_from_row(r) for r in self.conn.execute(query)]
-
     def record_rating(
         self, movie_id: MovieId, score: RatingScore, previous: RatingScore | None
     ) -> Movie:
@@ -290,14 +259,6 @@ class SqlAlchemyMovies:
 class SqlAlchemyRatings:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-
-    def get(self, user_id: UserId, movie_id: MovieId) -> Rating | None:
-        row = self.conn.execute(
-            select(s.ratings).where(
-                s.ratings.c.user_id == user_id.value, s.ratings.c.movie_id == movie_id.value
-            )
-        ).first()
-        return None if row is None else rating_from_row(row)
 
     def upsert(self, rating: Rating) -> RatingScore | None:
         values = {
@@ -378,10 +339,6 @@ class SqlAlchemyUnitOfWork:
 
     def rollback(self) -> None:
         self._tx.rollback()
-
-
-def uow_factory(engine: Engine) -> Callable[[], SqlAlchemyUnitOfWork]:
-    return lambda: SqlAlchemyUnitOfWork(engine)
 
 
 class SqlCatalogue:

@@ -6,9 +6,10 @@ rows whose figures did not change are not rewritten.
 * movies: ``rating_count``, ``rating_sum``, ``avg_rating``,
   ``popularity_score = log10(rating_count + 1) * avg_rating``; 0 when unrated.
 * users: ``n_ratings``, ``rating_sum``, ``avg_rating``, ``last_activity`` (latest rating
-  time), ``favorite_genres``: the 3 genres most frequent among the user's positive
-  ratings (score >= 4.0), by count descending then genre name (binary order), joined
-  with ``|``; ``''`` when there are none.
+  time), ``favorite_genres``: the ``FAVORITE_GENRES_K`` (3) genres most frequent among
+  the user's positive ratings (score >= ``POSITIVE_THRESHOLD``, 4.0), by count descending
+  then genre name (binary order), joined with ``|``; ``''`` when there are none. These
+  are the domain's rules (:func:`recolab.domain.model.favorite_genres`), in SQL and numpy.
 
 ``avg_rating`` is ``rating_sum / n`` (what ``avg()`` returns, and what the incremental
 rules keep). On PostgreSQL a recount of every row materialises its aggregates in
@@ -54,9 +55,9 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
 
 from recolab.adapters.sql.schema import Timestamp, movie_genres, movies, ratings, users
+from recolab.domain.model import FAVORITE_GENRES_K
+from recolab.domain.values import POSITIVE_THRESHOLD
 
-POSITIVE_SCORE = 4.0
-N_FAVORITE_GENRES = 3
 GENRE_SEPARATOR = "|"
 
 # Restricts a statement to some ids: called with the id column to filter on.
@@ -169,11 +170,9 @@ def user_statistics_statements(dialect: str, scope: Scope | None) -> list[Execut
     top, top_setup, top_teardown = _figures_source(
         _favorite_genres(dialect, scope), "_user_favorites", dialect, scope
     )
-    favorites = (
-        top.c.g1
-        + func.coalesce(GENRE_SEPARATOR + top.c.g2, "")
-        + func.coalesce(GENRE_SEPARATOR + top.c.g3, "")
-    )
+    favorites: ColumnElement[Any] = top.c.g1
+    for i in range(2, FAVORITE_GENRES_K + 1):
+        favorites = favorites + func.coalesce(GENRE_SEPARATOR + top.c[f"g{i}"], "")
     joined = users.outerjoin(c, c.c.user_id == users.c.id).outerjoin(
         top, top.c.user_id == users.c.id
     )
@@ -250,11 +249,11 @@ def _figures_source(
 
 
 def _favorite_genres(dialect: str, scope: Scope | None) -> Select[Any]:
-    """(user_id, g1, g2, g3): a user's top genres among positive ratings."""
+    """(user_id, g1, ..., gk): a user's top k genres among positive ratings."""
     per_genre = (
         select(ratings.c.user_id, movie_genres.c.genre, func.count().label("n"))
         .join_from(ratings, movie_genres, movie_genres.c.movie_id == ratings.c.movie_id)
-        .where(ratings.c.score >= POSITIVE_SCORE)
+        .where(ratings.c.score >= POSITIVE_THRESHOLD)
         .group_by(ratings.c.user_id, movie_genres.c.genre)
     )
     if scope is not None:
@@ -266,11 +265,11 @@ def _favorite_genres(dialect: str, scope: Scope | None) -> Select[Any]:
     ranked = select(g.c.user_id, g.c.genre, rank.label("rn")).subquery("ranked")
     picks = [
         func.max(case((ranked.c.rn == i, ranked.c.genre))).label(f"g{i}")
-        for i in range(1, N_FAVORITE_GENRES + 1)
+        for i in range(1, FAVORITE_GENRES_K + 1)
     ]
     return (
         select(ranked.c.user_id, *picks)
-        .where(ranked.c.rn <= N_FAVORITE_GENRES)
+        .where(ranked.c.rn <= FAVORITE_GENRES_K)
         .group_by(ranked.c.user_id)
     )
 
@@ -371,7 +370,7 @@ def _favorites_from_arrays(
     movie_ids = np.unique(genre_movies)
     movie_row = np.searchsorted(movie_ids, genre_movies)
     genre_code = np.searchsorted(names, genres["genre"].astype(str).to_numpy(object))
-    positive = score >= POSITIVE_SCORE
+    positive = score >= POSITIVE_THRESHOLD
     per_user = np.diff(np.r_[starts, len(user)])
     user_index = np.repeat(np.arange(n_users, dtype=np.int32), per_user)[positive]
     liked = movie[positive]
@@ -394,7 +393,7 @@ def _favorites_from_arrays(
             mask = (liked_bits & np.uint64(1 << (g - first))) != 0
             counts[:, g] = np.bincount(user_index[mask], minlength=n_users)
     # Count descending, then name (the column order): a stable sort on -count.
-    order = np.argsort(-counts, axis=1, kind="stable")[:, :N_FAVORITE_GENRES]
+    order = np.argsort(-counts, axis=1, kind="stable")[:, :FAVORITE_GENRES_K]
     top = np.take_along_axis(counts, order, axis=1)
     # One string per distinct top list (there are few), not one join per user.
     picked = np.where(top > 0, order + 1, 0)

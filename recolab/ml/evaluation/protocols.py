@@ -27,7 +27,7 @@ USER, ITEM, RATING, TIME = "user_id", "movie_id", "rating", "timestamp"
 _PAIRS_PER_CALL = 1 << 21
 
 
-class Recommender(Protocol):
+class OfflineRecommender(Protocol):
     """What the protocols need. Ids are raw `user_id` / `movie_id` values.
 
     `predict` returns ratings in stars; `score` returns any ranking score (higher is better).
@@ -41,7 +41,7 @@ class Recommender(Protocol):
     def score(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray: ...
 
 
-RecommenderFactory = Callable[[], Recommender]
+RecommenderFactory = Callable[[], OfflineRecommender]
 
 
 # -- splits -------------------------------------------------------------------------------
@@ -154,7 +154,9 @@ def _train_counts(train: pd.DataFrame, users: np.ndarray) -> np.ndarray:
     return pd.Series(users).map(counts).fillna(0).to_numpy(dtype=np.int64)
 
 
-def _timed_fit(factory: RecommenderFactory, train: pd.DataFrame) -> tuple[Recommender, float]:
+def _timed_fit(
+    factory: RecommenderFactory, train: pd.DataFrame
+) -> tuple[OfflineRecommender, float]:
     model = factory()
     start = time.perf_counter()
     model.fit(train)
@@ -238,7 +240,7 @@ class ItemFeatures:
 
 
 def top_k_items(
-    model: Recommender,
+    model: OfflineRecommender,
     users: np.ndarray,
     catalogue: np.ndarray,
     exclude_rows: np.ndarray,

@@ -6,11 +6,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from recolab.domain.model import UserClassification
+from recolab.domain.model import TIER_UPPER_BOUNDS, UserClassification
 
 TIERS: tuple[str, ...] = tuple(tier.value for tier in UserClassification)
-# Upper bounds (inclusive) of every tier but the last, matching UserClassification.from_count.
-_UPPER_BOUNDS = np.array([0, 5, 20, 100])
+# Upper bounds (inclusive) of every tier but the last: UserClassification.from_count's.
+_UPPER_BOUNDS = np.array(TIER_UPPER_BOUNDS)
 
 
 def user_tiers(n_ratings: np.ndarray) -> np.ndarray:

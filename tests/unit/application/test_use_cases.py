@@ -2,15 +2,14 @@ from __future__ import annotations
 
 import pytest
 
+from recolab.application.handlers import message_bus
 from recolab.application.recommend import (
     RecommendationResult,
     Recommender,
     RecommendRequest,
-    cache_group,
 )
 from recolab.application.users import RateMovie, get_profile, rate_movie, register_user
 from recolab.domain import (
-    EventBus,
     InvalidValue,
     Movie,
     MovieId,
@@ -187,8 +186,7 @@ def test_cache_hit_refresh_and_invalidation_on_rating() -> None:
     assert [i.movie_id for i in again.items] == [i.movie_id for i in first.items]
     assert not rec.recommend(RecommendRequest(user_id=3, n=10, force_refresh=True)).cached
 
-    events = EventBus()
-    events.subscribe(MovieRated, lambda e: cache.drop(cache_group(e.user_id.value)))
+    events = message_bus({"cache": cache, "metrics": None, "history": None})  # the real table
     top = first.items[0].movie_id
     rate_movie(RateMovie(3, top, 4.5), FakeUoW(store), events)
     after = rec.recommend(RecommendRequest(user_id=3, n=10))

@@ -109,9 +109,15 @@ def test_event_payloads() -> None:
     assert rerated.previous_score == RatingScore(4.0)
     assert _rated().previous_score is None
     generated = RecommendationsGenerated(
-        user_id=UserId(1), strategy="hybrid", n_recommendations=10, diversity_score=0.4
+        user_id=UserId(1),
+        tier="casual",
+        requested="auto",
+        strategy="hybrid",
+        items=(),
+        diversity_score=0.4,
     )
-    assert generated.model_version is None
+    assert generated.model_version is None and generated.fallback is None
+    assert (generated.cached, generated.n_recommendations) == (False, 0)
     promoted = ModelPromoted(
         model_name="neumf", version="3", previous_version="2", metric="val/ndcg@10", value=0.31
     )

@@ -15,9 +15,6 @@ from recolab.domain import (
     NotFound,
     Rating,
     RatingScore,
-    Recommendation,
-    RecommendationScore,
-    Source,
     Timestamp,
     User,
     UserClassification,
@@ -25,6 +22,7 @@ from recolab.domain import (
     UserNotFound,
     genre_jaccard,
 )
+from recolab.domain.model import TIER_UPPER_BOUNDS
 
 NOW = Timestamp.from_unix(1_700_000_000)
 
@@ -314,36 +312,6 @@ def test_rating_is_immutable() -> None:
         _rating(4.0).score = RatingScore(1.0)  # type: ignore[misc]
 
 
-def _recommendation(rank: object = 1, explanation: str = "Popular in Drama") -> Recommendation:
-    return Recommendation(
-        UserId(1),
-        MovieId(2),
-        RecommendationScore(0.8),
-        rank,  # type: ignore[arg-type]
-        Source.POPULAR,
-        explanation,
-    )
-
-
-@pytest.mark.parametrize("rank", [0, -1, True, 1.0, "1", None])
-def test_recommendation_rank_must_be_a_positive_int(rank: object) -> None:
-    with pytest.raises(InvalidValue, match="rank"):
-        _recommendation(rank)
-
-
-@pytest.mark.parametrize("explanation", ["", "   "])
-def test_recommendation_needs_an_explanation(explanation: str) -> None:
-    with pytest.raises(InvalidValue, match="explanation"):
-        _recommendation(explanation=explanation)
-
-
-def test_valid_recommendation() -> None:
-    rec = _recommendation(3)
-    assert rec.rank == 3
-    assert rec.source is Source.POPULAR
-    assert rec.generated_at <= Timestamp.now()
-
-
 def test_not_found_errors_carry_the_id() -> None:
     user_error = UserNotFound(UserId(5))
     movie_error = MovieNotFound(MovieId(6))
@@ -353,3 +321,12 @@ def test_not_found_errors_carry_the_id() -> None:
     assert movie_error.movie_id == MovieId(6)
     assert str(user_error) == "user User#5 not found"
     assert str(movie_error) == "movie Movie#6 not found"
+
+
+def test_tier_upper_bounds_define_the_classification() -> None:
+    tiers = list(UserClassification)
+    assert len(TIER_UPPER_BOUNDS) == len(tiers) - 1
+    assert list(TIER_UPPER_BOUNDS) == sorted(set(TIER_UPPER_BOUNDS))
+    for tier, upper in zip(tiers, TIER_UPPER_BOUNDS, strict=False):
+        assert UserClassification.from_count(upper) is tier
+        assert UserClassification.from_count(upper + 1) is tiers[tiers.index(tier) + 1]

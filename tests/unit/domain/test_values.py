@@ -12,9 +12,17 @@ from recolab.domain import (
     InvalidValue,
     MovieId,
     RatingScore,
-    RecommendationScore,
     Timestamp,
     UserId,
+)
+from recolab.domain.values import (
+    MAX_RATING,
+    MIN_RATING,
+    NEGATIVE_THRESHOLD,
+    POSITIVE_THRESHOLD,
+    RATING_SPAN,
+    RATING_STEP,
+    RATING_VALUES,
 )
 
 VALID_STARS = [x / 2 for x in range(1, 11)]
@@ -138,19 +146,16 @@ def test_ids_str_int_equality_and_ordering() -> None:
     assert UserId(3) != different_kind
 
 
-@pytest.mark.parametrize("value", [0, 0.0, 0.5, 1, 1.0])
-def test_recommendation_score_accepts_closed_unit_interval(value: float) -> None:
-    score = RecommendationScore(value)
-    assert float(score) == float(value)
-    assert type(score.value) is float
-
-
-@pytest.mark.parametrize(
-    "value", [-0.0001, 1.0001, -1, 2, float("nan"), float("inf"), True, "0.5", None]
-)
-def test_recommendation_score_rejects_out_of_range(value: object) -> None:
-    with pytest.raises(InvalidValue):
-        RecommendationScore(value)  # type: ignore[arg-type]
+def test_the_rating_scale_is_defined_once_and_consistently() -> None:
+    assert tuple(VALID_STARS) == RATING_VALUES
+    assert (MIN_RATING, MAX_RATING, RATING_SPAN) == (0.5, 5.0, 4.5)
+    assert all(RatingScore(v).value == v for v in RATING_VALUES)
+    assert [RatingScore(v).is_positive() for v in RATING_VALUES] == [
+        v >= POSITIVE_THRESHOLD for v in RATING_VALUES
+    ]
+    assert RatingScore(POSITIVE_THRESHOLD).is_positive()
+    assert RatingScore(NEGATIVE_THRESHOLD).is_negative()
+    assert not RatingScore(NEGATIVE_THRESHOLD + RATING_STEP).is_negative()
 
 
 def test_timestamp_naive_datetime_is_taken_as_utc() -> None:

@@ -1,0 +1,115 @@
+"""Every error the API gives is a JSON `ErrorBody` with the request id; this maps the
+application's errors (and the framework's) to their status codes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from recolab.application.access import AuthError, Forbidden, RateLimited
+from recolab.application.errors import InvalidValue, NotFound
+from recolab.bootstrap import current_request_id, database_errors
+from serving.schemas import ErrorBody
+
+log = logging.getLogger("serving")
+
+Handler = Callable[[Request, Exception], Awaitable[JSONResponse]]
+
+
+def error(
+    status: int,
+    message: str,
+    *,
+    detail: list[dict[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """The JSON answer of an error, naming the current request."""
+    body = ErrorBody(error=message, detail=detail, request_id=current_request_id())
+    return JSONResponse(body.model_dump(exclude_none=True), status, headers=headers)
+
+
+def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """Error answers of a route for the OpenAPI page: its own `codes` and those every route
+    can give (400 for malformed JSON or Content-Length, 503 while the database is down)."""
+    common = (400, 401, 413, 422, 429, 503)
+    return {code: {"model": ErrorBody} for code in (*codes, *common)}
+
+
+def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    return [
+        {
+            "loc": ".".join(str(p) for p in err.get("loc", ())),
+            "msg": err.get("msg", ""),
+            "type": err.get("type", ""),
+        }
+        for err in jsonable_encoder(exc.errors())
+    ]
+
+
+async def _on_validation(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    fields = _field_errors(exc)
+    summary = "; ".join(f"{f['loc']}: {f['msg']}" for f in fields[:5])
+    if any(f["type"] == "json_invalid" for f in fields):
+        return error(400, f"malformed JSON body: {summary}", detail=fields)
+    return error(422, f"invalid request: {summary}", detail=fields)
+
+
+async def _on_http(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    return error(exc.status_code, str(exc.detail), headers=exc.headers)
+
+
+async def _on_auth(_: Request, exc: Exception) -> JSONResponse:
+    return error(401, str(exc), headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+async def _on_forbidden(_: Request, exc: Exception) -> JSONResponse:
+    return error(403, str(exc))
+
+
+async def _on_rate_limited(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RateLimited)
+    return error(429, str(exc), headers={"Retry-After": str(exc.retry_after_s)})
+
+
+async def _on_not_found(_: Request, exc: Exception) -> JSONResponse:
+    return error(404, str(exc))
+
+
+async def _on_invalid(_: Request, exc: Exception) -> JSONResponse:
+    return error(422, str(exc))
+
+
+def _on_database(is_transient: Callable[[BaseException], bool]) -> Handler:
+    async def handle(_: Request, exc: Exception) -> JSONResponse:
+        if is_transient(exc):
+            return error(503, "database unavailable, retry later", headers={"Retry-After": "1"})
+        log.exception("database error", exc_info=exc)
+        return error(500, "internal error")
+
+    return handle
+
+
+def add_handlers(app: FastAPI) -> None:
+    """Map every known error to its answer."""
+    database_error, is_transient = database_errors()
+    handlers: dict[type[Exception], Handler] = {
+        RequestValidationError: _on_validation,
+        HTTPException: _on_http,
+        AuthError: _on_auth,
+        Forbidden: _on_forbidden,
+        RateLimited: _on_rate_limited,
+        NotFound: _on_not_found,
+        InvalidValue: _on_invalid,
+        database_error: _on_database(is_transient),
+    }
+    for exc_type, handler in handlers.items():
+        app.add_exception_handler(exc_type, handler)
