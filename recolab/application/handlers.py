@@ -47,6 +47,8 @@ def count_recommendations(event: RecommendationsGenerated, *, metrics: ServiceMe
 
 
 def log_recommendations(event: RecommendationsGenerated) -> None:
+    if not log.isEnabledFor(logging.INFO):  # the extras cost more than the check
+        return
     log.info(
         "recommendations served",
         extra={

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -13,7 +13,9 @@ from recolab.domain.values import MovieId, RatingScore, Timestamp, UserId
 
 @dataclass(frozen=True, kw_only=True)
 class DomainEvent:
-    event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # 128 random bits as hex, like uuid4().hex at a tenth of its cost: one event is built
+    # per answer, cached answers included.
+    event_id: str = field(default_factory=lambda: os.urandom(16).hex())
     occurred_at: Timestamp = field(default_factory=Timestamp.now)
 
 
