@@ -42,7 +42,9 @@ import json, random, statistics, sys, time
 import recolab
 assert recolab.__file__.startswith(sys.argv[2]), recolab.__file__
 import torch
-torch.set_num_threads(1)
+from threadpoolctl import threadpool_limits
+torch.set_num_threads(1)  # as a serving worker: torch and numpy's BLAS on one thread
+threadpool_limits(limits=1, user_api="blas")
 from sqlalchemy import text
 from recolab.application.recommend import RecommendRequest
 from recolab.bootstrap import bootstrap

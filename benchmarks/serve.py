@@ -1,26 +1,37 @@
-"""Online serving speed: a live `bentoml serve` under load, beside the in-process floor.
+"""Online serving speed against the framework's floor: a live service under `wrk`.
 
-Starts a redis-server of its own and `bentoml serve serving.service:RecoLab` on free
-loopback ports over an existing workspace (a database and an MLflow store with a
-`champion`, e.g. from `recolab pipeline`), then drives it with a bounded load generator
-(httpx, asyncio) at each concurrency for a fixed time per scenario:
+Method (issue 14, "Speed: measured against the framework's floor"):
 
-- `recommend_uncached`: POST /recommend with force_refresh (model, domain rules, history);
-- `recommend_cached`:   POST /recommend for users whose answer is already in Redis;
-- `ratings`:            POST /ratings (a write on the database and a cache invalidation).
+- every server on one core: `bentoml serve` (RecoLab, or the floor) and its redis-server
+  under `taskset -c 0` (PostgreSQL, when used, is the machine's own and not pinned);
+- the load generator `wrk` (a C program, one thread) under `taskset -c 1`, closed loop at
+  each concurrency, a Lua script making each request's body (random user and `n`);
+  p50/p99 come from wrk's latency distribution, 4xx and 5xx are counted per status;
+- in the same run, `benchmarks/floor_service.py` (a bare BentoML service mounting one
+  FastAPI route that answers a 10-item JSON of `/recommend`'s shape; no auth, no database),
+  measured before and after RecoLab, minutes apart: every RecoLab figure is also given as a
+  ratio to the floor at the same concurrency (absolute numbers drift on shared machines);
+- scenarios: `recommend_uncached` (force_refresh), `recommend_cached` (users whose answers
+  were cached beforehand), `ratings` (a write and a cache invalidation); c=1 and c=32;
+- beside it, the in-process floor of one recommendation (`Recommender.recommend`, same
+  database, Redis and champion, no HTTP), on the server's core.
 
-Beside it, the same recommendation in-process (`Recommender.recommend`, same database,
-Redis and champion, no HTTP): the floor, and the ratio of the HTTP p50 at concurrency 1 to it.
-The load generator shares the machine's cores with the server: figures are conservative.
+The workspace (a database and an MLflow store with a `champion`) exists already, e.g. from
+`recolab pipeline`, or is built with `--catalogue N`: the demo dataset with N movies
+(issue 14 uses 60000) run through the pipeline into `--database-url` / `--tracking-uri`.
+Run once per database (SQLite, PostgreSQL) with its own `--label`.
+
+wrk: the Debian package `wrk` (`apt-get install -y wrk`); when it is missing the benchmark
+installs it that way if it runs as root with apt-get, and otherwise says so and stops.
 
 Usage: python benchmarks/serve.py --database-url URL --tracking-uri URI [--label NAME]
+       [--catalogue 60000] [--duration 10] [--concurrency 1,32]
 Prints one JSON object and writes benchmarks/results/serve.json (runs are merged by label).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -32,7 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -40,16 +51,16 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `python benchmarks/serve.py` finds its sibling module
+from benchmarks.wrk_load import N_CHOICES, ensure_wrk, lua_script, pinned, run_wrk  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results" / "serve.json"
 SECRET = "bench-secret-0123456789-abcdefghijklmnopq"
 STARTUP_TIMEOUT_S = 300
-GOALS = {
-    "uncached_p50_ms_at_32": 15.0,
-    "uncached_p99_ms_at_32": 60.0,
-    "cached_p50_ms": 5.0,
-    "recommend_rps": 300.0,
-    "ratings_rps_postgres": 300.0,
-}
+SERVER_CORE, CLIENT_CORE = "0", "1"
+SCENARIOS = ("recommend_uncached", "recommend_cached", "ratings")
+# Issue 14's goals, as ratios to the floor at c=32 (and p99 within 3x p50).
+GOALS = {"recommend_uncached": 0.5, "recommend_cached": 0.9, "ratings": 0.5}
 
 
 def free_port() -> int:
@@ -72,6 +83,85 @@ def percentiles(samples_s: list[float]) -> dict[str, float]:
         return round(ms[min(len(ms) - 1, int(q * len(ms)))], 3)
 
     return {"p50_ms": pick(0.50), "p95_ms": pick(0.95), "p99_ms": pick(0.99), "max_ms": pick(1.0)}
+
+
+@contextmanager
+def bentoml_serve(
+    target: str, env: dict[str, str], log: Path, ready_path: str = "/readyz"
+) -> Iterator[str]:
+    """`bentoml serve TARGET` pinned to the server core, on a free loopback port."""
+    port = free_port()
+    command = [sys.executable, "-m", "bentoml", "serve", target]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--working-dir", str(ROOT)]
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            pinned(SERVER_CORE, command),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{target} exited:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(url + ready_path, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{target} not ready:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def measure_floor(
+    wrk: str, env: dict[str, str], tmp: Path, users: list[int], levels: list[int], args: Any
+) -> dict[str, Any]:
+    """The bare BentoML + FastAPI service under the same load as `recommend_uncached`."""
+    script = lua_script(tmp, "floor", users, [], admin_token())
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    with bentoml_serve("benchmarks.floor_service:Floor", env, tmp / "floor.log") as url:
+        runs = [run_wrk(wrk, url, script, c, args.duration, args.warmup) for c in levels]
+    for run in runs:
+        print("floor", json.dumps(run), file=sys.stderr, flush=True)
+    return {"measured_at": started, "runs": runs}
+
+
+def build_catalogue(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
+    """The demo dataset with `args.catalogue` movies through the whole pipeline (ingest,
+    features, a short training run, promotion) into the benchmark's database and store."""
+    env = {
+        **os.environ,
+        "RECOLAB_DATABASE_URL": args.database_url,
+        "MLFLOW_TRACKING_URI": args.tracking_uri,
+        "RECOLAB_DATA_DIR": str(data_dir),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "MLFLOW_ENABLE_TELEMETRY": "false",
+        "GX_ANALYTICS_ENABLED": "false",
+    }
+    command = [sys.executable, "-m", "recolab.cli", "pipeline", "--dataset", "demo"]
+    command += ["--max-epochs", str(args.catalogue_epochs)]
+    command += ["--set", f"pipeline.demo.n_movies={args.catalogue}"]
+    started = time.perf_counter()
+    # its output on stderr: stdout carries only this benchmark's JSON
+    subprocess.run(command, env=env, cwd=ROOT, check=True, stdout=sys.stderr)
+    return {
+        "demo_n_movies": args.catalogue,
+        "max_epochs": args.catalogue_epochs,
+        "built_in_s": round(time.perf_counter() - started, 1),
+    }
 
 
 @contextmanager
@@ -126,42 +216,6 @@ def config_dir(root: Path) -> Path:
     return target
 
 
-@contextmanager
-def live_service(env: dict[str, str], log: Path, workers: int) -> Iterator[str]:
-    port = free_port()
-    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:RecoLab"]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--working-dir", str(ROOT)]
-    env = {**env, "BENTOML_CONFIG_OPTIONS": f"services.recolab.workers={workers}"}
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"bentoml serve exited:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"not ready after {STARTUP_TIMEOUT_S}s:\n{log.read_text()[-3000:]}"
-                )
-            time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 def sample_ids(database_url: str, n_users: int) -> tuple[list[int], list[int]]:
     """Users with ratings (spread over tiers) and movies, from the workspace's database."""
     from sqlalchemy import text
@@ -184,126 +238,6 @@ def sample_ids(database_url: str, n_users: int) -> tuple[list[int], list[int]]:
     return rng.sample(users, min(n_users, len(users))), movies
 
 
-RequestMaker = Callable[[random.Random], tuple[str, dict[str, Any]]]
-
-
-async def drive(
-    url: str, make: RequestMaker, concurrency: int, duration_s: float, warmup_s: float
-) -> dict[str, Any]:
-    """`concurrency` clients, each sending its next request when the last one answered."""
-    headers = {"Authorization": f"Bearer {admin_token()}"}
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    latencies: list[float] = []
-    codes: dict[int | str, int] = {}
-    cached = 0
-    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30) as http:
-
-        async def client(seed: int, until: float, record: bool) -> None:
-            nonlocal cached
-            rng = random.Random(seed)
-            while time.perf_counter() < until:
-                path, body = make(rng)
-                started = time.perf_counter()
-                response = await _post(http, path, body)
-                elapsed = time.perf_counter() - started
-                if record:
-                    latencies.append(elapsed)
-                    code = _code(response)
-                    codes[code] = codes.get(code, 0) + 1
-                    ok = isinstance(response, httpx.Response) and code == 200
-                    if path == "/recommend" and ok:
-                        cached += bool(response.json().get("cached"))
-
-        warm_until = time.perf_counter() + warmup_s
-        await asyncio.gather(*(client(1000 + i, warm_until, False) for i in range(concurrency)))
-        load_before = loadavg()
-        started = time.perf_counter()
-        until = started + duration_s
-        await asyncio.gather(*(client(i, until, True) for i in range(concurrency)))
-        wall = time.perf_counter() - started
-    ok = sum(n for code, n in codes.items() if isinstance(code, int) and 200 <= code < 300)
-    return {
-        "concurrency": concurrency,
-        "requests": len(latencies),
-        "status_codes": {str(k): v for k, v in sorted(codes.items(), key=str)},
-        "cached_answers": cached,
-        "wall_s": round(wall, 3),
-        "requests_per_s": round(ok / wall, 1),
-        **percentiles(latencies),
-        "loadavg_before": load_before,
-        "loadavg_after": loadavg(),
-    }
-
-
-async def _post(
-    http: httpx.AsyncClient, path: str, body: dict[str, Any]
-) -> httpx.Response | httpx.TransportError:
-    """The response, or the transport error (counted by its name, never retried)."""
-    try:
-        return await http.post(path, json=body)
-    except httpx.TransportError as exc:
-        return exc
-
-
-def _code(response: httpx.Response | httpx.TransportError) -> int | str:
-    return response.status_code if isinstance(response, httpx.Response) else type(response).__name__
-
-
-async def drive_open(
-    url: str,
-    make: RequestMaker,
-    rate: float,
-    max_in_flight: int,
-    duration_s: float,
-    warmup_s: float,
-    seed: int = 7,
-) -> dict[str, Any]:
-    """Open loop, as MLPerf's server scenario: Poisson arrivals at `rate` per second, at
-    most `max_in_flight` answered at once. Latency runs from the scheduled arrival, so
-    time spent waiting for a free slot (the service falling behind) counts."""
-    headers = {"Authorization": f"Bearer {admin_token()}"}
-    limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
-    slots = asyncio.Semaphore(max_in_flight)
-    latencies: list[float] = []
-    codes: dict[int | str, int] = {}
-    rng = random.Random(seed)
-    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30) as http:
-
-        async def one(due: float, record: bool) -> None:
-            async with slots:
-                path, body = make(rng)
-                response = await _post(http, path, body)
-            if record:
-                latencies.append(time.perf_counter() - due)
-                code = _code(response)
-                codes[code] = codes.get(code, 0) + 1
-
-        tasks: list[asyncio.Task[None]] = []
-        start = time.perf_counter()
-        load_before = loadavg()
-        due = start
-        while due < start + warmup_s + duration_s:
-            due += rng.expovariate(rate)
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(due, due >= start + warmup_s)))
-        await asyncio.gather(*tasks)
-        wall = time.perf_counter() - start - warmup_s
-    ok = sum(n for code, n in codes.items() if isinstance(code, int) and 200 <= code < 300)
-    return {
-        "offered_per_s": rate,
-        "max_in_flight": max_in_flight,
-        "requests": len(latencies),
-        "status_codes": {str(k): v for k, v in sorted(codes.items(), key=str)},
-        "wall_s": round(wall, 3),
-        "answered_per_s": round(ok / wall, 1),
-        **percentiles(latencies),
-        "loadavg_before": load_before,
-        "loadavg_after": loadavg(),
-    }
-
-
 def admin_token() -> str:
     from recolab.adapters.runtime.security import issue_token
 
@@ -312,13 +246,11 @@ def admin_token() -> str:
 
 def in_process_floor(env: dict[str, str], users: list[int], rounds: int) -> dict[str, Any]:
     """The same recommendations without HTTP: bootstrap, champion, Recommender, timed."""
-    import torch
-
     from recolab.application.recommend import RecommendRequest
-    from recolab.bootstrap import bootstrap
+    from recolab.bootstrap import bootstrap, configure_torch_threads
     from recolab.config import Settings
 
-    torch.set_num_threads(1)  # as a serving worker does
+    configure_torch_threads({"RECOLAB_TORCH_THREADS": "1"})  # torch and BLAS, as a worker
     saved = dict(os.environ)
     os.environ.update(env)
     try:
@@ -347,174 +279,153 @@ def in_process_floor(env: dict[str, str], users: list[int], rounds: int) -> dict
     }
 
 
-def scenarios(users: list[int], movies: list[int], cached_users: list[int]) -> dict[str, Any]:
-    def uncached(rng: random.Random) -> tuple[str, dict[str, Any]]:
-        return "/recommend", {"user_id": rng.choice(users), "n": 10, "force_refresh": True}
-
-    def cached(rng: random.Random) -> tuple[str, dict[str, Any]]:
-        return "/recommend", {"user_id": rng.choice(cached_users), "n": 10}
-
-    def rate(rng: random.Random) -> tuple[str, dict[str, Any]]:
-        score = rng.randint(1, 10) / 2
-        return "/ratings", {
-            "user_id": rng.choice(users),
-            "movie_id": rng.choice(movies),
-            "score": score,
-        }
-
-    return {"recommend_uncached": uncached, "recommend_cached": cached, "ratings": rate}
-
-
 def versions() -> dict[str, str]:
     from importlib.metadata import version
 
     return {name: version(name) for name in ("bentoml", "torch", "httpx", "redis", "psycopg")}
 
 
-def goals(runs: dict[str, list[dict[str, Any]]], floor: dict[str, Any]) -> dict[str, Any]:
-    def at(name: str, c: int) -> dict[str, Any]:
-        return next((r for r in runs.get(name, []) if r["concurrency"] == c), {})
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
 
-    best_rps = max((r["requests_per_s"] for r in runs.get("recommend_uncached", [])), default=0)
-    best_cached_rps = max(
-        (r["requests_per_s"] for r in runs.get("recommend_cached", [])), default=0
-    )
-    best_ratings = max((r["requests_per_s"] for r in runs.get("ratings", [])), default=0)
-    u32, cached1 = at("recommend_uncached", 32), at("recommend_cached", 1)
-    figures = {
-        "uncached_p50_ms_at_32": u32.get("p50_ms"),
-        "uncached_p99_ms_at_32": u32.get("p99_ms"),
-        "cached_p50_ms": cached1.get("p50_ms"),
-        "recommend_rps": best_rps,
-        "recommend_rps_cached": best_cached_rps,
-        "ratings_rps_postgres": best_ratings,
-    }
-    met = {
-        "uncached_p50_ms_at_32": _le(figures["uncached_p50_ms_at_32"], 15.0),
-        "uncached_p99_ms_at_32": _le(figures["uncached_p99_ms_at_32"], 60.0),
-        "cached_p50_ms": _le(figures["cached_p50_ms"], 5.0),
-        "recommend_rps (uncached)": best_rps >= 300,
-        "ratings_rps_postgres": best_ratings >= 300,
-    }
-    return {"targets": GOALS, "figures": figures, "met": met}
+    return make_url(url).render_as_string(hide_password=True)
 
 
-def _le(value: float | None, limit: float) -> bool:
-    return value is not None and value <= limit
+def floor_rps(floors: list[dict[str, Any]], concurrency: int) -> float | None:
+    """The floor's throughput at `concurrency`: the mean of its measurements in this run."""
+    values = [
+        r["requests_per_s"] for f in floors for r in f["runs"] if r["concurrency"] == concurrency
+    ]
+    return round(sum(values) / len(values), 1) if values else None
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def with_ratios(runs: dict[str, list[dict[str, Any]]], floors: list[dict[str, Any]]) -> None:
+    for results in runs.values():
+        for r in results:
+            floor = floor_rps(floors, r["concurrency"])
+            r["floor_requests_per_s"] = floor
+            r["ratio_to_floor"] = round(r["requests_per_s"] / floor, 3) if floor else None
+
+
+def goals(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Issue 14's goals at c=32: ratios to the floor, p99 within 3x p50, ratings 0 5xx."""
+    met: dict[str, bool | None] = {}
+    for name, target in GOALS.items():
+        at32 = next((r for r in runs.get(name, []) if r["concurrency"] == 32), None)
+        if at32 is None:
+            continue
+        met[f"{name}_ratio_at_32>={target}"] = (at32["ratio_to_floor"] or 0) >= target
+        met[f"{name}_p99<=3xp50_at_32"] = at32["p99_ms"] <= 3 * at32["p50_ms"]
+    ratings = runs.get("ratings", [])
+    if ratings:
+        met["ratings_no_5xx"] = all(r["status"]["5xx"] == 0 for r in ratings)
+    return {"ratios_to_floor_at_32": GOALS, "met": met}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--tracking-uri", required=True)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--label", default="demo")
-    parser.add_argument("--concurrency", default="1,8,32")
-    parser.add_argument("--duration", type=float, default=8.0, help="seconds per scenario")
-    parser.add_argument("--warmup", type=float, default=1.5)
+    parser.add_argument("--concurrency", default="1,32")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds before each, discarded")
     parser.add_argument("--users", type=int, default=300)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--cached-users", type=int, default=50)
     parser.add_argument("--torch-threads", type=int, default=1, help="0: torch's default")
     parser.add_argument("--floor-rounds", type=int, default=200)
     parser.add_argument("--only", default="", help="comma-separated scenario names")
     parser.add_argument(
-        "--open-rates",
-        default="",
-        help="comma-separated arrival rates (per s) for an open-loop run of uncached "
-        "recommends with at most 32 in flight (MLPerf server scenario); empty: skip",
+        "--catalogue",
+        type=int,
+        default=0,
+        help="build the workspace first: the demo dataset with this many movies (60000 in "
+        "issue 14) through the pipeline into --database-url and --tracking-uri",
     )
+    parser.add_argument("--catalogue-epochs", type=int, default=2)
     parser.add_argument("--note", default="", help="a remark kept with the figures")
     parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    wrk = ensure_wrk()
     levels = [int(c) for c in args.concurrency.split(",")]
-    users, movies = sample_ids(args.database_url, args.users)
-    cached_users = users[:50]
-    with tempfile.TemporaryDirectory(prefix="recolab-serve-bench-") as tmp, own_redis() as rurl:
-        env = workspace_env(args, rurl, config_dir(Path(tmp)))
-        env["RECOLAB_TORCH_THREADS"] = str(args.torch_threads)
-        floor = in_process_floor(env, users, args.floor_rounds)
-        runs: dict[str, list[dict[str, Any]]] = {}
-        open_loop: list[dict[str, Any]] = []
-        log = Path(tmp) / "serve.log"
-        with live_service(env, log, args.workers) as url:
-            status = httpx.get(f"{url}/status", timeout=10).json()
-            token = {"Authorization": f"Bearer {admin_token()}"}
-            for user in cached_users:  # warm the cache for the cached scenario
-                body = {"user_id": user, "n": 10}
-                httpx.post(f"{url}/recommend", json=body, headers=token, timeout=30)
-            chosen = [s for s in args.only.split(",") if s]
-            for name, make in scenarios(users, movies, cached_users).items():
-                if chosen and name not in chosen:
-                    continue
-                for level in levels:
-                    result = asyncio.run(drive(url, make, level, args.duration, args.warmup))
-                    runs.setdefault(name, []).append(result)
-                    print(name, json.dumps(result), file=sys.stderr, flush=True)
-            uncached = scenarios(users, movies, cached_users)["recommend_uncached"]
-            for rate in [float(r) for r in args.open_rates.split(",") if r]:
-                result = asyncio.run(
-                    drive_open(url, uncached, rate, 32, args.duration, args.warmup)
-                )
-                open_loop.append(result)
-                print("open_loop", json.dumps(result), file=sys.stderr, flush=True)
-            failed = [
-                r
-                for r in [*open_loop, *(r for rs in runs.values() for r in rs)]
-                if any(not code.isdigit() for code in r["status_codes"])
-            ]
-            if failed:  # transport errors: show what the service said about them
-                print("transport errors; service log tail:", file=sys.stderr)
-                print(log.read_text()[-4000:], file=sys.stderr)
-    uncached_c1 = next((r for r in runs.get("recommend_uncached", []) if r["concurrency"] == 1), {})
-    cached_c1 = next((r for r in runs.get("recommend_cached", []) if r["concurrency"] == 1), {})
-    ratio = {
-        "uncached_http_p50_over_in_process_p50": _ratio(
-            uncached_c1.get("p50_ms"), floor["uncached"].get("p50_ms")
-        ),
-        "cached_http_p50_over_in_process_p50": _ratio(
-            cached_c1.get("p50_ms"), floor["cached"].get("p50_ms")
-        ),
-    }
+    chosen = [s for s in args.only.split(",") if s] or list(SCENARIOS)
+    with tempfile.TemporaryDirectory(prefix="recolab-serve-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        catalogue = build_catalogue(args, tmp / "data") if args.catalogue else None
+        users, movies = sample_ids(args.database_url, args.users)
+        cached_users = users[: args.cached_users]
+        with own_redis() as redis_url:
+            env = workspace_env(args, redis_url, config_dir(tmp))
+            env["RECOLAB_TORCH_THREADS"] = str(args.torch_threads)
+            affinity = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, {int(SERVER_CORE)})  # the in-process floor: server's core
+            try:
+                in_process = in_process_floor(env, users, args.floor_rounds)
+            finally:
+                os.sched_setaffinity(0, affinity)
+            floors = [measure_floor(wrk, env, tmp, users, levels, args)]
+            runs: dict[str, list[dict[str, Any]]] = {}
+            with bentoml_serve("serving.service:RecoLab", env, tmp / "serve.log") as url:
+                status = httpx.get(f"{url}/status", timeout=10).json()
+                token = admin_token()
+                auth = {"Authorization": f"Bearer {token}"}
+                for user in cached_users:  # every (user, n) the cached scenario asks for
+                    for n in N_CHOICES:
+                        body = {"user_id": user, "n": n}
+                        httpx.post(f"{url}/recommend", json=body, headers=auth, timeout=60)
+                for name in chosen:
+                    who = cached_users if name == "recommend_cached" else users
+                    script = lua_script(tmp, name, who, movies, token)
+                    for level in levels:
+                        result = run_wrk(wrk, url, script, level, args.duration, args.warmup)
+                        runs.setdefault(name, []).append(result)
+                        print(name, json.dumps(result), file=sys.stderr, flush=True)
+            floors.append(measure_floor(wrk, env, tmp, users, levels, args))
+    with_ratios(runs, floors)
     report = {
         "benchmark": "serve",
         "label": args.label,
         "note": args.note,
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "dataset": {"database": _redacted(args.database_url), "users_sampled": len(users)},
+        "dataset": {
+            "database": _redacted(args.database_url),
+            "users_sampled": len(users),
+            "movies": len(movies),
+            "built_catalogue": catalogue,
+        },
         "model": status.get("model"),
         "service": {
-            "workers": args.workers,
+            "workers": 1,
             "torch_threads": args.torch_threads or "torch default",
-            "cache": "redis (own redis-server on loopback)",
+            "cache": "redis (own redis-server on loopback, on the server's core)",
             "database": status.get("database", {}).get("backend"),
         },
-        "load": {
-            "generator": "httpx.AsyncClient on the same machine: closed loop per concurrency "
-            "(http), and open loop with Poisson arrivals, at most 32 in flight "
-            "(open_loop_uncached)",
+        "method": {
+            "server": f"bentoml serve under taskset -c {SERVER_CORE}",
+            "load": f"wrk -t1 under taskset -c {CLIENT_CORE}, closed loop, Lua bodies "
+            f"(random user, n in {list(N_CHOICES)}); latency from wrk's distribution",
+            "floor": "benchmarks/floor_service.py (BentoML + one FastAPI route, 10-item "
+            "JSON of /recommend's shape), measured before and after; ratios use the mean",
             "duration_s": args.duration,
             "warmup_s": args.warmup,
         },
-        "in_process_floor": floor,
+        "in_process_floor": in_process,
+        "floor": floors,
         "http": runs,
-        "open_loop_uncached": open_loop,
-        "open_loop_best_rate_within_15_60_ms": max(
-            (
-                r["offered_per_s"]
-                for r in open_loop
-                if _le(r.get("p50_ms"), 15.0)
-                and _le(r.get("p99_ms"), 60.0)
-                and r["answered_per_s"] >= 0.95 * r["offered_per_s"]
-            ),
-            default=None,
-        ),
-        "ratio": ratio,
-        "goals": goals(runs, floor),
+        "goals": goals(runs),
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "python": platform.python_version(),
             "loadavg_end": loadavg(),
+            "wrk": subprocess.run([wrk, "-v"], capture_output=True, text=True).stdout.split("\n")[
+                0
+            ],
         },
         "versions": versions(),
     }
@@ -524,16 +435,6 @@ def main() -> None:
         merged.setdefault("runs", {})[args.label] = report
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(merged, indent=2) + "\n")
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return round(a / b, 2) if a and b else None
-
-
-def _redacted(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 if __name__ == "__main__":

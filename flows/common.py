@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
+from flows import PREFECT_DEFAULTS, prefect_defaults
 from recolab.bootstrap import Platform, bootstrap
 
-for _var, _value in (
-    ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
-    ("DO_NOT_TRACK", "1"),
-    ("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180"),
-):
-    os.environ.setdefault(_var, _value)
+__all__ = ["PREFECT_DEFAULTS", "platform_for", "prefect_defaults", "retry_if_transient"]
 
 
 def platform_for(database_url: str | None = None, overrides: list[str] | None = None) -> Platform:

@@ -155,7 +155,14 @@ class Platform:
         """Served recommendations, written to the database off the request path."""
         from recolab.adapters.runtime.history import BackgroundHistory
 
-        return BackgroundHistory(self.queries)
+        cfg = self.serving_config
+        return BackgroundHistory(
+            self.queries,
+            dropped=self.metrics.history_not_recorded,
+            max_pending=cfg.history_max_pending,
+            batch_size=cfg.history_batch_size,
+            interval_s=cfg.history_flush_interval_s,
+        )
 
     @cached_property
     def catalogue(self) -> SqlCatalogue:
@@ -291,6 +298,7 @@ class Platform:
             serving_secret,
         )
         from recolab.adapters.sql.errors import is_conflict
+        from recolab.application.access import FailedAuthentications
         from recolab.application.service import ServingRuntime
 
         if not self.serving:
@@ -300,12 +308,16 @@ class Platform:
         runtime = ServingRuntime(
             recommender=self.recommender(champion.current),
             uow=self.uow,
+            reader=self.reader,
             bus=self.bus,
             queries=self.queries,
             champion=champion,
             cache=self.cache,
             verify=TokenVerifier(secret),
             limiter=rate_limiter(self.settings, config.rate_limit_per_minute),
+            auth_failures=FailedAuthentications(
+                rate_limiter(self.settings, config.auth_failures_per_minute)
+            ),
             issue_token=lambda sub, role, ttl: issue_token(sub, role, secret, ttl),
             pending=self.history,
             is_conflict=is_conflict,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, TypeVar
 
 import typer
@@ -20,6 +22,46 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Datasets: download MovieLens releases, generate the demo.")
 app.add_typer(data_app, name="data")
+
+# The exit status of a process ended by SIGTERM (128 + 15), as a shell reports it.
+SIGTERM_EXIT = 128 + signal.SIGTERM
+
+
+@app.callback()
+def _main(ctx: typer.Context) -> None:
+    """RecoLab: MovieLens files to a live recommendation endpoint."""
+    from flows.common import prefect_defaults
+
+    prefect_defaults()  # before any command imports prefect, which reads them once
+    ctx.call_on_close(exit_on_sigterm())  # the caller's handler back (tests invoke `app`)
+
+
+def exit_on_sigterm() -> Callable[[], None]:
+    """Make SIGTERM an orderly exit: `SystemExit` in the main thread, so that context
+    managers and atexit hooks run. Python's default handler ends the process on the spot,
+    which leaves behind what those hooks stop (Prefect's temporary API server, a uvicorn
+    process). Prefect's own bridge, active while a flow runs, re-sends the signal to this
+    handler once it has marked the run crashed. A second SIGTERM during that exit is ignored
+    rather than interrupting the clean-up; SIGKILL still ends everything. Returns a
+    function that puts the previous handler back."""
+    received = False
+
+    def terminate(signum: int, _frame: FrameType | None) -> None:
+        nonlocal received
+        if received:
+            return
+        received = True
+        raise SystemExit(SIGTERM_EXIT)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread: signals are not ours to handle
+        return lambda: None
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore
 
 
 @app.command()
@@ -142,7 +184,7 @@ def serve(
         # The workers are other processes: they read the overrides from their environment.
         os.environ["RECOLAB_OVERRIDES"] = json.dumps([*Settings().overrides, *_checked(override)])
 
-    raise typer.Exit(serve_service(host, port, reload=reload))
+    serve_service(host, port, reload=reload)  # becomes `bentoml serve`: does not return
 
 
 @app.command()

@@ -32,6 +32,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from recolab.domain.services.strategy import DEFAULT_MMR_LAMBDA
+
 DEFAULT_JWT_SECRET = "dev-insecure-change-me-not-for-production"  # refused outside dev mode
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -115,11 +117,18 @@ class ServingConfig(_Section):
     port: int = Field(default=3000, ge=1, le=65535)
     cache_ttl_s: int = Field(default=600, ge=0)
     champion_poll_interval_s: float = Field(default=30.0, gt=0)
-    mmr_lambda: float = Field(default=0.7, ge=0, le=1)
+    mmr_lambda: float = Field(default=DEFAULT_MMR_LAMBDA, ge=0, le=1)
     shortlist_size: int = Field(default=200, ge=10)
     rate_limit_per_minute: int = Field(default=600, ge=1)
+    # Failed authentications (a bad token) per client address; past it, 429 for a while.
+    auth_failures_per_minute: int = Field(default=20, ge=1)
     max_request_bytes: int = Field(default=16_384, ge=256)
     request_threads: int = Field(default=4, ge=1, le=256)
+    # Recommendation history is written behind the answers, in batches (see
+    # recolab.adapters.runtime.history); answers past max_pending are dropped and counted.
+    history_flush_interval_s: float = Field(default=0.25, gt=0, le=60)
+    history_batch_size: int = Field(default=500, ge=1)
+    history_max_pending: int = Field(default=10_000, ge=1)
 
 
 DeployableFlow = Literal["ingest", "features", "train", "pipeline"]

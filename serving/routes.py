@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args, get_origin
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AfterValidator
 from starlette.exceptions import HTTPException
 
 from recolab.application.access import Principal
@@ -30,17 +33,93 @@ bearer = HTTPBearer(
 
 
 def authenticate(
-    rt: Runtime, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    request: Request,
+    rt: Runtime,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
-    """The caller, from the bearer token; one request counted against its rate limit."""
-    return rt.authenticate(credentials.credentials if credentials else None)
+    """The caller, from the bearer token; one request counted against its rate limit, and
+    a failed one against the client's address (the peer: a forwarded-for header is the
+    client's to forge)."""
+    client = request.client.host if request.client else None
+    return rt.authenticate(credentials.credentials if credentials else None, client)
 
 
 Caller = Annotated[Principal, Depends(authenticate)]
 UserIdPath = Annotated[int, Path(ge=1, le=sc.MAX_ID, description="a user id")]
 MovieIdPath = Annotated[int, Path(ge=1, le=sc.MAX_ID, description="a movie id")]
 
-router = APIRouter()
+
+# Query strings without control characters: the pattern for the spec, the check (with a
+# message naming the character) for the server.
+_PRINTABLE = {"pattern": sc.NO_CONTROL_CHARACTERS}
+_NO_CONTROL = AfterValidator(sc.refuse_control_characters)
+TitleQuery = Annotated[
+    str | None,
+    Query(
+        min_length=1, max_length=200, description="part of the title", json_schema_extra=_PRINTABLE
+    ),
+    _NO_CONTROL,
+]
+GenreQuery = Annotated[
+    str | None,
+    Query(min_length=1, max_length=64, description="a genre", json_schema_extra=_PRINTABLE),
+    _NO_CONTROL,
+]
+
+
+def _repeatable(annotation: Any) -> bool:
+    """Whether a query parameter of this type may be given more than once (a list)."""
+    if annotation in (list, tuple, set, frozenset):
+        return True
+    origin = get_origin(annotation)
+    if origin in (list, tuple, set, frozenset):
+        return True
+    return origin is not None and any(_repeatable(arg) for arg in get_args(annotation))
+
+
+def _query_parameters(dependant: Dependant) -> dict[str, bool]:
+    """The query parameters a route takes (its dependencies' too): name -> repeatable."""
+    found = {f.alias: _repeatable(f.field_info.annotation) for f in dependant.query_params}
+    for sub in dependant.dependencies:
+        found |= _query_parameters(sub)
+    return found
+
+
+# id(route) -> its query parameters (routes compare by value, so they are not dict keys;
+# they live as long as the app)
+_route_queries: dict[int, dict[str, bool]] = {}
+
+
+def _query_error(kind: str, name: str, message: str, value: str) -> dict[str, Any]:
+    return {"type": kind, "loc": ("query", name), "msg": message, "input": value}
+
+
+async def refuse_unknown_query_parameters(request: Request) -> None:
+    """422 naming every query parameter the route does not take, or takes once but was
+    given more often: unknown body fields are refused too, so a misspelt `limti=5` is an
+    error rather than a silent default, and `title=a&title=b` is not silently `b`."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known = _route_queries.get(id(route))
+    if known is None:
+        known = _route_queries[id(route)] = _query_parameters(dependant)
+    takes = ", ".join(sorted(known)) or "none"
+    errors = []
+    for name in dict.fromkeys(request.query_params):
+        values = request.query_params.getlist(name)
+        if name not in known:
+            message = f"unknown query parameter (this route takes: {takes})"
+            errors.append(_query_error("extra_forbidden", name, message, values[0]))
+        elif len(values) > 1 and not known[name]:
+            message = f"given {len(values)} times: this parameter takes one value"
+            errors.append(_query_error("repeated", name, message, values[-1]))
+    if errors:
+        raise RequestValidationError(errors)
+
+
+router = APIRouter(dependencies=[Depends(refuse_unknown_query_parameters)])
 
 
 @router.post(
@@ -131,10 +210,8 @@ def history(
 def search_movies(
     caller: Caller,
     rt: Runtime,
-    title: Annotated[
-        str | None, Query(min_length=1, max_length=200, description="part of the title")
-    ] = None,
-    genre: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    title: TitleQuery = None,
+    genre: GenreQuery = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> Any:
     """Search movies by title and genre (case-insensitive), most popular first."""

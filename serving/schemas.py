@@ -1,7 +1,9 @@
 """Request and response bodies of the HTTP API (pydantic), with examples.
 
 Requests are strict (no "5" for 5, no true for 1, no NaN) and refuse unknown fields, so a
-typo is a 422 with a message rather than a silently ignored field. The rules on values
+typo is a 422 with a message rather than a silently ignored field; query strings likewise
+(`serving.routes`). No string, in a body or a query, may hold a control character: a NUL
+cuts SQLite's LIKE pattern short, and PostgreSQL refuses it. The rules on values
 (how many movies, which strategies, a score's range and step) are the application's and
 are checked there once (a 422 naming the field); the schemas document them from the same
 constants, so the OpenAPI page and the checks cannot disagree.
@@ -9,16 +11,20 @@ constants, so the OpenAPI page and the checks cannot disagree.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from recolab.application.recommend import MAX_N, REQUESTABLE, SOURCES, TIERS
 from recolab.application.service import ProfileView, Readiness, Registered
 from recolab.application.users import SCORE_RANGE, RatingOutcome
 
-MAX_ID = 2**63 - 1  # BIGINT: larger ids could never exist and would overflow the driver
+# The largest id, path or body. BentoML writes the spec's numeric bounds as floats, and 2**53-1
+# is the largest integer a double (and JavaScript) holds exactly: the spec, the checks and
+# clients agree on it. Far below BIGINT's 2**63-1.
+MAX_ID = 2**53 - 1
 # ge=1, not gt=0: BentoML labels the spec OpenAPI 3.0, where exclusiveMinimum is a boolean
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 if TYPE_CHECKING:
@@ -26,10 +32,29 @@ if TYPE_CHECKING:
 else:
     Tier = Literal[TIERS]  # Literal of a tuple: one value per tier
 MIN_SCORE, MAX_SCORE, SCORE_STEP = SCORE_RANGE
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc: C0, DEL and C1
+# The same rule for the spec: schemathesis and clients generate strings that obey it.
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f-\x9f]*$"
+
+
+def refuse_control_characters(value: str | None) -> str | None:
+    """`value` unless it holds a control character (NUL, line breaks, tabs, DEL, C1)."""
+    found = _CONTROL.search(value) if value is not None else None
+    if found is not None:
+        raise ValueError(
+            f"control characters are not allowed (U+{ord(found.group()):04X} at "
+            f"position {found.start()})"
+        )
+    return value
 
 
 class _Request(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_control_characters(cls, value: Any) -> Any:
+        return refuse_control_characters(value) if isinstance(value, str) else value
 
 
 class ErrorBody(BaseModel):

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import sys
+from typing import NoReturn
 
 import bentoml
 
@@ -35,6 +35,7 @@ from recolab.bootstrap import (
 )
 from recolab.config import PROJECT_ROOT
 from serving.app import attach, create_app
+from serving.middleware import UnroutablePathMiddleware
 
 log = logging.getLogger("serving")
 
@@ -74,6 +75,11 @@ class RecoLab:
         self.runtime.close()
 
 
+# BentoML mounts the API under a route that stops at a line break: such paths would get
+# Starlette's plain-text 404 instead of our JSON one.
+RecoLab.add_asgi_middleware(UnroutablePathMiddleware)  # type: ignore[attr-defined]  # a bentoml Service at run time
+
+
 def serve_command(host: str, port: int, *, reload: bool = False) -> list[str]:
     """The `bentoml serve` command line that runs this service."""
     command = [sys.executable, "-m", "bentoml", "serve", "serving.service:RecoLab"]
@@ -81,12 +87,13 @@ def serve_command(host: str, port: int, *, reload: bool = False) -> list[str]:
     return [*command, "--reload"] if reload else command
 
 
-def serve(host: str | None = None, port: int | None = None, *, reload: bool = False) -> int:
-    """Run the service in the foreground until interrupted (`recolab serve`); the exit code."""
+def serve(host: str | None = None, port: int | None = None, *, reload: bool = False) -> NoReturn:
+    """Run the service in the foreground (`recolab serve`): this process becomes
+    `bentoml serve`, so that signals (SIGTERM from a supervisor, Ctrl-C) reach the server
+    itself and stop its workers, instead of ending a wrapper and leaving the server behind."""
     config = bootstrap(migrate=False).serving_config
     command = serve_command(host or config.host, port or config.port, reload=reload)
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true"}
-    try:
-        return subprocess.call(command, env=env)
-    except KeyboardInterrupt:
-        return 130
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(command[0], command, env)

@@ -28,7 +28,12 @@ log = logging.getLogger(__name__)
 
 
 def drop_cached_recommendations(event: MovieRated, *, cache: Cache) -> None:
-    """A new rating makes the user's cached answers stale (the movie is rated now)."""
+    """A new rating makes the user's cached answers stale (the movie is rated now).
+
+    The drop also moves the group's generation on, so an answer being built from the
+    ratings read before this one is not stored after it (see `Cache`). It runs after the
+    rating's commit: an answer built from ratings read after this drop includes it.
+    """
     cache.drop(cache_group(event.user_id.value))
 
 

@@ -3,36 +3,35 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import numpy as np
 
 from recolab.domain.errors import InvalidValue, UserNotFound
 from recolab.domain.events import RecommendationsGenerated
-from recolab.domain.model import Movie, Rating, Source, User, UserClassification, jaccard
-from recolab.domain.ports import Cache, Catalogue, EventPublisher, Scorer, UnitOfWork
+from recolab.domain.model import Movie, RatedMovies, Source, User, UserClassification
+from recolab.domain.ports import ArrayScorer, Cache, Catalogue, EventPublisher, Scorer, UnitOfWork
 from recolab.domain.services import (
-    UNEXPLAINED,
-    Candidate,
-    GenreIndex,
-    GenreSimilarity,
+    CatalogueIndex,
     Reason,
     ReasonKind,
     Strategy,
-    content_anchors,
-    content_based_scores,
-    content_reason,
+    closest_anchors,
+    collaborative_anchor_rows,
+    content_anchor_rows,
+    content_based_arrays,
     diversity_score,
     explain,
-    genre_similarity,
-    hybrid_merge,
-    mmr_rerank,
-    normalize_scores,
-    popularity_ranking,
+    hybrid_merge_arrays,
+    mmr_order,
+    normalized,
+    popular_arrays,
     select_strategy,
     strategy_weights,
 )
-from recolab.domain.values import MovieId, Timestamp, UserId
+from recolab.domain.values import Timestamp, UserId, shared_movie_id
 
 AUTO = "auto"  # the strategy of the user's tier
 # What a caller may ask for: the tier's choice or one strategy (diversity is the tier's own).
@@ -40,11 +39,9 @@ REQUESTABLE = (AUTO, *(s.value for s in Strategy if s is not Strategy.COLLABORAT
 TIERS = tuple(tier.value for tier in UserClassification)
 SOURCES = tuple(source.value for source in Source)
 MAX_N = 100
-ANCHORS = 20  # best-rated movies considered when explaining a collaborative pick
-# A collaborative pick's reason is worked out only if the pick is served: the model's
-# shortlist is much longer than the answer, and explaining every candidate was most of
-# the cost of a recommendation. Compared by identity, never by value.
-_EXPLAIN_LATER = Reason(ReasonKind.SIMILAR_USERS)
+# Why a candidate is on the shortlist; its reason is worked out only if it is served (the
+# shortlist is much longer than the answer).
+_POPULAR, _COLLABORATIVE, _CONTENT = 0, 1, 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +101,8 @@ class RecommendationResult:
 
 
 def cache_group(user_id: int) -> str:
-    """The cache group of a user's recommendations: a rating of theirs drops it."""
+    """The cache group of a user's recommendations: a rating of theirs drops it and moves
+    its generation on (anything cached from the user's ratings belongs in it)."""
     return f"rec:{user_id}"
 
 
@@ -120,9 +118,6 @@ class Recommender:
     ttl_s: int = 600
     shortlist: int = 200
     default_lambda: float = 0.7
-    _genres: tuple[Sequence[Movie], GenreIndex, GenreSimilarity] | None = field(
-        default=None, init=False, repr=False, compare=False
-    )
 
     def recommend(self, request: RecommendRequest) -> RecommendationResult:
         """The user's recommendations, from the cache unless `force_refresh`; publishes
@@ -132,16 +127,20 @@ class Recommender:
         lam = self.default_lambda if request.diversity_lambda is None else request.diversity_lambda
         group = cache_group(request.user_id)
         key = f"{version}:{request.strategy}:{request.n}:{lam}"
-        if not request.force_refresh and (hit := self.cache.get(group, key)) is not None:
+        # The generation comes before the ratings are read: a rating whose drop lands
+        # between that read and the store below makes the store a no-op (see `Cache`).
+        hit, generation = self.cache.lookup(group, key)
+        if hit is not None and not request.force_refresh:
             result = RecommendationResult.from_json(hit)
         else:
             with self.uow_factory() as uow:
                 user = uow.users.get(UserId(request.user_id))
                 if user is None:
                     raise UserNotFound(request.user_id)
-                ratings = uow.ratings.for_user(user.id)
+                ratings = uow.ratings.rated_by(user.id)
             result = self._build(request, user, ratings, scorer, lam)
-            self.cache.set(group, key, result.to_json(), self.ttl_s)
+            if generation is not None:  # None: the cache is down, storing could go stale
+                self.cache.store(group, key, result.to_json(), self.ttl_s, generation)
         self.bus.publish(
             RecommendationsGenerated(
                 user_id=UserId(result.user_id),
@@ -161,25 +160,37 @@ class Recommender:
         self,
         request: RecommendRequest,
         user: User,
-        ratings: list[Rating],
+        rated: RatedMovies,
         scorer: Scorer | None,
         lam: float,
     ) -> RecommendationResult:
+        """The answer, on arrays: work in proportion to the shortlist, not the catalogue."""
+        index = self.catalogue.index()
         tier = user.classify()
         strategy = select_strategy(tier) if request.strategy == AUTO else Strategy(request.strategy)
-        rated = {r.movie_id for r in ratings}
-        picks, used, fallback = self._candidates(strategy, user, ratings, rated, scorer, request.n)
-        if used is Strategy.COLLABORATIVE_WITH_DIVERSITY:
-            picks = mmr_rerank(picks, self._genre_tools()[2], lambda_=lam, k=request.n)
-        chosen = self._explain(
-            [
-                (c, m)
-                for c in picks
-                if c.movie_id not in rated and (m := self.catalogue.get(c.movie_id)) is not None
-            ][: request.n],
-            ratings,
-        )
-        movies = [m for _, m in chosen]
+        picks, used, fallback = self._candidates(strategy, user, rated, index, scorer, request.n)
+        if used is Strategy.COLLABORATIVE_WITH_DIVERSITY and len(picks):
+            _, first = np.unique(picks.positions, return_index=True)
+            picks = picks.take(np.sort(first))  # distinct, in order
+            pool = picks.positions
+
+            def similarity(j: int) -> np.ndarray:
+                return index.jaccard_to(pool, int(pool[j]))
+
+            picks = picks.take(
+                np.asarray(
+                    mmr_order(picks.scores, similarity, lambda_=lam, k=request.n), dtype=np.int64
+                )
+            )
+        # Already-rated movies are never served, whatever a source returned.
+        rated_ids = np.sort(rated.movie_ids)
+        head = picks.take(np.arange(min(len(picks), request.n)))
+        if _any_in(index.ids[head.positions], rated_ids):  # never, with sources that exclude
+            served = ~np.isin(index.ids[picks.positions], rated_ids)
+            head = picks.take(np.flatnonzero(served)[: request.n])
+        picks = head
+        movies = [index.movies[p] for p in picks.positions.tolist()]
+        reasons = _reasons(picks, movies, rated, index)
         return RecommendationResult(
             user_id=request.user_id,
             classification=tier.value,
@@ -187,7 +198,12 @@ class Recommender:
             model_version=scorer.version if scorer else None,
             diversity_score=round(diversity_score(movies), 6),
             generated_at=Timestamp.now().isoformat(),
-            items=[_item(c, m, rank) for rank, (c, m) in enumerate(chosen, 1)],
+            items=[
+                _item(movie, score, picks.source, reason, rank)
+                for rank, (movie, score, reason) in enumerate(
+                    zip(movies, picks.scores.tolist(), reasons, strict=True), 1
+                )
+            ],
             fallback=fallback,
         )
 
@@ -195,164 +211,143 @@ class Recommender:
         self,
         strategy: Strategy,
         user: User,
-        ratings: list[Rating],
-        rated: set[MovieId],
+        rated: RatedMovies,
+        index: CatalogueIndex,
         scorer: Scorer | None,
         n: int,
-    ) -> tuple[list[Candidate], Strategy, str | None]:
-        if strategy is Strategy.POPULAR or not ratings:
+    ) -> tuple[_Shortlist, Strategy, str | None]:
+        if strategy is Strategy.POPULAR or not len(rated):
             reason = None if strategy is Strategy.POPULAR else "no ratings yet: popular instead"
-            return self._popular(rated, n), Strategy.POPULAR, reason
+            positions, popularity = popular_arrays(index, rated.movie_ids, n)
+            return (
+                _Shortlist.of(positions, normalized(popularity), Source.POPULAR, _POPULAR),
+                Strategy.POPULAR,
+                reason,
+            )
         # Content-based alone needs only the n best (they exclude rated movies already); a
         # hybrid merge needs the whole shortlist.
         if strategy is Strategy.CONTENT_BASED:
-            return self._content(ratings, n), strategy, None
-        cf = self._collaborative(user, ratings, rated, scorer)
+            return self._content(index, rated, n), strategy, None
+        cf = self._collaborative(user, rated, index, scorer)
         if cf is None:
             fallback = "no model: content-based instead"
-            return self._content(ratings, n), Strategy.CONTENT_BASED, fallback
+            return self._content(index, rated, n), Strategy.CONTENT_BASED, fallback
         if strategy is Strategy.HYBRID:
             weights = strategy_weights(user.classify())
             cf_w, cb_w = weights.collaborative, weights.content_based
             if cf_w + cb_w == 0 or user.classify() is UserClassification.POWER_USER:
                 cf_w, cb_w = user.cf_weight(), user.cb_weight()
-            merged = hybrid_merge(
-                {
-                    Source.COLLABORATIVE: cf,
-                    Source.CONTENT_BASED: self._content(ratings, explain=False),
-                },
-                {Source.COLLABORATIVE: cf_w, Source.CONTENT_BASED: cb_w},
+            cb = self._content(index, rated)
+            ids, scores, dominant = hybrid_merge_arrays(
+                [(index.ids[cf.positions], cf.scores), (index.ids[cb.positions], cb.scores)],
+                [cf_w, cb_w],
                 limit=n + len(rated),  # enough after the exclusions `_build` applies
             )
-            return merged, strategy, None
+            via = np.where(dominant == 0, _COLLABORATIVE, _CONTENT)
+            return _Shortlist(index.locate(ids), scores, Source.HYBRID, via), strategy, None
         return cf, strategy, None
 
-    def _popular(self, rated: set[MovieId], n: int) -> list[Candidate]:
-        head = self.catalogue.by_popularity()[: n + len(rated)]  # enough after exclusions
-        return normalize_scores(popularity_ranking(head, exclude=rated, limit=n))
-
     def _content(
-        self, ratings: Sequence[Rating], limit: int | None = None, *, explain: bool = True
-    ) -> list[Candidate]:
-        titles, genres = self._lookups(r.movie_id for r in ratings)
-        return content_based_scores(
-            ratings,
-            self._genre_index(),
-            titles=titles,
-            genres_of=genres,
-            limit=self.shortlist if limit is None else min(limit, self.shortlist),
-            explain=explain,
-        )
-
-    def _genre_index(self) -> GenreIndex:
-        return self._genre_tools()[1]
-
-    def _genre_tools(self) -> tuple[Sequence[Movie], GenreIndex, GenreSimilarity]:
-        """The catalogue's genre index and genre similarity (whose per-movie genre sets
-        and masks then last across requests), rebuilt when the catalogue hands out new
-        movies."""
-        movies = self.catalogue.movies()
-        built = self._genres
-        if built is None or built[0] is not movies:
-            similarity = genre_similarity({m.id: m.genres for m in movies})
-            built = (movies, GenreIndex(movies), similarity)
-            self._genres = built  # a race only builds it twice
-        return built
+        self, index: CatalogueIndex, rated: RatedMovies, limit: int | None = None
+    ) -> _Shortlist:
+        limit = self.shortlist if limit is None else min(limit, self.shortlist)
+        positions, scores = content_based_arrays(index, rated, limit)
+        return _Shortlist.of(positions, scores, Source.CONTENT_BASED, _CONTENT)
 
     def _collaborative(
-        self, user: User, ratings: list[Rating], rated: set[MovieId], scorer: Scorer | None
-    ) -> list[Candidate] | None:
+        self, user: User, rated: RatedMovies, index: CatalogueIndex, scorer: Scorer | None
+    ) -> _Shortlist | None:
         if scorer is None:
             return None
-        if scorer.knows_user(user.id):
-            pairs, source = scorer.top_k(user.id, self.shortlist, rated), Source.COLLABORATIVE
-        else:
-            pairs = scorer.fold_in_top_k(ratings, self.shortlist, rated)
-            source = Source.COLLABORATIVE_FOLD_IN
-        return [
-            Candidate(movie_id, score, source, _EXPLAIN_LATER)
-            for movie_id, score in pairs
-            if self.catalogue.get(movie_id) is not None
-        ]
-
-    def _explain(
-        self, chosen: list[tuple[Candidate, Movie]], ratings: Sequence[Rating]
-    ) -> list[tuple[Candidate, Movie]]:
-        """Give the served picks whose reasons were deferred (collaborative, content) them."""
-        chosen = self._explain_content(chosen, ratings)
-        if not any(c.reason is _EXPLAIN_LATER for c, _ in chosen):
-            return chosen
-        anchors = sorted(
-            (r for r in ratings if r.is_positive()),
-            key=lambda r: (-r.score.value, -r.timestamp.to_unix()),
-        )[:ANCHORS]
-        titles, _ = self._lookups(r.movie_id for r in anchors)
-        similarity = self._genre_tools()[2]
-        with_genres = [(r, similarity.genres(r.movie_id)) for r in anchors]
-        return [
-            (
-                replace(c, reason=_cf_reason(similarity.genres(m.id), with_genres, titles))
-                if c.reason is _EXPLAIN_LATER
-                else c,
-                m,
-            )
-            for c, m in chosen
-        ]
-
-    def _explain_content(
-        self, chosen: list[tuple[Candidate, Movie]], ratings: Sequence[Rating]
-    ) -> list[tuple[Candidate, Movie]]:
-        if not any(c.reason is UNEXPLAINED for c, _ in chosen):
-            return chosen
-        titles, genres = self._lookups(r.movie_id for r in ratings)
-        anchors = content_anchors(ratings, genres)
-        return [
-            (replace(c, reason=content_reason(m, anchors, titles)), m)
-            if c.reason is UNEXPLAINED
-            else (c, m)
-            for c, m in chosen
-        ]
-
-    def _lookups(
-        self, movie_ids: Iterable[MovieId]
-    ) -> tuple[dict[MovieId, str], dict[MovieId, tuple[str, ...]]]:
-        titles: dict[MovieId, str] = {}
-        genres: dict[MovieId, tuple[str, ...]] = {}
-        for movie_id in movie_ids:
-            movie = self.catalogue.get(movie_id)
-            if movie is not None:
-                titles[movie_id], genres[movie_id] = movie.title, movie.genres
-        return titles, genres
+        known = scorer.knows_user(user.id)
+        source = Source.COLLABORATIVE if known else Source.COLLABORATIVE_FOLD_IN
+        if hasattr(scorer, "top_k_ids") and hasattr(scorer, "fold_in_top_k_ids"):
+            ranker = cast(ArrayScorer, scorer)
+            if known:
+                ids, scores = ranker.top_k_ids(user.id, self.shortlist, rated.movie_ids)
+            else:
+                ids, scores = ranker.fold_in_top_k_ids(rated, self.shortlist, rated.movie_ids)
+        else:  # a scorer without the array form
+            exclude = {shared_movie_id(m) for m in rated.movie_ids.tolist()}
+            if known:
+                pairs = scorer.top_k(user.id, self.shortlist, exclude)
+            else:
+                pairs = scorer.fold_in_top_k(rated.to_ratings(user.id), self.shortlist, exclude)
+            ids = np.array([m.value for m, _ in pairs], dtype=np.int64)
+            scores = np.array([s for _, s in pairs], dtype=np.float64)
+        positions = index.locate(ids)
+        in_catalogue = positions >= 0
+        return _Shortlist.of(positions[in_catalogue], scores[in_catalogue], source, _COLLABORATIVE)
 
 
-def _cf_reason(
-    genres: frozenset[str],
-    anchors: Sequence[tuple[Rating, frozenset[str]]],
-    titles: dict[MovieId, str],
-) -> Reason:
-    """The anchor (a best-rated movie, with its genres) whose genres are most like `genres`."""
-    best: tuple[float, Rating] | None = None
-    for rating, anchor_genres in anchors:
-        sim = jaccard(genres, anchor_genres)
-        if sim > 0 and (best is None or sim > best[0]):
-            best = (sim, rating)
-    if best is not None:
-        return Reason(
-            ReasonKind.BECAUSE_YOU_RATED,
-            anchor_title=titles[best[1].movie_id],
-            anchor_score=best[1].score.value,
-        )
-    return Reason(ReasonKind.SIMILAR_USERS, predicted_rating=None)
+@dataclass(frozen=True, slots=True)
+class _Shortlist:
+    """Candidates as arrays: catalogue positions, scores, and why each is there."""
+
+    positions: np.ndarray
+    scores: np.ndarray
+    source: Source
+    via: np.ndarray  # _POPULAR, _COLLABORATIVE or _CONTENT: which reason explains it
+
+    @classmethod
+    def of(cls, positions: np.ndarray, scores: np.ndarray, source: Source, via: int) -> _Shortlist:
+        return cls(positions, scores, source, np.full(len(positions), via, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def take(self, rows: np.ndarray) -> _Shortlist:
+        return _Shortlist(self.positions[rows], self.scores[rows], self.source, self.via[rows])
 
 
-def _item(candidate: Candidate, movie: Movie, rank: int) -> RecommendedItem:
+def _any_in(ids: np.ndarray, sorted_ids: np.ndarray) -> bool:
+    """Whether any of `ids` is in `sorted_ids` (ascending)."""
+    if not len(ids) or not len(sorted_ids):
+        return False
+    at = np.searchsorted(sorted_ids, ids).clip(max=len(sorted_ids) - 1)
+    return bool((sorted_ids[at] == ids).any())
+
+
+def _reasons(
+    picks: _Shortlist, movies: list[Movie], rated: RatedMovies, index: CatalogueIndex
+) -> list[Reason]:
+    """The served picks' reasons: the rated movie closest in genres (Jaccard) to each pick
+    among the user's anchors, as the domain's `content_reason` and `collaborative_reason`."""
+    reasons = [
+        Reason(ReasonKind.POPULAR_OVERALL, rating_count=movie.rating_count) for movie in movies
+    ]
+    for via, anchor_rows in (
+        (_COLLABORATIVE, collaborative_anchor_rows),
+        (_CONTENT, content_anchor_rows),
+    ):
+        rows = np.flatnonzero(picks.via == via)
+        if not rows.size:
+            continue
+        anchors = anchor_rows(rated)
+        anchor_positions = index.locate(rated.movie_ids[anchors])
+        best = closest_anchors(index.jaccard(picks.positions[rows], anchor_positions))
+        for row, found in zip(rows.tolist(), best.tolist(), strict=True):
+            if found >= 0:
+                reasons[row] = Reason(
+                    ReasonKind.BECAUSE_YOU_RATED,
+                    anchor_title=index.movies[int(anchor_positions[found])].title,
+                    anchor_score=float(rated.scores[anchors[found]]),
+                )
+            elif via == _COLLABORATIVE:
+                reasons[row] = Reason(ReasonKind.SIMILAR_USERS, predicted_rating=None)
+            else:
+                reasons[row] = Reason(ReasonKind.MATCHES_GENRES, genres=movies[row].genres)
+    return reasons
+
+
+def _item(movie: Movie, score: float, source: Source, reason: Reason, rank: int) -> RecommendedItem:
     return RecommendedItem(
         movie_id=movie.id.value,
         title=movie.title,
         genres=list(movie.genres),
         year=movie.year,
-        score=round(min(1.0, max(0.0, candidate.score)), 6),
+        score=round(min(1.0, max(0.0, score)), 6),
         rank=rank,
-        source=candidate.source.value,
-        explanation=explain(candidate.reason),
+        source=source.value,
+        explanation=explain(reason),
     )

@@ -11,7 +11,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from recolab.application.access import Principal, RateLimiter, TokenVerifier, authenticate
+from recolab.application.access import (
+    FailedAuthentications,
+    Principal,
+    RateLimiter,
+    TokenVerifier,
+    authenticate,
+)
 from recolab.application.recommend import RecommendationResult, Recommender, RecommendRequest
 from recolab.application.users import (
     RateMovie,
@@ -118,10 +124,25 @@ class ServingRuntime:
     max_request_bytes: int
     request_threads: int
     close: Callable[[], None]
+    # Units of work for reads only (profile, history): on SQLite they never wait behind
+    # writers, which begin as writers. None: `uow`.
+    reader: Callable[[], UnitOfWork] | None = None
+    # Failed authentications per client address; by default on `limiter`, in a bucket of
+    # their own per address (so at `rate_limit_per_minute`).
+    auth_failures: FailedAuthentications | None = None
 
-    def authenticate(self, token: str | None) -> Principal:
-        """The caller, from a bearer token; one request counted against its rate limit."""
-        return authenticate(token, self.verify, self.limiter)
+    def __post_init__(self) -> None:
+        if self.auth_failures is None:
+            self.auth_failures = FailedAuthentications(self.limiter)
+
+    def authenticate(self, token: str | None, client: str | None = None) -> Principal:
+        """The caller, from a bearer token; one request counted against its rate limit.
+
+        A token that fails counts against `client` (the request's address); past the
+        limit that address gets `RateLimited` (429) for a while, whatever it sends."""
+        return authenticate(
+            token, self.verify, self.limiter, client=client, failures=self.auth_failures
+        )
 
     def recommend(self, request: RecommendRequest) -> RecommendationResult:
         return self.recommender.recommend(request)
@@ -142,13 +163,13 @@ class ServingRuntime:
         return Registered(user, token, USER_TOKEN_TTL_S)
 
     def profile(self, user_id: int) -> ProfileView:
-        found = get_profile(user_id, self.uow(), recent=RECENT_RATINGS)
+        found = get_profile(user_id, (self.reader or self.uow)(), recent=RECENT_RATINGS)
         titles = self.queries.titles([r.movie_id.value for r in found.recent_ratings])
         return ProfileView(found, titles, self.queries.rating_breakdown(user_id))
 
     def history(self, user_id: int, limit: int) -> Sequence[Any]:
         """The movies recommended to a user, newest answer first (404 for an unknown user)."""
-        get_profile(user_id, self.uow(), recent=0)
+        get_profile(user_id, (self.reader or self.uow)(), recent=0)
         self.pending.settle(timeout_s=1.0)  # this worker's answers so far are in it
         return self.queries.history(user_id, limit)
 

@@ -11,10 +11,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
 
+import numpy as np
+
 from recolab.domain.errors import InvalidValue
 from recolab.domain.values import (
     MAX_RATING,
+    MIN_RATING,
     POSITIVE_THRESHOLD,
+    RATING_SPAN,
     MovieId,
     RatingScore,
     Timestamp,
@@ -241,3 +245,42 @@ class Source(StrEnum):
     # collaborative for a user the model never saw, from their ratings' item embeddings
     COLLABORATIVE_FOLD_IN = "collaborative_fold_in"
     HYBRID = "hybrid"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class RatedMovies:
+    """One user's ratings as arrays, in the order read (most recent first): the request
+    path's form of a list of `Rating`s, with the same rules (`positive`, `normalized`)."""
+
+    movie_ids: np.ndarray  # int64
+    scores: np.ndarray  # float64, valid `RatingScore` values
+    timestamps: np.ndarray  # int64, Unix seconds
+
+    @classmethod
+    def from_ratings(cls, ratings: Iterable[Rating]) -> RatedMovies:
+        rows = [(r.movie_id.value, r.score.value, r.timestamp.to_unix()) for r in ratings]
+        return cls(
+            np.array([m for m, _, _ in rows], dtype=np.int64),
+            np.array([s for _, s, _ in rows], dtype=np.float64),
+            np.array([t for _, _, t in rows], dtype=np.int64),
+        )
+
+    def __len__(self) -> int:
+        return len(self.movie_ids)
+
+    def positive(self) -> np.ndarray:
+        """`Rating.is_positive` of each rating."""
+        return np.asarray(self.scores >= POSITIVE_THRESHOLD)
+
+    def normalized(self) -> np.ndarray:
+        """`Rating.normalized_score` of each rating."""
+        return np.asarray((self.scores - MIN_RATING) / RATING_SPAN)
+
+    def to_ratings(self, user_id: UserId) -> list[Rating]:
+        """The same ratings as `Rating` objects (for callers without an array form)."""
+        return [
+            Rating(user_id, MovieId(m), RatingScore(s), Timestamp.from_unix(t))
+            for m, s, t in zip(
+                self.movie_ids.tolist(), self.scores.tolist(), self.timestamps.tolist(), strict=True
+            )
+        ]

@@ -6,8 +6,11 @@ from collections.abc import Collection, Sequence
 from types import TracebackType
 from typing import Protocol, Self
 
+import numpy as np
+
 from recolab.domain.events import DomainEvent, RecommendationsGenerated
-from recolab.domain.model import Movie, Rating, User
+from recolab.domain.model import Movie, RatedMovies, Rating, User
+from recolab.domain.services.index import CatalogueIndex
 from recolab.domain.values import MovieId, RatingScore, UserId
 
 
@@ -41,6 +44,10 @@ class RatingRepository(Protocol):
         ...
 
     def for_user(self, user_id: UserId, limit: int | None = None) -> list[Rating]: ...
+    def rated_by(self, user_id: UserId) -> RatedMovies:
+        """All the user's ratings as arrays, most recent first (ties by movie id): the
+        recommendation path's read, without an object per rating."""
+        ...
 
 
 class UnitOfWork(Protocol):
@@ -65,11 +72,32 @@ class UnitOfWork(Protocol):
 
 
 class Cache(Protocol):
-    """Bytes by (group, key) with a TTL; `drop` removes a whole group (e.g. one user's)."""
+    """Bytes by (group, key) with a TTL; `drop` removes a whole group (e.g. one user's).
+
+    Each group has a generation that `drop` moves on. A writer takes the generation (with
+    `lookup`) before reading what its value is built from, and `store`s with it: the store
+    is refused when a drop came in between, so a value built from data read before an
+    invalidation never outlives it (a TTL alone would serve it until it expires).
+    """
 
     def get(self, group: str, key: str) -> bytes | None: ...
-    def set(self, group: str, key: str, value: bytes, ttl_s: int) -> None: ...
-    def drop(self, group: str) -> int: ...
+    def lookup(self, group: str, key: str) -> tuple[bytes | None, object | None]:
+        """The entry (None on a miss) and the group's generation, in one round trip.
+
+        The generation is an opaque token for `store`; None when it cannot be known (the
+        backend is down): then nothing may be stored.
+        """
+        ...
+
+    def store(self, group: str, key: str, value: bytes, ttl_s: int, generation: object) -> bool:
+        """Store the entry only if the group's generation is still `generation` (from
+        `lookup`); True when stored."""
+        ...
+
+    def drop(self, group: str) -> int:
+        """Remove the group's entries and move its generation on; how many entries it held."""
+        ...
+
     def ping(self) -> bool: ...
 
 
@@ -82,6 +110,10 @@ class Catalogue(Protocol):
         ...
 
     def get(self, movie_id: MovieId) -> Movie | None: ...
+    def index(self) -> CatalogueIndex:
+        """The movies as arrays, built once per catalogue version (the same object until
+        the catalogue changes)."""
+        ...
 
 
 class Scorer(Protocol):
@@ -98,6 +130,18 @@ class Scorer(Protocol):
     ) -> list[tuple[MovieId, float]]:
         """Score for a user the model never saw, from the movies they rated."""
         ...
+
+
+class ArrayScorer(Scorer, Protocol):
+    """A `Scorer` that also ranks on arrays: (movie ids, relevance), best first, as its
+    `top_k` and `fold_in_top_k` would (the recommendation path uses these when present)."""
+
+    def top_k_ids(
+        self, user_id: UserId, k: int, exclude: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+    def fold_in_top_k_ids(
+        self, rated: RatedMovies, k: int, exclude: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 class EventPublisher(Protocol):

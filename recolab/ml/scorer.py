@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from recolab.domain.model import Rating
+from recolab.domain.model import RatedMovies, Rating
 from recolab.domain.values import MIN_RATING, RATING_SPAN, MovieId, UserId, shared_movie_id
 from recolab.ml.neumf import NeuMF, NeuMFConfig, rest_of_mlp
 
@@ -191,12 +191,14 @@ class NeuMFScorer:
         self, user_id: UserId, k: int, exclude: Collection[MovieId]
     ) -> list[tuple[MovieId, float]]:
         """The `k` best movies for a user seen in training, never one in `exclude`."""
-        idx = self._user_index.get(int(user_id))
-        if idx is None:
-            raise KeyError(f"{user_id} is not known to model version {self.version}")
-        with torch.inference_mode():
-            raw = self._raw(self._users[idx], self._items, self.n_items)
-            return self._rank(raw, k, exclude)
+        return self._pairs(*self._top_k(user_id, k, self._blocked(exclude)))
+
+    def top_k_ids(
+        self, user_id: UserId, k: int, exclude: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`top_k` on arrays: (movie ids, relevance), best first; `exclude` holds ids."""
+        order, scores = self._top_k(user_id, k, _lookup(self._item_ids, exclude))
+        return self._item_ids[order], scores
 
     def fold_in_top_k(
         self, rated: Sequence[Rating], k: int, exclude: Collection[MovieId]
@@ -208,16 +210,44 @@ class NeuMFScorer:
         never returned. Deterministic for the same ratings.
         """
         latest = {int(r.movie_id): float(r.score) for r in rated}
-        known = [(self._item_index[m], s) for m, s in latest.items() if m in self._item_index]
-        blocked = [*exclude, *(MovieId(m) for m in latest)]
-        if not known:
-            with torch.inference_mode():
-                return self._rank(self._prior_scores, k, blocked)
-        items = torch.tensor([i for i, _ in known], dtype=torch.int64)
-        stars = torch.tensor([s for _, s in known], dtype=torch.float32)
-        user = self.fold_in(items, stars)
+        movie_ids = np.fromiter(latest, dtype=np.int64, count=len(latest))
+        stars = np.fromiter(latest.values(), dtype=np.float64, count=len(latest))
+        blocked = np.concatenate((self._blocked(exclude), _lookup(self._item_ids, movie_ids)))
+        return self._pairs(*self._fold_in_top_k(movie_ids, stars, k, blocked))
+
+    def fold_in_top_k_ids(
+        self, rated: RatedMovies, k: int, exclude: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`fold_in_top_k` on arrays: (movie ids, relevance), best first."""
+        movie_ids, stars = rated.movie_ids, rated.scores
+        if len(np.unique(movie_ids)) != len(movie_ids):  # the reference keeps the last score
+            latest = dict(zip(movie_ids.tolist(), stars.tolist(), strict=True))
+            movie_ids = np.fromiter(latest, dtype=np.int64, count=len(latest))
+            stars = np.fromiter(latest.values(), dtype=np.float64, count=len(latest))
+        blocked = _lookup(self._item_ids, np.concatenate((exclude, movie_ids)))
+        order, scores = self._fold_in_top_k(movie_ids, stars, k, blocked)
+        return self._item_ids[order], scores
+
+    def _top_k(self, user_id: UserId, k: int, blocked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        idx = self._user_index.get(int(user_id))
+        if idx is None:
+            raise KeyError(f"{user_id} is not known to model version {self.version}")
         with torch.inference_mode():
-            return self._rank(self._raw(user, self._items, self.n_items), k, blocked)
+            raw = self._raw(self._users[idx], self._items, self.n_items)
+            return self._rank_idx(raw, k, blocked)
+
+    def _fold_in_top_k(
+        self, movie_ids: np.ndarray, stars: np.ndarray, k: int, blocked: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        positions = _lookup(self._item_ids, movie_ids)
+        known = positions >= 0
+        if not known.any():
+            with torch.inference_mode():
+                return self._rank_idx(self._prior_scores, k, blocked)
+        items = torch.from_numpy(positions[known].copy())
+        user = self.fold_in(items, torch.from_numpy(stars[known]).float())
+        with torch.inference_mode():
+            return self._rank_idx(self._raw(user, self._items, self.n_items), k, blocked)
 
     def score_pairs(self, user_ids: np.ndarray, movie_ids: np.ndarray) -> np.ndarray:
         """Relevance in [0, 1] of (user, movie) pairs: `to_relevance` of the model's ranking
@@ -274,18 +304,28 @@ class NeuMFScorer:
             out = out + user[self._bias]
         return out
 
-    def _rank(self, raw: Tensor, k: int, exclude: Iterable[MovieId]) -> list[tuple[MovieId, float]]:
-        blocked = {i for m in exclude if (i := self._item_index.get(m.value)) is not None}
+    def _blocked(self, exclude: Iterable[MovieId]) -> np.ndarray:
+        """Item indices of the movie ids in `exclude` that the model knows."""
+        index = self._item_index
+        found = [i for m in exclude if (i := index.get(m.value)) is not None]
+        return np.asarray(found, dtype=np.int64)
+
+    def _rank_idx(self, raw: Tensor, k: int, blocked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(item indices, relevance) of the `k` best items, none in `blocked` (indices; -1
+        entries are ignored)."""
+        blocked = np.unique(blocked[blocked >= 0])
         n = min(k, self.n_items - len(blocked))
         if n <= 0:
-            return []
-        if blocked:
-            raw = raw.index_fill(0, torch.tensor(list(blocked)), float("-inf"))
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        if blocked.size:
+            raw = raw.index_fill(0, torch.from_numpy(blocked), float("-inf"))
         values, order = torch.topk(raw, n)
         scores = to_relevance(values, self.mode)
+        return order.numpy(), scores.double().numpy()
+
+    def _pairs(self, order: np.ndarray, scores: np.ndarray) -> list[tuple[MovieId, float]]:
         return [
-            (self._movie_ids[i], float(s))
-            for i, s in zip(order.tolist(), scores.tolist(), strict=True)
+            (self._movie_ids[i], s) for i, s in zip(order.tolist(), scores.tolist(), strict=True)
         ]
 
     def fold_in(self, items: Tensor, stars: Tensor) -> Tensor:

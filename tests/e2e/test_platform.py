@@ -115,8 +115,8 @@ def _recommend(
 
 
 def _cache_keys(cache: redis.Redis, user_id: int) -> list[bytes]:
-    """The user's cached answers: the fields of their group's hash."""
-    return list(cache.hkeys(f"recolab:rec:{user_id}"))
+    """The user's cached answers: the fields of their group's hash (but its generation)."""
+    return [k for k in cache.hkeys(f"recolab:rec:{user_id}") if not k.startswith(b"\x00")]
 
 
 def _rated(stack: Stack, user_id: int) -> set[int]:

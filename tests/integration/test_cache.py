@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,7 +90,12 @@ def test_redis_drop_is_one_step_whatever_the_keyspace(redis_url: str, redis_name
         cache.set(f"rec:{user}", "k", b"v", ttl_s=60)
     calls: list[str] = []
     scan = cache._client.scan_iter
-    cache._client.scan_iter = lambda *a, **k: calls.append("scan") or scan(*a, **k)
+
+    def counting_scan(*args: Any, **kwargs: Any) -> Any:
+        calls.append("scan")
+        return scan(*args, **kwargs)
+
+    cache._client.scan_iter = counting_scan
     assert cache.drop("rec:7") == 1
     assert calls == [] and cache.get("rec:8", "k") == b"v"
 
@@ -108,6 +114,13 @@ class Exploding:
         if self.fail:
             raise ConnectionError("down")
         self.data[(group, key)] = value
+
+    def lookup(self, group: str, key: str) -> tuple[bytes | None, object | None]:
+        return self.get(group, key), 0
+
+    def store(self, group: str, key: str, value: bytes, ttl_s: int, generation: object) -> bool:
+        self.set(group, key, value, ttl_s)
+        return True
 
     def drop(self, group: str) -> int:
         if self.fail:
@@ -153,9 +166,104 @@ def test_platform_cache_and_rate_limits_use_the_configured_namespace(
     settings = Settings(data_dir=tmp_path, redis_url=redis_url, redis_namespace=redis_namespace)
     platform = bootstrap(settings, migrate=False)
     try:
-        platform.cache.set("rec:1", "x", b"v", ttl_s=60)
+        _, generation = platform.cache.lookup("rec:1", "x")
+        assert platform.cache.store("rec:1", "x", b"v", 60, generation)
         assert rate_limiter(settings, per_minute=5).hit("client-a").allowed
     finally:
         platform.close()
     keys = {k.decode() for k in redis.Redis.from_url(redis_url).scan_iter(redis_namespace + "*")}
     assert keys == {f"{redis_namespace}rec:1", f"{redis_namespace}ratelimit:client-a"}
+
+
+# ---- generations: a store is refused when the group was dropped since its lookup
+
+
+@pytest.fixture(params=["in-process", pytest.param("redis", marks=pytest.mark.redis)])
+def backend(request: pytest.FixtureRequest) -> InMemoryCache | RedisCache:
+    if request.param == "in-process":
+        return InMemoryCache()
+    url: str = request.getfixturevalue("redis_url")
+    return RedisCache.from_url(url, namespace=request.getfixturevalue("redis_namespace"))
+
+
+def test_store_is_a_compare_and_set_on_the_groups_generation(
+    backend: InMemoryCache | RedisCache,
+) -> None:
+    value, generation = backend.lookup("rec:1", "k")
+    assert value is None and generation is not None
+    assert backend.store("rec:1", "k", b"v1", 60, generation)
+    assert backend.lookup("rec:1", "k") == (b"v1", generation)  # a store moves nothing on
+    assert backend.store("rec:1", "k2", b"w", 60, generation)  # nor does a second one
+
+    _, before = backend.lookup("rec:1", "k")
+    assert backend.drop("rec:1") == 2  # the entries only, not the generation
+    assert not backend.store("rec:1", "k", b"stale", 60, before)
+    value, after = backend.lookup("rec:1", "k")
+    assert value is None and after != before
+    assert backend.get("rec:1", "k") is None
+    assert backend.store("rec:1", "k", b"fresh", 60, after)
+    assert backend.get("rec:1", "k") == b"fresh"
+
+    assert backend.drop("rec:2") == 0  # a group with no entries still moves on
+    assert not backend.store("rec:2", "k", b"x", 60, generation)
+    _, other = backend.lookup("rec:3", "k")  # other groups are untouched by those drops
+    assert backend.store("rec:3", "k", b"y", 60, other)
+    assert not backend.store("rec:4", "k", b"z", 0, backend.lookup("rec:4", "k")[1])
+
+
+def test_in_memory_generations_are_bounded_and_never_match_again() -> None:
+    cache = InMemoryCache(max_generations=2)
+    _, token = cache.lookup("a", "k")
+    cache.drop("a")
+    cache.drop("b")
+    cache.drop("c")  # "a" is forgotten: it reads as the floor, which passed its drop
+    assert len(cache._generations) == 2
+    assert not cache.store("a", "k", b"stale", 60, token)
+    _, fresh = cache.lookup("a", "k")
+    assert cache.store("a", "k", b"v", 60, fresh)
+    _, before_clear = cache.lookup("d", "k")
+    cache.clear()
+    assert not cache.store("d", "k", b"stale", 60, before_clear)
+
+
+@pytest.mark.redis
+def test_redis_lookup_is_one_command_and_generations_outlive_entries(
+    redis_url: str, redis_namespace: str
+) -> None:
+    cache = RedisCache.from_url(redis_url, namespace=redis_namespace)
+    cache.set("rec:1", "k", b"v", ttl_s=30)
+    commands: list[object] = []
+    execute = cache._client.execute_command
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        commands.append(args[0])
+        return execute(*args, **kwargs)
+
+    cache._client.execute_command = counting
+    assert cache.lookup("rec:1", "k")[0] == b"v"
+    assert commands == ["HMGET"]  # the cached path costs one round trip, as `get` did
+    cache._client.execute_command = execute
+
+    cache.drop("rec:1")
+    name = redis_namespace + "rec:1"
+    assert 30 < cache._client.ttl(name) <= 3600  # the generation lives past the entries
+    _, generation = cache.lookup("rec:1", "k")
+    assert cache.store("rec:1", "k", b"v", 10, generation)
+    assert cache._client.ttl(name) > 30  # an entry extends a group's life, never shortens it
+
+
+def test_resilient_cache_stores_nothing_across_an_outage() -> None:
+    inner = Exploding()
+    inner.fail = False
+    cache = ResilientCache(inner, retry_after_s=0.0)
+    value, token = cache.lookup("g", "a")
+    assert value is None and token is not None
+    inner.fail = True
+    assert cache.lookup("g", "b") == (None, None)  # down: unknown, so nothing is stored
+    assert not cache.store("g", "a", b"1", 10, None)
+    inner.fail = False
+    # A drop missed during the outage may not have reached the backend's generation.
+    assert not cache.store("g", "a", b"1", 10, token)
+    _, after = cache.lookup("g", "a")
+    assert cache.store("g", "a", b"1", 10, after)
+    assert inner.data[("g", "a")] == b"1"

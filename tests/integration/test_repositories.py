@@ -6,6 +6,7 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import Engine, create_engine, func, select
@@ -139,14 +140,14 @@ def test_history_insert_turns_off_synchronous_commit_for_its_transaction_only(
     engine = make_engine(postgres_url)
     load_dataset(engine, RATINGS, MOVIES, dataset="tiny", source="test")
     rows = {
-        "user_id": 1,
-        "strategy": "popular",
-        "model_version": None,
-        "created_at": datetime(2026, 1, 2, tzinfo=UTC),
+        "user_ids": [1],
         "movie_ids": [5],
         "ranks": [1],
         "scores": [0.5],
+        "strategies": ["popular"],
         "sources": ["popular"],
+        "model_versions": [None],
+        "created_ats": [datetime(2026, 1, 2, tzinfo=UTC)],
     }
     with engine.begin() as conn:
         assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
@@ -265,3 +266,27 @@ def test_recommendation_history_round_trips(engine: Engine) -> None:
     ]
     assert [h.title for h in rows] == ["Toy Story", "100% Love_Story", "Amélie"]
     assert all(h.recommended_at.replace(tzinfo=h.recommended_at.tzinfo or UTC) == at for h in rows)
+
+
+def test_rated_by_reads_a_users_ratings_as_arrays_in_read_order(engine: Engine) -> None:
+    rate_movie(RateMovie(1, 5, 4.5), SqlAlchemyUnitOfWork(engine), EventBus())
+    with SqlAlchemyUnitOfWork(engine, read_only=True) as uow:
+        ratings = uow.ratings.for_user(UserId(1))
+        rated = uow.ratings.rated_by(UserId(1))
+        nothing = uow.ratings.rated_by(UserId(999))
+    assert rated.movie_ids.tolist() == [r.movie_id.value for r in ratings]
+    assert rated.scores.tolist() == [r.score.value for r in ratings]
+    assert rated.timestamps.tolist() == [r.timestamp.to_unix() for r in ratings]
+    assert rated.movie_ids.tolist()[0] == 5 and len(nothing) == 0
+    assert (rated.movie_ids.dtype, rated.scores.dtype) == (np.int64, np.float64)
+
+
+def test_the_catalogue_index_is_built_once_per_refresh(engine: Engine) -> None:
+    catalogue = SqlCatalogue(engine)
+    catalogue.refresh()
+    index = catalogue.index()
+    assert catalogue.index() is index  # no request builds it
+    assert index.ids.tolist() == [m.id.value for m in catalogue.movies()]
+    assert index.locate(np.array([4, 99])).tolist() == [index.positions[MovieId(4)], -1]
+    catalogue.refresh()
+    assert catalogue.index() is not index

@@ -44,6 +44,7 @@ with warnings.catch_warnings():  # starlette asks for httpx2, which this stack d
 
 SECRET = "test-secret-0123456789-abcdefghijklmnop"
 RATE_LIMIT = 60
+AUTH_FAILURES = 30  # bad tokens per address per minute (a limit of its own)
 MAX_BODY = 4096
 GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi", "Thriller", "Animation"]
 # user id -> number of ratings: one user per tier with ratings (cold start is registered)
@@ -114,6 +115,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
     env = make_workspace(
         tmp_path_factory.mktemp("service"),
         rate_limit_per_minute=RATE_LIMIT,
+        auth_failures_per_minute=AUTH_FAILURES,
         max_request_bytes=MAX_BODY,
         champion_poll_interval_s=3600,
         cache_ttl_s=600,
@@ -396,6 +398,72 @@ def test_bad_credentials_are_401(client: TestClient, headers: dict[str, str], me
     assert response.status_code == 401
     assert message in response.json()["error"]
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def _signed(**claims: Any) -> dict[str, str]:
+    """A bearer header with a token signed with the service's secret, claims as given."""
+    import jwt
+
+    payload = json.dumps(claims).encode()
+    return {"Authorization": f"Bearer {jwt.PyJWS().encode(payload, SECRET, algorithm='HS256')}"}
+
+
+@pytest.mark.parametrize(
+    ("claims", "message"),
+    [
+        ({"exp": 10**400}, "exp must be in"),
+        ({"exp": "99999999999"}, "exp must be a number"),
+        ({"sub": ""}, "sub must be a non-empty"),
+        ({"sub": 2}, "Subject must be a string"),
+        ({"role": "root"}, "role must be one of"),
+        ({"iss": "elsewhere"}, "Invalid issuer"),
+    ],
+)
+def test_validly_signed_tokens_with_unexpected_claims_are_401(
+    client: TestClient, claims: dict[str, Any], message: str
+) -> None:
+    now = int(time.time())
+    good = {"sub": "2", "role": "user", "iat": now, "exp": now + 60, "iss": "recolab"}
+    response = client.get("/users/2", headers=_signed(**{**good, **claims}))
+    assert response.status_code == 401, response.text
+    assert message in response.json()["error"]
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def _forge_until_refused(client: TestClient, limit: int) -> list[int]:
+    """Forged tokens from the client's address until a 429 (at most 3 x limit)."""
+    forged = {"Authorization": f"Bearer {OTHER_SECRET}"}
+    codes: list[int] = []
+    while len(codes) < 3 * limit and 429 not in codes:
+        codes.append(client.get("/movies/1", headers=forged).status_code)
+    return codes
+
+
+def _from_address(client: TestClient, monkeypatch: pytest.MonkeyPatch, host: str) -> None:
+    """Requests of `client` come from `host` (Starlette's test transport sets the peer)."""
+    monkeypatch.setattr(client._transport, "client", (host, 40000))  # type: ignore[attr-defined]
+
+
+def test_failed_authentications_are_limited_per_address(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _from_address(client, monkeypatch, "203.0.113.50")
+    started = time.monotonic()
+    codes = _forge_until_refused(client, AUTH_FAILURES)
+    refilled = math.ceil((time.monotonic() - started) * AUTH_FAILURES / 60)
+    assert codes[-1] == 429 and set(codes[:-1]) == {401}, codes
+    assert AUTH_FAILURES <= len(codes) - 1 <= AUTH_FAILURES + refilled
+    # refused whatever it sends now, a valid token included, with a time to come back
+    refused = client.get("/movies/1", headers=ADMIN)
+    assert refused.status_code == 429
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert "too many failed authentications" in refused.json()["error"]
+    # no token is no attempt: still told what is missing
+    assert client.get("/movies/1").status_code == 401
+    # another address is not affected
+    _from_address(client, monkeypatch, "198.51.100.50")
+    assert client.get("/movies/1", headers=ADMIN).status_code == 200
+    assert client.get("/movies/1", headers={"Authorization": "Bearer x"}).status_code == 401
 
 
 def test_users_reach_only_their_own_data_unless_admin(client: TestClient) -> None:
@@ -713,6 +781,25 @@ def redis_client(workspace: dict[str, str]) -> Iterator[TestClient]:
         keys = list(server.scan_iter(match=pattern))
         if keys:
             server.delete(*keys)
+
+
+@pytest.mark.redis
+def test_failed_authentications_are_counted_in_redis(
+    redis_client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis
+
+    host = "203.0.113.51"
+    server = redis.Redis.from_url(require_service("RECOLAB_TEST_REDIS_URL"))
+    key = f"recolab:ratelimit:authfail:{host}"
+    server.delete(key)
+    _from_address(redis_client, monkeypatch, host)
+    codes = _forge_until_refused(redis_client, AUTH_FAILURES)
+    assert codes == [401] * AUTH_FAILURES + [429]  # a fixed window: no refill within it
+    assert int(server.get(key) or 0) == AUTH_FAILURES + 1  # shared by every worker
+    refused = redis_client.get("/movies/1", headers=ADMIN)
+    assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 60
+    server.delete(key)
 
 
 @pytest.mark.redis

@@ -299,6 +299,14 @@ class FlakyCache(InMemoryCache):
         self._check()
         super().set(group, key, value, ttl_s)
 
+    def lookup(self, group: str, key: str) -> tuple[bytes | None, object | None]:
+        self._check()
+        return super().lookup(group, key)
+
+    def store(self, group: str, key: str, value: bytes, ttl_s: int, generation: object) -> bool:
+        self._check()
+        return super().store(group, key, value, ttl_s, generation)
+
     def drop(self, group: str) -> int:
         self._check()
         return super().drop(group)

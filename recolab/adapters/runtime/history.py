@@ -1,69 +1,194 @@
-"""The recommendation history, written off the request path by one background thread."""
+"""The recommendation history, written behind the answer by one writer thread in batches.
+
+An answer hands its event to a bounded buffer and returns; the writer flushes the buffer
+with one multi-row INSERT every `interval_s` or as soon as `batch_size` answers wait,
+whichever comes first, and once more at `close`. The history is a log of what was served,
+not a record anyone waits for: when the buffer is full (the database far behind) or a
+write fails (the database down), those answers are dropped, counted through `dropped`
+(the `recolab_history_dropped_total` metric in the service) and logged once per episode,
+never raised to the caller and never making an answer wait.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
-from datetime import datetime
+import time
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from recolab.domain.events import RankedItem, RecommendationsGenerated
+from recolab.domain.events import RecommendationsGenerated
 
 log = logging.getLogger(__name__)
 
+# Why answers were not recorded (the metric's `reason` label).
+FULL, ERROR, CLOSED = "full", "error", "closed"
+
 
 class HistoryStore(Protocol):
-    def record_recommendations(
-        self,
-        user_id: int,
-        items: Sequence[RankedItem],
-        *,
-        strategy: str,
-        model_version: str | None,
-        at: datetime,
-    ) -> None: ...
+    def record_answers(self, answers: Sequence[RecommendationsGenerated]) -> None:
+        """Store every answer's items in one statement and one transaction."""
+        ...
+
+
+DropCounter = Callable[[str, int], None]
 
 
 class BackgroundHistory:
-    """Hands each answer's history write to one worker thread: the answer is not kept
-    waiting for it. Best effort: a failed write is logged, and past `max_pending` queued
-    writes (the database far behind) new ones are dropped with a warning."""
+    """Served recommendations, recorded off the request path in batches (best effort).
 
-    def __init__(self, store: HistoryStore, *, max_pending: int = 10_000) -> None:
+    `max_pending` bounds the answers handed off and not yet written (queued or in the
+    write under way); past it, `record` drops. `settle` lets a reader see its own writes.
+    """
+
+    def __init__(
+        self,
+        store: HistoryStore,
+        *,
+        dropped: DropCounter | None = None,
+        max_pending: int = 10_000,
+        batch_size: int = 500,
+        interval_s: float = 0.25,
+    ) -> None:
+        if max_pending < 1 or batch_size < 1 or interval_s <= 0:
+            raise ValueError("max_pending and batch_size must be >= 1, interval_s > 0")
         self._store = store
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recolab-history")
-        self._slots = threading.BoundedSemaphore(max_pending)
+        self._dropped = dropped or (lambda _reason, _n: None)
+        self._max_pending = max_pending
+        self._batch_size = batch_size
+        self._interval_s = interval_s
+        self._lock = threading.Condition(threading.Lock())
+        self._queue: list[RecommendationsGenerated] = []
+        self._oldest_at = 0.0  # monotonic time the oldest queued answer arrived
+        self._in_flight = 0  # answers taken by the writer, not yet written or dropped
+        self._handed = 0  # answers accepted so far (a sequence number for `settle`)
+        self._done = 0  # of those, how many were written or dropped
+        self._urgent = False  # a reader or `close` waits: flush now
+        self._closing = False
+        self._full_episode = False  # a "buffer full" warning was logged and not yet cleared
+        self._failing = False  # the last write failed (an outage was logged)
+        self._lost_in_outage = 0
+        self._thread = threading.Thread(target=self._run, name="recolab-history", daemon=True)
+        self._thread.start()
 
     def record(self, event: RecommendationsGenerated) -> None:
-        if not self._slots.acquire(blocking=False):
-            log.warning("recommendation history is behind: an answer was not recorded")
-            return
-        try:
-            self._pool.submit(self._write, event)
-        except RuntimeError:  # shut down
-            self._slots.release()
+        """Queue the answer's history; returns at once, whatever the database does."""
+        warn = False
+        with self._lock:
+            if self._closing:
+                reason = CLOSED
+            elif len(self._queue) + self._in_flight >= self._max_pending:
+                reason = FULL
+                warn, self._full_episode = not self._full_episode, True
+            else:
+                if not self._queue:
+                    self._oldest_at = time.monotonic()
+                self._queue.append(event)
+                self._handed += 1
+                if len(self._queue) in (1, self._batch_size):  # the writer's deadline starts
+                    self._lock.notify_all()
+                return
+        if reason == FULL and warn:
+            log.warning(
+                "recommendation history is behind (%d answers waiting): answers are not "
+                "recorded until it catches up",
+                self._max_pending,
+            )
+        self._count_dropped(reason, 1)
 
     def settle(self, timeout_s: float) -> None:
-        """Wait (at most `timeout_s`) for the writes handed off so far."""
-        with suppress(Exception):  # late or shut down: the reader sees what is there
-            self._pool.submit(lambda: None).result(timeout=timeout_s)
+        """Wait (at most `timeout_s`) until the answers handed off so far are written or
+        dropped: a reader then sees its own answers."""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            target = self._handed
+            self._urgent = True
+            self._lock.notify_all()
+            while self._done < target:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._thread.is_alive():
+                    return  # late: the reader sees what is there
+                self._lock.wait(left)
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Write what is queued, then stop the writer (at most `timeout_s`); idempotent."""
+        with self._lock:
+            self._closing = True
+            self._lock.notify_all()
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            log.warning("recommendation history: the last writes did not finish at shutdown")
 
-    def _write(self, event: RecommendationsGenerated) -> None:
+    @property
+    def pending(self) -> int:
+        """Answers handed off and not yet written or dropped."""
+        with self._lock:
+            return len(self._queue) + self._in_flight
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                batch = self._next_batch()
+                if batch is None:
+                    return
+                self._in_flight = len(batch)
+            ok = self._write(batch)
+            with self._lock:
+                self._in_flight = 0
+                self._done += len(batch)
+                if ok:
+                    self._full_episode = False
+                self._lock.notify_all()
+
+    def _next_batch(self) -> list[RecommendationsGenerated] | None:
+        """Wait (holding the lock) until a flush is due; its answers, or None to stop."""
+        while True:
+            if self._queue:
+                due = self._oldest_at + self._interval_s
+                if (
+                    self._closing
+                    or self._urgent
+                    or len(self._queue) >= self._batch_size
+                    or time.monotonic() >= due
+                ):
+                    batch = self._queue[: self._batch_size]
+                    del self._queue[: self._batch_size]
+                    self._oldest_at = time.monotonic()  # the rest waited long enough
+                    if not self._queue:
+                        self._urgent = False
+                    return batch
+                self._lock.wait(max(0.0, due - time.monotonic()))
+            else:
+                self._urgent = False
+                if self._closing:
+                    return None
+                self._lock.wait()
+
+    def _write(self, batch: list[RecommendationsGenerated]) -> bool:
         try:
-            self._store.record_recommendations(
-                event.user_id.value,
-                event.items,
-                strategy=event.strategy,
-                model_version=event.model_version,
-                at=event.occurred_at.value,
+            self._store.record_answers(batch)
+        except Exception as exc:  # the answers were already sent: count, log once, go on
+            if not self._failing:
+                log.warning(
+                    "could not record recommendation history (%s: %s); dropping it until "
+                    "the database answers again",
+                    type(exc).__name__,
+                    str(exc).splitlines()[0] if str(exc) else "",
+                )
+            self._failing = True
+            self._lost_in_outage += len(batch)
+            self._count_dropped(ERROR, len(batch))
+            return False
+        if self._failing:
+            log.warning(
+                "recording recommendation history again; %d answers were not recorded",
+                self._lost_in_outage,
             )
-        except Exception:  # the answer was already sent
-            log.exception("could not record recommendation history")
-        finally:
-            self._slots.release()
+            self._failing, self._lost_in_outage = False, 0
+        return True
+
+    def _count_dropped(self, reason: str, n: int) -> None:
+        try:
+            self._dropped(reason, n)
+        except Exception:  # a metric must never fail an answer
+            log.debug("could not count dropped history", exc_info=True)

@@ -115,6 +115,12 @@ class ServingMetrics:
             "recolab_ratings", "Ratings stored, new or replacing an earlier one", ["kind"]
         )
         self.registrations = Counter("recolab_users_registered", "Users registered")
+        self.history_dropped = Counter(
+            "recolab_history_dropped",
+            "Answers whose recommendation history was not recorded: the writer's buffer "
+            "was full, the database failed, or the service was shutting down",
+            ["reason"],
+        )
         self.model_loaded = Gauge(
             "recolab_model_loaded",
             "1 when a champion model is loaded",
@@ -141,6 +147,10 @@ class ServingMetrics:
 
     def registration(self) -> None:
         self.registrations.inc()
+
+    def history_not_recorded(self, reason: str, answers: int) -> None:
+        """Count answers the history writer dropped (`reason`: full, error or closed)."""
+        self.history_dropped.labels(reason=reason).inc(answers)
 
     def model(self, name: str, version: str | None) -> None:
         """Record which model version is served (None: none)."""

@@ -25,6 +25,7 @@ from recolab.application.access import (
     RateDecision,
     RateLimited,
     RateLimiter,
+    Role,
     enforce,
 )
 from recolab.config import DEFAULT_JWT_SECRET, ConfigError, Settings
@@ -53,6 +54,8 @@ ISSUER = "recolab"
 MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash
 MAX_TTL_S = 366 * 24 * 3600
 LEEWAY_S = 5.0  # clock skew allowed on a token's expiry and issue time
+MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z: no later instant is a date
+MAX_SUBJECT_CHARS = 256
 
 
 def issue_token(
@@ -91,10 +94,48 @@ def _decode(token: str, secret: str, leeway_s: float) -> tuple[Principal, float]
         raise AuthError("token expired") from None
     except jwt.InvalidTokenError as exc:
         raise AuthError(f"invalid token: {exc}") from None
+    # PyJWT reads exp, iat and nbf with int(): it lets "123", true and 10**400 through.
+    issued = _timestamp(claims, "iat")
+    expires = _timestamp(claims, "exp")
+    if "nbf" in claims:
+        _timestamp(claims, "nbf")
+    if not 0 <= expires - issued <= MAX_TTL_S:
+        raise AuthError(
+            f"invalid token: exp must not be before iat nor more than {MAX_TTL_S} s after it "
+            "(the longest lifetime this service issues)"
+        )
+    return Principal(subject=_subject(claims), role=_role(claims)), expires
+
+
+def _timestamp(claims: dict[str, Any], name: str) -> float:
+    """Claim `name` as Unix seconds: a finite JSON number in [0, MAX_TIMESTAMP]."""
+    value = claims[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise AuthError(f"invalid token: {name} must be a number (Unix seconds)")
+    if not 0 <= value <= MAX_TIMESTAMP:  # NaN fails this too
+        raise AuthError(f"invalid token: {name} must be in [0, {MAX_TIMESTAMP}] (Unix seconds)")
+    return float(value)
+
+
+def _subject(claims: dict[str, Any]) -> str:
+    subject = claims["sub"]
+    if not isinstance(subject, str):
+        raise AuthError("invalid token: sub must be a string")
+    if not subject.strip() or subject != subject.strip():
+        raise AuthError("invalid token: sub must be a non-empty name without surrounding spaces")
+    if len(subject) > MAX_SUBJECT_CHARS or not subject.isprintable():
+        raise AuthError(
+            f"invalid token: sub must be at most {MAX_SUBJECT_CHARS} printable characters"
+        )
+    return subject
+
+
+def _role(claims: dict[str, Any]) -> Role:
     role = claims.get("role")
-    if role not in ROLES:
-        raise AuthError(f"invalid token: role must be one of {', '.join(ROLES)}")
-    return Principal(subject=str(claims["sub"]), role=role), float(claims["exp"])
+    for known in ROLES:
+        if isinstance(role, str) and role == known:
+            return known
+    raise AuthError(f"invalid token: role must be one of {', '.join(ROLES)}")
 
 
 class TokenVerifier:

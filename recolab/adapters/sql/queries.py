@@ -7,6 +7,7 @@ movies come from the model's item embeddings when the caller passes a `similar` 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,8 +16,9 @@ from typing import Any, Literal
 from sqlalchemy import Engine, Float, Row, case, cast, func, insert, literal, select, text
 
 from recolab.adapters.sql import schema as s
-from recolab.domain.events import RankedItem
-from recolab.domain.values import MovieId
+from recolab.domain.errors import InvalidValue
+from recolab.domain.events import RankedItem, RecommendationsGenerated
+from recolab.domain.values import NEGATIVE_THRESHOLD, POSITIVE_THRESHOLD, MovieId
 
 SimilarFn = Callable[[MovieId, int], Sequence[tuple[MovieId, float]]]
 
@@ -89,6 +91,11 @@ def _movie(row: Row[Any]) -> MovieView:
     )
 
 
+# SQLite's LIKE stops reading its pattern at a NUL (which then matches every title) and
+# PostgreSQL refuses NUL in text: no control character reaches either.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def _contains(text: str) -> str:
     """A LIKE pattern matching `text` anywhere, with LIKE's wildcards escaped."""
     escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -100,11 +107,13 @@ def _contains(text: str) -> str:
 _PG_HISTORY = text(
     "INSERT INTO recommendation_history"
     " (user_id, movie_id, rank, score, strategy, source, model_version, created_at)"
-    " SELECT :user_id, m, r, sc, :strategy, src, :model_version, :created_at"
-    " FROM unnest(CAST(:movie_ids AS bigint[]), CAST(:ranks AS integer[]),"
-    " CAST(:scores AS double precision[]), CAST(:sources AS text[])) AS t(m, r, sc, src)"
+    " SELECT u, m, r, sc, st, src, mv, at"
+    " FROM unnest(CAST(:user_ids AS bigint[]), CAST(:movie_ids AS bigint[]),"
+    " CAST(:ranks AS integer[]), CAST(:scores AS double precision[]),"
+    " CAST(:strategies AS text[]), CAST(:sources AS text[]), CAST(:model_versions AS text[]),"
+    " CAST(:created_ats AS timestamptz[])) AS t(u, m, r, sc, st, src, mv, at)"
     # A log of what was served, written after the answer: a crash may lose its last few
-    # hundred ms, which is no reason to wait for a WAL flush per response. SET LOCAL in
+    # hundred ms, which is no reason to wait for a WAL flush per batch. SET LOCAL in
     # this statement, as a one-row join, saves a round trip.
     " CROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
 )
@@ -135,7 +144,10 @@ class SqlQueries:
 
     def search(self, title: str | None, genre: str | None, limit: int) -> list[MovieView]:
         """Movies whose title contains `title` and that have `genre` (both case-insensitive),
-        most popular first."""
+        most popular first. A control character in either is an `InvalidValue`."""
+        for name, value in (("title", title), ("genre", genre)):
+            if value and _CONTROL.search(value):
+                raise InvalidValue(f"{name} must not contain control characters")
         m, g = s.movies.c, s.movie_genres.c
         query = select(s.movies)
         if title:
@@ -191,8 +203,8 @@ class SqlQueries:
     def rating_breakdown(self, user_id: int) -> RatingBreakdown:
         r = s.ratings.c
         query = select(
-            func.coalesce(func.sum(case((r.score >= 4.0, 1), else_=0)), 0),
-            func.coalesce(func.sum(case((r.score <= 2.5, 1), else_=0)), 0),
+            func.coalesce(func.sum(case((r.score >= POSITIVE_THRESHOLD, 1), else_=0)), 0),
+            func.coalesce(func.sum(case((r.score <= NEGATIVE_THRESHOLD, 1), else_=0)), 0),
         ).where(r.user_id == user_id)
         with self.engine.connect() as conn:
             positive, negative = conn.execute(query).one()
@@ -215,38 +227,56 @@ class SqlQueries:
         model_version: str | None,
         at: datetime,
     ) -> None:
-        """Append one response's items to the history (one statement, one transaction,
-        committed without waiting for the WAL flush on PostgreSQL)."""
-        if not items:
+        """Append one response's items to the history (see `record_answers`)."""
+        self._insert_history([(user_id, item, strategy, model_version, at) for item in items])
+
+    def record_answers(self, answers: Sequence[RecommendationsGenerated]) -> None:
+        """Append many responses' items to the history: one statement, one transaction
+        (the service's history writer flushes its batches here)."""
+        self._insert_history(
+            [
+                (a.user_id.value, item, a.strategy, a.model_version, a.occurred_at.value)
+                for a in answers
+                for item in a.items
+            ]
+        )
+
+    def _insert_history(
+        self, rows: list[tuple[int, RankedItem, str, str | None, datetime]]
+    ) -> None:
+        if not rows:
             return
         with self.engine.begin() as conn:
             if conn.dialect.name != "postgresql":
-                rows = [
-                    {
-                        "user_id": user_id,
-                        "movie_id": item.movie_id,
-                        "rank": item.rank,
-                        "score": item.score,
-                        "strategy": strategy,
-                        "source": item.source,
-                        "model_version": model_version,
-                        "created_at": at,
-                    }
-                    for item in items
-                ]
-                conn.execute(insert(s.recommendation_history), rows)
+                conn.execute(
+                    insert(s.recommendation_history),
+                    [
+                        {
+                            "user_id": user_id,
+                            "movie_id": item.movie_id,
+                            "rank": item.rank,
+                            "score": item.score,
+                            "strategy": strategy,
+                            "source": item.source,
+                            "model_version": version,
+                            "created_at": at,
+                        }
+                        for user_id, item, strategy, version, at in rows
+                    ],
+                )
                 return
+            # Column arrays, one unnest: a single statement whatever the batch's size.
             conn.execute(
                 _PG_HISTORY,
                 {
-                    "user_id": user_id,
-                    "strategy": strategy,
-                    "model_version": model_version,
-                    "created_at": at,
-                    "movie_ids": [item.movie_id for item in items],
-                    "ranks": [item.rank for item in items],
-                    "scores": [item.score for item in items],
-                    "sources": [item.source for item in items],
+                    "user_ids": [r[0] for r in rows],
+                    "movie_ids": [r[1].movie_id for r in rows],
+                    "ranks": [r[1].rank for r in rows],
+                    "scores": [r[1].score for r in rows],
+                    "strategies": [r[2] for r in rows],
+                    "sources": [r[1].source for r in rows],
+                    "model_versions": [r[3] for r in rows],
+                    "created_ats": [r[4] for r in rows],
                 },
             )
 

@@ -11,11 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
+from itertools import chain
 from types import TracebackType
 from typing import Any, Self
 
+import numpy as np
 from sqlalchemy import (
     Connection,
+    Dialect,
     Engine,
     Insert,
     Row,
@@ -29,8 +32,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from recolab.adapters.sql import schema as s
+from recolab.adapters.sql.engine import SQLITE_BEGIN
 from recolab.domain.errors import MovieNotFound, UserNotFound
-from recolab.domain.model import Movie, Rating, User, top_genres
+from recolab.domain.model import Movie, RatedMovies, Rating, User, top_genres
+from recolab.domain.services import CatalogueIndex
 from recolab.domain.values import (
     POSITIVE_THRESHOLD,
     MovieId,
@@ -291,6 +296,35 @@ class SqlAlchemyRatings:
         user = user_id.value
         return [_rating(user, *row) for row in rows.all()]
 
+    def rated_by(self, user_id: UserId) -> RatedMovies:
+        """One query, three arrays: no object per rating (see `RatedMovies`).
+
+        On the driver's own cursor, inside this unit's transaction: SQLAlchemy's result
+        rows cost about 3 us each, 9 ms for a user with 2,700 ratings.
+        """
+        sql, positional = _driver_sql(self.conn.dialect)
+        cursor = self.conn.connection.cursor()
+        try:
+            cursor.execute(sql, (user_id.value,) if positional else {"user_id": user_id.value})
+            rows = cursor.fetchall()
+        finally:
+            cursor.close()
+        flat = np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=3 * len(rows))
+        table = flat.reshape(len(rows), 3)
+        # Ids and Unix seconds are far below 2**53: exact through float64.
+        return RatedMovies(
+            table[:, 0].astype(np.int64),
+            np.ascontiguousarray(table[:, 1]),
+            table[:, 2].astype(np.int64),
+        )
+
+
+@lru_cache(maxsize=8)
+def _driver_sql(dialect: Dialect) -> tuple[str, bool]:
+    """`_USER_RATINGS` as the driver's SQL, and whether its parameters are positional."""
+    compiled = _USER_RATINGS.compile(dialect=dialect)
+    return str(compiled), bool(compiled.positional)
+
 
 class SqlAlchemyUnitOfWork:
     """One connection and transaction; leaving without `commit()` rolls everything back.
@@ -298,6 +332,11 @@ class SqlAlchemyUnitOfWork:
     `read_only` units (reads that write nothing, e.g. recommendations) cannot commit, and on
     PostgreSQL run each statement in autocommit: a write through one would stick at once, so
     use them for reads only.
+
+    On SQLite, a writing unit begins as a writer (`BEGIN IMMEDIATE`): a transaction that
+    reads and then upgrades to a writer fails at once with "database is locked" in WAL mode
+    when another writer committed meanwhile, whereas a writer waiting at BEGIN waits within
+    the busy timeout. Read-only units stay deferred and read alongside the writer.
     """
 
     users: SqlAlchemyUsers
@@ -310,10 +349,13 @@ class SqlAlchemyUnitOfWork:
 
     def __enter__(self) -> Self:
         self.conn = self.engine.connect()
-        if self.read_only and self.conn.dialect.name == "postgresql":
+        dialect = self.conn.dialect.name
+        if self.read_only and dialect == "postgresql":
             # No BEGIN and ROLLBACK round trips (two of a recommendation's five). Under READ
             # COMMITTED each statement takes its own snapshot inside a transaction too.
             self.conn.execution_options(isolation_level="AUTOCOMMIT")
+        elif not self.read_only and dialect == "sqlite":
+            self.conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
         self._tx = self.conn.begin()
         self.users = SqlAlchemyUsers(self.conn)
         self.movies = SqlAlchemyMovies(self.conn)
@@ -342,19 +384,28 @@ class SqlAlchemyUnitOfWork:
 
 
 class SqlCatalogue:
-    """All movies in memory for serving; `refresh()` reloads them (statistics move)."""
+    """All movies in memory for serving; `refresh()` reloads them (statistics move) and
+    rebuilds their arrays (`index()`), so requests never build them."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._movies: list[Movie] = []
         self._by_id: dict[MovieId, Movie] = {}
         self._ranked: list[Movie] = []
+        self._index = CatalogueIndex(())
 
     def refresh(self) -> None:
         with self.engine.connect() as conn:
             movies = [movie_from_row(r) for r in conn.execute(select(s.movies))]
         ranked = sorted(movies, key=lambda m: (-m.popularity_score(), m.id.value))
-        self._movies, self._by_id, self._ranked = movies, {m.id: m for m in movies}, ranked
+        index = CatalogueIndex(movies)
+        # The recommendation path reads the index alone, so it sees one version whole.
+        self._movies, self._by_id, self._ranked, self._index = (
+            movies,
+            {m.id: m for m in movies},
+            ranked,
+            index,
+        )
 
     def movies(self) -> Sequence[Movie]:
         return self._movies
@@ -364,3 +415,6 @@ class SqlCatalogue:
 
     def get(self, movie_id: MovieId) -> Movie | None:
         return self._by_id.get(movie_id)
+
+    def index(self) -> CatalogueIndex:
+        return self._index

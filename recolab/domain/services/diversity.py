@@ -12,7 +12,7 @@ import numpy as np
 from recolab.domain.errors import InvalidValue
 from recolab.domain.model import Movie, jaccard
 from recolab.domain.services.explanations import Candidate
-from recolab.domain.services.scoring import normalize_scores
+from recolab.domain.services.scoring import normalize_scores, normalized
 from recolab.domain.services.strategy import DEFAULT_MMR_LAMBDA
 from recolab.domain.values import MovieId
 
@@ -94,10 +94,29 @@ def mmr_rerank(
     return [pool[i] for i in chosen]
 
 
+def mmr_order(
+    scores: np.ndarray,
+    similarity: np.ndarray | Callable[[int], np.ndarray],
+    *,
+    lambda_: float = DEFAULT_MMR_LAMBDA,
+    k: int,
+) -> list[int]:
+    """`mmr_rerank` on arrays: the indices MMR picks from distinct candidates with `scores`
+    (relevance: their min-max normalised scores). `similarity` is their pairwise matrix, or
+    a function giving its column for one candidate (only the picks' columns are needed)."""
+    if not 0.0 <= lambda_ <= 1.0:
+        raise InvalidValue(f"MMR lambda must be in [0, 1], got {lambda_!r}")
+    return _mmr_order(normalized(scores), similarity, lambda_, min(k, len(scores)))
+
+
 def _mmr_order(
-    relevance: Sequence[float], similarity: np.ndarray, lambda_: float, limit: int
+    relevance: Sequence[float] | np.ndarray,
+    similarity: np.ndarray | Callable[[int], np.ndarray],
+    lambda_: float,
+    limit: int,
 ) -> list[int]:
     """The greedy MMR picks over a full similarity matrix: the same choices, ties included."""
+    column = similarity if callable(similarity) else lambda j: similarity[:, j]
     rel = np.asarray(relevance, dtype=np.float64)
     max_sim = np.zeros(len(rel))
     taken = np.zeros(len(rel), dtype=bool)
@@ -108,7 +127,7 @@ def _mmr_order(
         best = int(np.argmax(gain))  # the first of equal gains: input order breaks ties
         chosen.append(best)
         taken[best] = True
-        np.maximum(max_sim, similarity[:, best], out=max_sim)
+        np.maximum(max_sim, column(best), out=max_sim)
     return chosen
 
 

@@ -6,10 +6,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from recolab.domain.model import Movie, Rating, Source, jaccard
+import numpy as np
+
+from recolab.domain.model import Movie, RatedMovies, Rating, Source, jaccard
 from recolab.domain.values import MovieId
 
 MAX_ANCHORS = 50  # rated movies considered when explaining a content-based pick
+# Best-rated movies considered when explaining a collaborative pick.
+MAX_COLLABORATIVE_ANCHORS = 20
 
 
 class ReasonKind(StrEnum):
@@ -99,3 +103,65 @@ def content_reason(
             anchor_score=rating.score.value,
         )
     return Reason(ReasonKind.MATCHES_GENRES, genres=movie.genres)
+
+
+def collaborative_reason(
+    genres: frozenset[str],
+    anchors: Sequence[Anchor],
+    titles: Mapping[MovieId, str],
+) -> Reason:
+    """Why a collaborative pick with (lower-cased) `genres`: the anchor (a best-rated movie)
+    whose genres are closest (Jaccard, first one wins ties), else similar users' taste."""
+    best: tuple[float, Rating] | None = None
+    for rating, anchor_genres in anchors:
+        sim = jaccard(genres, anchor_genres)
+        if sim > 0 and (best is None or sim > best[0]):
+            best = (sim, rating)
+    if best is not None:
+        return Reason(
+            ReasonKind.BECAUSE_YOU_RATED,
+            anchor_title=titles[best[1].movie_id],
+            anchor_score=best[1].score.value,
+        )
+    return Reason(ReasonKind.SIMILAR_USERS, predicted_rating=None)
+
+
+def collaborative_anchors(
+    ratings: Sequence[Rating], genres_of: Mapping[MovieId, Sequence[str]]
+) -> list[Anchor]:
+    """The best (then most recent) positive ratings, that may explain a collaborative pick."""
+    best = sorted(
+        (r for r in ratings if r.is_positive()),
+        key=lambda r: (-r.score.value, -r.timestamp.to_unix()),
+    )[:MAX_COLLABORATIVE_ANCHORS]
+    return [(r, frozenset(g.lower() for g in genres_of.get(r.movie_id, ()))) for r in best]
+
+
+# ---- array forms (the request path): tests/unit/domain/test_array_rules.py proves each
+# equal to the reference form above.
+
+
+def content_anchor_rows(rated: RatedMovies) -> np.ndarray:
+    """`content_anchors` on arrays: the indices into `rated` of the anchors, in order."""
+    positive = rated.positive()
+    rows = np.flatnonzero(positive) if positive.any() else np.arange(len(rated))
+    order = np.lexsort((rated.movie_ids[rows], -rated.timestamps[rows], -rated.scores[rows]))
+    return rows[order[:MAX_ANCHORS]]
+
+
+def collaborative_anchor_rows(rated: RatedMovies) -> np.ndarray:
+    """`collaborative_anchors` on arrays: the indices into `rated` of the anchors, in order
+    (a stable sort: equal ratings keep the order read, as the reference's)."""
+    rows = np.flatnonzero(rated.positive())
+    order = np.lexsort((-rated.timestamps[rows], -rated.scores[rows]))
+    return rows[order[:MAX_COLLABORATIVE_ANCHORS]]
+
+
+def closest_anchors(similarity: np.ndarray) -> np.ndarray:
+    """For each row of `similarity` (picks x anchors, Jaccard), the first anchor of highest
+    similarity above 0, or -1: the choice `content_reason` and `collaborative_reason` make."""
+    if similarity.shape[1] == 0:
+        return np.full(similarity.shape[0], -1, dtype=np.int64)
+    best = np.argmax(similarity, axis=1)
+    found = similarity[np.arange(similarity.shape[0]), best] > 0
+    return np.where(found, best, -1).astype(np.int64)

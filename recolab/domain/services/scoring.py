@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 from recolab.domain.errors import InvalidValue
-from recolab.domain.model import Movie, Rating, Source
+from recolab.domain.model import Movie, RatedMovies, Rating, Source
 from recolab.domain.services.explanations import (
     UNEXPLAINED,
     Candidate,
@@ -17,7 +17,12 @@ from recolab.domain.services.explanations import (
     content_anchors,
     content_reason,
 )
+from recolab.domain.services.index import CatalogueIndex, GenreIndex
 from recolab.domain.values import MovieId
+
+_NO_POSITIONS = np.zeros(0, dtype=np.int64)
+# The least weight a rating gives its genres in a profile (a rating of 0.5 still counts).
+PROFILE_MIN_WEIGHT = 0.05
 
 
 def _score_range(candidates: Sequence[Candidate]) -> tuple[float, float]:
@@ -119,67 +124,11 @@ def genre_profile(
     chosen = [r for r in rated if r.is_positive()] or rated
     profile: dict[str, float] = {}
     for rating in chosen:
-        weight = max(rating.normalized_score(), 0.05)
+        weight = max(rating.normalized_score(), PROFILE_MIN_WEIGHT)
         for genre in genres_of.get(rating.movie_id, ()):
             key = genre.lower()
             profile[key] = profile.get(key, 0.0) + weight
     return profile
-
-
-class GenreIndex:
-    """A catalogue's genres and popularity as arrays, for content-based scoring in one pass.
-
-    Build it once per catalogue; genre names are compared lower-cased. Popularity is taken
-    when the index is built, like the catalogue it comes from.
-    """
-
-    def __init__(self, movies: Iterable[Movie]) -> None:
-        self.movies: tuple[Movie, ...] = tuple(movies)
-        self.positions: dict[MovieId, int] = {m.id: i for i, m in enumerate(self.movies)}
-        self.vocabulary: dict[str, int] = {}
-        rows: list[int] = []
-        cols: list[int] = []
-        lengths = np.zeros(len(self.movies))
-        for i, movie in enumerate(self.movies):
-            lengths[i] = len(movie.genres)
-            for genre in movie.genres:
-                rows.append(i)
-                cols.append(self.vocabulary.setdefault(genre.lower(), len(self.vocabulary)))
-        self.counts = np.zeros((len(self.movies), len(self.vocabulary)))
-        np.add.at(
-            self.counts, (np.asarray(rows, dtype=np.intp), np.asarray(cols, dtype=np.intp)), 1
-        )
-        with np.errstate(divide="ignore"):
-            self.inv_sqrt_length = np.where(lengths > 0, 1.0 / np.sqrt(lengths), 0.0)
-        self.popularity_term = np.array(
-            [0.05 * min(1.0, m.popularity_score() / 15.0) for m in self.movies], dtype=np.float64
-        )
-        self.ids = np.array([m.id.value for m in self.movies], dtype=np.int64)
-
-    def scores(
-        self, profile: Mapping[str, float], exclude: Iterable[MovieId], limit: int | None
-    ) -> list[tuple[float, Movie]]:
-        """(score, movie) of the movies sharing a genre with ``profile``, best first."""
-        if limit is not None and limit <= 0:
-            return []
-        weights = np.zeros(len(self.vocabulary))
-        for genre, weight in profile.items():
-            if (column := self.vocabulary.get(genre)) is not None:
-                weights[column] = weight
-        norm = math.sqrt(sum(w * w for w in profile.values()))
-        dot = self.counts @ weights
-        skip = [p for m in exclude if (p := self.positions.get(m)) is not None]
-        dot[np.asarray(skip, dtype=np.intp)] = 0.0
-        keep = np.flatnonzero(dot > 0)
-        score = np.minimum(1.0, dot[keep] * self.inv_sqrt_length[keep] / norm) * 0.95
-        score += self.popularity_term[keep]
-        if limit is not None and len(keep) > limit:
-            # Only scores at least the limit-th best can make the cut (ties included).
-            cutoff = -np.partition(-score, limit - 1)[limit - 1]
-            kept = score >= cutoff
-            keep, score = keep[kept], score[kept]
-        order = np.lexsort((self.ids[keep], -score))[:limit]
-        return [(float(score[i]), self.movies[keep[i]]) for i in order]
 
 
 def content_based_scores(
@@ -212,3 +161,95 @@ def content_based_scores(
         Candidate(movie.id, score, Source.CONTENT_BASED, content_reason(movie, anchors, titles))
         for score, movie in scored
     ]
+
+
+# ---- array forms (the request path): tests/unit/domain/test_array_rules.py proves each
+# equal to the reference form above.
+
+
+def normalized(scores: np.ndarray) -> np.ndarray:
+    """`normalize_scores` on an array: min-max to [0, 1]; equal scores all become 1."""
+    if scores.size == 0:
+        return np.zeros(0)
+    low = float(scores.min())
+    span = float(scores.max()) - low
+    if span <= 0:
+        return np.ones(scores.shape)
+    return np.asarray((scores - low) / span)
+
+
+def content_based_arrays(
+    index: CatalogueIndex, rated: RatedMovies, limit: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """`content_based_scores` on arrays: (catalogue positions, scores), best first.
+
+    The genre profile is summed per genre in the ratings' order (as `genre_profile` does),
+    so scores are the reference's to the last bit.
+    """
+    positions = index.locate(rated.movie_ids)
+    chosen = rated.positive()
+    if not chosen.any():
+        chosen = np.ones(len(rated), dtype=bool)
+    weights = np.maximum(rated.normalized(), PROFILE_MIN_WEIGHT)
+    used = chosen & (positions >= 0)
+    cols, owner = index.genre_columns(positions[used])
+    if cols.size == 0:
+        return _NO_POSITIONS, np.zeros(0)
+    profile = np.bincount(cols, weights=weights[used][owner], minlength=len(index.vocabulary))
+    # The norm sums the genres in the order they first appear, like the profile dict's.
+    _, first = np.unique(cols, return_index=True)
+    norm = math.sqrt(sum(w * w for w in profile[cols[np.sort(first)]].tolist()))
+    return index.content_scores(profile, norm, positions[positions >= 0], limit)
+
+
+def hybrid_merge_arrays(
+    lists: Sequence[tuple[np.ndarray, np.ndarray]],
+    weights: Sequence[float],
+    limit: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`hybrid_merge` on arrays: `lists` are (movie ids, scores) per source, `weights` theirs.
+
+    Returns (movie ids, merged scores, the index of the list that contributed most to each:
+    the first one on ties), best first, ties by id.
+    """
+    if any(not math.isfinite(w) or w < 0 for w in weights):
+        raise InvalidValue(f"hybrid merge weights must be finite and >= 0, got {list(weights)}")
+    total = sum(weights)
+    if total <= 0:
+        raise InvalidValue("hybrid merge needs a positive weight for at least one source")
+    ids, parts, sources = [], [], []
+    for k, ((movie_ids, scores), weight) in enumerate(zip(lists, weights, strict=True)):
+        if len(scores) == 0:
+            continue
+        share = weight / total
+        low = float(scores.min())
+        span = float(scores.max()) - low
+        parts.append(share * ((scores - low) / span) if span > 0 else np.full(len(scores), share))
+        ids.append(np.asarray(movie_ids, dtype=np.int64))
+        sources.append(np.full(len(scores), k, dtype=np.int64))
+    if not ids:
+        return _NO_POSITIONS, np.zeros(0), _NO_POSITIONS
+    all_ids, all_parts, all_sources = (
+        np.concatenate(ids),
+        np.concatenate(parts),
+        np.concatenate(sources),
+    )
+    keys, inverse = np.unique(all_ids, return_inverse=True)
+    merged = np.minimum(1.0, np.bincount(inverse, weights=all_parts, minlength=len(keys)))
+    # The first largest part of each movie names its source.
+    by_part = np.lexsort((np.arange(len(all_parts)), -all_parts, inverse))
+    firsts = by_part[np.r_[True, inverse[by_part][1:] != inverse[by_part][:-1]]]
+    dominant = np.empty(len(keys), dtype=np.int64)
+    dominant[inverse[firsts]] = all_sources[firsts]
+    order = np.lexsort((keys, -merged))[:limit]
+    return keys[order], merged[order], dominant[order]
+
+
+def popular_arrays(
+    index: CatalogueIndex, exclude: np.ndarray, limit: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`popularity_ranking` (no genre filter) on arrays: (positions, popularity scores) of
+    the `limit` most popular rated movies whose ids are not in `exclude`."""
+    head = index.popular[: limit + len(exclude)]  # enough after the exclusions
+    head = head[~np.isin(index.ids[head], exclude)][:limit]
+    return head, index.popularity[head]

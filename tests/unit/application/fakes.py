@@ -10,6 +10,8 @@ from typing import Self
 from recolab.domain import Movie, MovieId, Rating, RatingScore, User, UserId
 from recolab.domain.errors import MovieNotFound, UserNotFound
 from recolab.domain.events import DomainEvent
+from recolab.domain.model import RatedMovies
+from recolab.domain.services import CatalogueIndex
 
 
 @dataclass
@@ -87,6 +89,13 @@ class FakeRatings:
         mine.sort(key=lambda r: r.timestamp, reverse=True)
         return mine[:limit] if limit is not None else mine
 
+    def rated_by(self, user_id: UserId) -> RatedMovies:
+        # Through for_user, so a test that hooks the read of a user's ratings hooks both.
+        mine = sorted(
+            self.for_user(user_id), key=lambda r: (-r.timestamp.to_unix(), r.movie_id.value)
+        )
+        return RatedMovies.from_ratings(mine)
+
 
 class FakeUoW:
     """Commits by keeping the store; rolls back by restoring a snapshot taken on enter."""
@@ -131,16 +140,29 @@ class FakeUoW:
 
 
 class FakeCache:
+    """Entries by group, and a generation per group that `drop` moves on (no TTL)."""
+
     def __init__(self) -> None:
         self.data: dict[str, dict[str, bytes]] = {}
+        self.generations: dict[str, int] = {}
 
     def get(self, group: str, key: str) -> bytes | None:
         return self.data.get(group, {}).get(key)
 
+    def lookup(self, group: str, key: str) -> tuple[bytes | None, object | None]:
+        return self.get(group, key), self.generations.get(group, 0)
+
     def set(self, group: str, key: str, value: bytes, ttl_s: int) -> None:
         self.data.setdefault(group, {})[key] = value
 
+    def store(self, group: str, key: str, value: bytes, ttl_s: int, generation: object) -> bool:
+        if self.generations.get(group, 0) != generation:
+            return False
+        self.set(group, key, value, ttl_s)
+        return True
+
     def drop(self, group: str) -> int:
+        self.generations[group] = self.generations.get(group, 0) + 1
         return len(self.data.pop(group, {}))
 
     def ping(self) -> bool:
@@ -159,6 +181,13 @@ class FakeCatalogue:
 
     def get(self, movie_id: MovieId) -> Movie | None:
         return self.store.movies.get(movie_id)
+
+    def index(self) -> CatalogueIndex:
+        """Rebuilt whenever the store's movies or their statistics changed."""
+        state = [(m.id.value, m.rating_count, m.avg_rating) for m in self.store.movies.values()]
+        if getattr(self, "_state", None) != state:
+            self._state, self._index = state, CatalogueIndex(self.store.movies.values())
+        return self._index
 
 
 class FakeScorer:
