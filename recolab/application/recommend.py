@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
 from recolab.domain.errors import InvalidValue, UserNotFound
 from recolab.domain.events import RecommendationsGenerated
 from recolab.domain.model import Movie, RatedMovies, Source, User, UserClassification
-from recolab.domain.ports import ArrayScorer, Cache, Catalogue, EventPublisher, Scorer, UnitOfWork
+from recolab.domain.ports import Cache, Catalogue, EventPublisher, Scorer, UnitOfWork
 from recolab.domain.services import (
     CatalogueIndex,
     Reason,
@@ -31,7 +31,7 @@ from recolab.domain.services import (
     select_strategy,
     strategy_weights,
 )
-from recolab.domain.values import Timestamp, UserId, shared_movie_id
+from recolab.domain.values import Timestamp, UserId
 
 AUTO = "auto"  # the strategy of the user's tier
 # What a caller may ask for: the tier's choice or one strategy (diversity is the tier's own).
@@ -261,20 +261,10 @@ class Recommender:
             return None
         known = scorer.knows_user(user.id)
         source = Source.COLLABORATIVE if known else Source.COLLABORATIVE_FOLD_IN
-        if hasattr(scorer, "top_k_ids") and hasattr(scorer, "fold_in_top_k_ids"):
-            ranker = cast(ArrayScorer, scorer)
-            if known:
-                ids, scores = ranker.top_k_ids(user.id, self.shortlist, rated.movie_ids)
-            else:
-                ids, scores = ranker.fold_in_top_k_ids(rated, self.shortlist, rated.movie_ids)
-        else:  # a scorer without the array form
-            exclude = {shared_movie_id(m) for m in rated.movie_ids.tolist()}
-            if known:
-                pairs = scorer.top_k(user.id, self.shortlist, exclude)
-            else:
-                pairs = scorer.fold_in_top_k(rated.to_ratings(user.id), self.shortlist, exclude)
-            ids = np.array([m.value for m, _ in pairs], dtype=np.int64)
-            scores = np.array([s for _, s in pairs], dtype=np.float64)
+        if known:
+            ids, scores = scorer.top_k_ids(user.id, self.shortlist, rated.movie_ids)
+        else:
+            ids, scores = scorer.fold_in_top_k_ids(rated, self.shortlist, rated.movie_ids)
         positions = index.locate(ids)
         in_catalogue = positions >= 0
         return _Shortlist.of(positions[in_catalogue], scores[in_catalogue], source, _COLLABORATIVE)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Protocol, Self
 
@@ -117,31 +117,20 @@ class Catalogue(Protocol):
 
 
 class Scorer(Protocol):
-    """A trained model's serving view: predicted relevance in [0, 1], best first."""
+    """A trained model's serving view: predicted relevance in [0, 1], best first, as arrays
+    (movie ids, relevance); `exclude` holds movie ids never to return."""
 
     version: str
 
     def knows_user(self, user_id: UserId) -> bool: ...
-    def top_k(
-        self, user_id: UserId, k: int, exclude: Collection[MovieId]
-    ) -> list[tuple[MovieId, float]]: ...
-    def fold_in_top_k(
-        self, rated: Sequence[Rating], k: int, exclude: Collection[MovieId]
-    ) -> list[tuple[MovieId, float]]:
-        """Score for a user the model never saw, from the movies they rated."""
-        ...
-
-
-class ArrayScorer(Scorer, Protocol):
-    """A `Scorer` that also ranks on arrays: (movie ids, relevance), best first, as its
-    `top_k` and `fold_in_top_k` would (the recommendation path uses these when present)."""
-
     def top_k_ids(
         self, user_id: UserId, k: int, exclude: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]: ...
     def fold_in_top_k_ids(
         self, rated: RatedMovies, k: int, exclude: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]: ...
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rank for a user the model never saw, from the movies they rated."""
+        ...
 
 
 class EventPublisher(Protocol):

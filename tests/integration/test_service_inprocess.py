@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from pydantic import SecretStr
@@ -717,14 +718,15 @@ class FakeScorer:
     def knows_user(self, user_id: UserId) -> bool:
         return user_id.value <= 30
 
-    def _rank(self, k: int, exclude: Any) -> list[tuple[MovieId, float]]:
-        ids = [m for m in range(1, 151) if MovieId(m) not in exclude][:k]
-        return [(MovieId(m), 1.0 - m / 200) for m in ids]
+    def _rank(self, k: int, exclude: Any) -> tuple[np.ndarray, np.ndarray]:
+        blocked = set(np.asarray(exclude).tolist())
+        ids = np.array([m for m in range(1, 151) if m not in blocked][:k], dtype=np.int64)
+        return ids, 1.0 - ids / 200
 
-    def top_k(self, user_id: UserId, k: int, exclude: Any) -> list[tuple[MovieId, float]]:
+    def top_k_ids(self, user_id: UserId, k: int, exclude: Any) -> tuple[np.ndarray, np.ndarray]:
         return self._rank(k, exclude)
 
-    def fold_in_top_k(self, rated: Any, k: int, exclude: Any) -> list[tuple[MovieId, float]]:
+    def fold_in_top_k_ids(self, rated: Any, k: int, exclude: Any) -> tuple[np.ndarray, np.ndarray]:
         return self._rank(k, exclude)
 
     def similar(self, movie_id: MovieId, k: int) -> list[tuple[MovieId, float]]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Self
+
+import numpy as np
 
 from recolab.domain import Movie, MovieId, Rating, RatingScore, User, UserId
 from recolab.domain.errors import MovieNotFound, UserNotFound
@@ -201,20 +203,26 @@ class FakeScorer:
     def knows_user(self, user_id: UserId) -> bool:
         return user_id.value in self.table
 
-    def top_k(
-        self, user_id: UserId, k: int, exclude: Collection[MovieId]
-    ) -> list[tuple[MovieId, float]]:
-        row = self.table[user_id.value]
-        ranked = sorted(((MovieId(m), s) for m, s in row.items()), key=lambda p: -p[1])
-        return [p for p in ranked if p[0] not in exclude][:k]
+    def top_k_ids(
+        self, user_id: UserId, k: int, exclude: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return _ranked(self.table[user_id.value], k, exclude)
 
-    def fold_in_top_k(
-        self, rated: Sequence[Rating], k: int, exclude: Collection[MovieId]
-    ) -> list[tuple[MovieId, float]]:
+    def fold_in_top_k_ids(
+        self, rated: RatedMovies, k: int, exclude: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         self.fold_ins += 1
-        any_row = next(iter(self.table.values()))
-        ranked = sorted(((MovieId(m), s) for m, s in any_row.items()), key=lambda p: -p[1])
-        return [p for p in ranked if p[0] not in exclude][:k]
+        return _ranked(next(iter(self.table.values())), k, exclude)
+
+
+def _ranked(row: dict[int, float], k: int, exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    blocked = set(np.asarray(exclude).tolist())
+    ranked = sorted(((m, s) for m, s in row.items() if m not in blocked), key=lambda p: -p[1])
+    ranked = ranked[:k]
+    return (
+        np.array([m for m, _ in ranked], dtype=np.int64),
+        np.array([s for _, s in ranked], dtype=np.float64),
+    )
 
 
 class RecordingBus:
