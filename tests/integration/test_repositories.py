@@ -28,6 +28,8 @@ from recolab.domain import (
     UserId,
     UserNotFound,
 )
+from recolab.domain.events import RecommendationsGenerated as Generated
+from recolab.domain.values import Timestamp
 
 MOVIES = pd.DataFrame(
     {
@@ -246,17 +248,30 @@ def test_concurrent_ratings_lose_no_update(postgres_url: str) -> None:
 def test_recommendation_history_round_trips(engine: Engine) -> None:
     queries = SqlQueries(engine)
     at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    queries.record_recommendations(
-        1,
-        [HistoryItem(5, 1, 0.9, "collaborative"), HistoryItem(3, 2, 0.25, "content_based")],
-        strategy="hybrid",
-        model_version=None,
-        at=at,
+
+    def answer(strategy: str, version: str | None, items: list[HistoryItem]) -> Generated:
+        return Generated(
+            user_id=UserId(1),
+            tier="active",
+            requested="auto",
+            strategy=strategy,
+            items=items,
+            diversity_score=0.0,
+            model_version=version,
+            occurred_at=Timestamp(at),
+        )
+
+    queries.record_answers(
+        [
+            answer(
+                "hybrid",
+                None,
+                [HistoryItem(5, 1, 0.9, "collaborative"), HistoryItem(3, 2, 0.25, "content_based")],
+            ),
+            answer("popular", "7", [HistoryItem(2, 1, 1.0, "popular")]),
+            answer("popular", "7", []),
+        ]
     )
-    queries.record_recommendations(
-        1, [HistoryItem(2, 1, 1.0, "popular")], strategy="popular", model_version="7", at=at
-    )
-    queries.record_recommendations(1, [], strategy="popular", model_version="7", at=at)
     rows = sorted(queries.history(1, 10), key=lambda h: (h.strategy, h.rank))
     got = [(h.movie_id, h.rank, h.score, h.strategy, h.source, h.model_version) for h in rows]
     assert got == [

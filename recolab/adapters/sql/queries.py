@@ -218,18 +218,6 @@ class SqlQueries:
             rows = conn.execute(select(m.id, m.title).where(m.id.in_(list(movie_ids))))
             return {int(i): t for i, t in rows}
 
-    def record_recommendations(
-        self,
-        user_id: int,
-        items: Sequence[RankedItem],
-        *,
-        strategy: str,
-        model_version: str | None,
-        at: datetime,
-    ) -> None:
-        """Append one response's items to the history (see `record_answers`)."""
-        self._insert_history([(user_id, item, strategy, model_version, at) for item in items])
-
     def record_answers(self, answers: Sequence[RecommendationsGenerated]) -> None:
         """Append many responses' items to the history: one statement, one transaction
         (the service's history writer flushes its batches here)."""
