@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -74,7 +74,6 @@ class Platform:
     overrides: tuple[str, ...] = ()
     migrate: bool = True
     serving: bool = False  # the service's own collaborators (metrics, history) exist
-    _closers: list[object] = field(default_factory=list, repr=False)
 
     @property
     def _config_args(self) -> dict[str, Any]:
@@ -82,12 +81,7 @@ class Platform:
 
     @cached_property
     def pipeline_config(self) -> PipelineConfig:
-        return load_section(
-            PipelineConfig,
-            "pipeline",
-            config_dir=self.settings.config_dir,
-            overrides=self.overrides,
-        )
+        return load_section(PipelineConfig, "pipeline", **self._config_args)
 
     @cached_property
     def serving_config(self) -> ServingConfig:
