@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from recolab.application.profiles import PROFILE_KEY, decode_profile, encode_profile
 from recolab.domain.errors import InvalidValue, UserNotFound
 from recolab.domain.events import RecommendationsGenerated
 from recolab.domain.model import Movie, RatedMovies, Source, User, UserClassification
@@ -129,15 +130,13 @@ class Recommender:
         key = f"{version}:{request.strategy}:{request.n}:{lam}"
         # The generation comes before the ratings are read: a rating whose drop lands
         # between that read and the store below makes the store a no-op (see `Cache`).
-        hit, generation = self.cache.lookup(group, key)
+        # The user's profile (their row and rated movies) is in the same group: an uncached
+        # answer reads the database only when no rating came since the profile was kept.
+        (hit, profile), generation = self.cache.lookup_many(group, (key, PROFILE_KEY))
         if hit is not None and not request.force_refresh:
             result = RecommendationResult.from_json(hit)
         else:
-            with self.uow_factory() as uow:
-                user = uow.users.get(UserId(request.user_id))
-                if user is None:
-                    raise UserNotFound(request.user_id)
-                ratings = uow.ratings.rated_by(user.id)
+            user, ratings = self._profile(request.user_id, profile, group, generation)
             result = self._build(request, user, ratings, scorer, lam)
             if generation is not None:  # None: the cache is down, storing could go stale
                 self.cache.store(group, key, result.to_json(), self.ttl_s, generation)
@@ -155,6 +154,27 @@ class Recommender:
             )
         )
         return result
+
+    def _profile(
+        self, user_id: int, cached: bytes | None, group: str, generation: object | None
+    ) -> tuple[User, RatedMovies]:
+        """The user and their ratings: from the cached profile, else from the database (and
+        then kept, under the generation taken before the read)."""
+        if cached is not None:
+            try:
+                return decode_profile(cached)
+            except InvalidValue:  # another version's layout: read it again
+                pass
+        with self.uow_factory() as uow:
+            user = uow.users.get(UserId(user_id))
+            if user is None:
+                raise UserNotFound(user_id)
+            ratings = uow.ratings.rated_by(user.id)
+        if generation is not None:
+            self.cache.store(
+                group, PROFILE_KEY, encode_profile(user, ratings), self.ttl_s, generation
+            )
+        return user, ratings
 
     def _build(
         self,

@@ -89,6 +89,12 @@ class Cache(Protocol):
         """
         ...
 
+    def lookup_many(
+        self, group: str, keys: Sequence[str]
+    ) -> tuple[list[bytes | None], object | None]:
+        """`lookup` of several entries of one group (in `keys`' order), still one round trip."""
+        ...
+
     def store(self, group: str, key: str, value: bytes, ttl_s: int, generation: object) -> bool:
         """Store the entry only if the group's generation is still `generation` (from
         `lookup`); True when stored."""

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,11 @@ class Exploding:
     def lookup(self, group: str, key: str) -> tuple[bytes | None, object | None]:
         return self.get(group, key), 0
 
+    def lookup_many(
+        self, group: str, keys: Sequence[str]
+    ) -> tuple[list[bytes | None], object | None]:
+        return [self.get(group, key) for key in keys], 0
+
     def store(self, group: str, key: str, value: bytes, ttl_s: int, generation: object) -> bool:
         self.set(group, key, value, ttl_s)
         return True
@@ -211,6 +217,19 @@ def test_store_is_a_compare_and_set_on_the_groups_generation(
     assert not backend.store("rec:4", "k", b"z", 0, backend.lookup("rec:4", "k")[1])
 
 
+def test_lookup_many_reads_entries_in_order_with_the_same_generation(
+    backend: InMemoryCache | RedisCache,
+) -> None:
+    _, generation = backend.lookup("rec:1", "a")
+    assert backend.store("rec:1", "a", b"A", 60, generation)
+    assert backend.store("rec:1", "c", b"C", 60, generation)
+    assert backend.lookup_many("rec:1", ["c", "b", "a"]) == ([b"C", None, b"A"], generation)
+    backend.drop("rec:1")
+    values, after = backend.lookup_many("rec:1", ("a", "c"))
+    assert values == [None, None] and after != generation
+    assert not backend.store("rec:1", "a", b"stale", 60, generation)
+
+
 def test_in_memory_generations_are_bounded_and_never_match_again() -> None:
     cache = InMemoryCache(max_generations=2)
     _, token = cache.lookup("a", "k")
@@ -242,6 +261,8 @@ def test_redis_lookup_is_one_command_and_generations_outlive_entries(
     cache._client.execute_command = counting
     assert cache.lookup("rec:1", "k")[0] == b"v"
     assert commands == ["HMGET"]  # the cached path costs one round trip, as `get` did
+    assert cache.lookup_many("rec:1", ["k", "profile"])[0] == [b"v", None]
+    assert commands == ["HMGET", "HMGET"]  # an answer and a profile: one round trip too
     cache._client.execute_command = execute
 
     cache.drop("rec:1")
@@ -260,6 +281,7 @@ def test_resilient_cache_stores_nothing_across_an_outage() -> None:
     assert value is None and token is not None
     inner.fail = True
     assert cache.lookup("g", "b") == (None, None)  # down: unknown, so nothing is stored
+    assert cache.lookup_many("g", ["a", "b"]) == ([None, None], None)
     assert not cache.store("g", "a", b"1", 10, None)
     inner.fail = False
     # A drop missed during the outage may not have reached the backend's generation.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, Self
@@ -20,6 +20,7 @@ import pytest
 
 from recolab.adapters.runtime.cache import InMemoryCache, RedisCache, ResilientCache
 from recolab.application.handlers import message_bus
+from recolab.application.profiles import PROFILE_KEY
 from recolab.application.recommend import Recommender, RecommendRequest
 from recolab.application.users import RateMovie, rate_movie
 from recolab.domain import Rating, UserId
@@ -64,6 +65,27 @@ class ReadingUoW(FakeUoW):
         return None
 
 
+class HookedCache:
+    """`cache`, whose `lookup_many` runs `after_read` (once) when it returns the user's
+    profile: then the answer is built from that profile instead of a database read."""
+
+    def __init__(self, inner: Cache, after_read: list[Callable[[], object]]) -> None:
+        self.inner = inner
+        self.after_read = after_read
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def lookup_many(
+        self, group: str, keys: Sequence[str]
+    ) -> tuple[list[bytes | None], object | None]:
+        values, generation = self.inner.lookup_many(group, keys)
+        if PROFILE_KEY in keys and values[list(keys).index(PROFILE_KEY)] is not None:
+            while self.after_read:
+                self.after_read.pop()()
+        return values, generation
+
+
 @pytest.fixture(params=["in-process", "redis", "resilient-redis"])
 def cache(request: pytest.FixtureRequest) -> Cache:
     if request.param == "in-process":
@@ -84,17 +106,18 @@ def test_an_answer_built_before_a_rating_is_not_stored_after_it(
         uow_factory=lambda: ReadingUoW(store, after_read),
         catalogue=FakeCatalogue(store),
         scorer=lambda: None,
-        cache=cache,
+        cache=HookedCache(cache, after_read),  # type: ignore[arg-type]
         bus=bus,
         shortlist=50,
     )
     request = RecommendRequest(user_id=USER, n=5)
     first = recommender.recommend(request)
     top = first.items[0].movie_id
-    if not force_refresh:  # the next request misses the cache instead of bypassing it
-        cache.drop(f"rec:{USER}")
+    if not force_refresh:  # the next request misses the cache (its answer and the user's
+        cache.drop(f"rec:{USER}")  # profile) instead of bypassing it: it reads the database
 
-    # The rating commits and drops the user's cache after the recommender read the ratings.
+    # The rating commits and drops the user's cache after the recommender read the ratings
+    # (force_refresh: from the profile cached by the first request; else from the database).
     after_read.append(lambda: rate_movie(RateMovie(USER, top, 4.5), FakeUoW(store), bus))
     raced = recommender.recommend(RecommendRequest(user_id=USER, n=5, force_refresh=force_refresh))
     assert not after_read, "the hook ran"

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -302,6 +302,12 @@ class FlakyCache(InMemoryCache):
     def lookup(self, group: str, key: str) -> tuple[bytes | None, object | None]:
         self._check()
         return super().lookup(group, key)
+
+    def lookup_many(
+        self, group: str, keys: Sequence[str]
+    ) -> tuple[list[bytes | None], object | None]:
+        self._check()
+        return super().lookup_many(group, keys)
 
     def store(self, group: str, key: str, value: bytes, ttl_s: int, generation: object) -> bool:
         self._check()

@@ -17,7 +17,7 @@ import struct
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,13 @@ class InMemoryCache:
     def lookup(self, group: str, key: str) -> tuple[bytes | None, object | None]:
         with self._lock:
             return self._get(group, key), self._generations.get(group, self._floor)
+
+    def lookup_many(
+        self, group: str, keys: Sequence[str]
+    ) -> tuple[list[bytes | None], object | None]:
+        with self._lock:
+            values = [self._get(group, key) for key in keys]
+            return values, self._generations.get(group, self._floor)
 
     def set(self, group: str, key: str, value: bytes, ttl_s: int) -> None:
         """Store unconditionally (tests and warm-ups; writers racing drops use `store`)."""
@@ -194,6 +201,12 @@ class RedisCache:
         stored, generation = self._client.hmget(self._ns + group, [key, _GENERATION])
         return self._unpack(stored), bytes(generation or b"")
 
+    def lookup_many(
+        self, group: str, keys: Sequence[str]
+    ) -> tuple[list[bytes | None], object | None]:
+        *stored, generation = self._client.hmget(self._ns + group, [*keys, _GENERATION])
+        return [self._unpack(value) for value in stored], bytes(generation or b"")
+
     def set(self, group: str, key: str, value: bytes, ttl_s: int) -> None:
         """Store unconditionally (tests and warm-ups; writers racing drops use `store`)."""
         self._write(group, key, value, ttl_s, None)
@@ -326,6 +339,16 @@ class ResilientCache:
         if generation is None:
             return value, None
         return value, (failures, generation)
+
+    def lookup_many(
+        self, group: str, keys: Sequence[str]
+    ) -> tuple[list[bytes | None], object | None]:
+        failures = self._failures
+        missed: list[bytes | None] = [None] * len(keys)
+        values, generation = self._call((missed, None), "lookup_many", group, keys)
+        if generation is None:
+            return values, None
+        return values, (failures, generation)
 
     def set(self, group: str, key: str, value: bytes, ttl_s: int) -> None:
         self._call(None, "set", group, key, value, ttl_s)

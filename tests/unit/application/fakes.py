@@ -154,6 +154,11 @@ class FakeCache:
     def lookup(self, group: str, key: str) -> tuple[bytes | None, object | None]:
         return self.get(group, key), self.generations.get(group, 0)
 
+    def lookup_many(
+        self, group: str, keys: Sequence[str]
+    ) -> tuple[list[bytes | None], object | None]:
+        return [self.get(group, key) for key in keys], self.generations.get(group, 0)
+
     def set(self, group: str, key: str, value: bytes, ttl_s: int) -> None:
         self.data.setdefault(group, {})[key] = value
 
