@@ -4,7 +4,11 @@
 #   PostgreSQL), a Prefect server + UI, RecoLab's deployments served (`recolab deploy`) and
 #   the BentoML service (`recolab serve`), each a background process with a pid file and a
 #   log under data/stack/.
-# Usage: scripts/stack.sh start|stop|status
+#   The stack signs and checks tokens with a JWT secret of its own, not the development
+#   default: random, created once in data/stack/jwt_secret (mode 0600; data/ is not in git)
+#   and reused. `eval "$(scripts/stack.sh env)"` gives a shell the stack's settings (URLs
+#   and that secret), so that `recolab token` there issues tokens the service accepts.
+# Usage: scripts/stack.sh start|stop|status|env
 # Ports and URLs: STACK_MLFLOW_PORT (5000), STACK_PREFECT_PORT (4200), STACK_SERVE_PORT (3000),
 #   STACK_POSTGRES (postgresql://postgres@127.0.0.1:5432), STACK_REDIS_URL (redis://127.0.0.1:6379/0).
 set -euo pipefail
@@ -22,6 +26,8 @@ PG_HOST=${PG_HOSTPORT%:*}
 PG_PORT=${PG_HOSTPORT##*:}
 REDIS_URL=${STACK_REDIS_URL:-redis://127.0.0.1:6379/0}
 STARTUP_TIMEOUT_S=${STACK_TIMEOUT_S:-240}
+SECRET_FILE=$STACK/jwt_secret
+MIN_SECRET_BYTES=32 # recolab.adapters.runtime.security.MIN_SECRET_BYTES (HS256)
 # start order; stop goes the other way
 SERVICES=(mlflow prefect deployments serving)
 
@@ -100,9 +106,43 @@ wait_for() {
     echo "   $name is up after $((SECONDS - start))s"
 }
 
+# jwt_secret: print the stack's JWT secret, creating it on first use (random, mode 0600)
+jwt_secret() {
+    local tmp secret
+    if [[ ! -e $SECRET_FILE ]]; then
+        mkdir -p "$STACK"
+        tmp=$(mktemp "$STACK/.jwt_secret.XXXXXX") # mode 0600 from the start
+        head -c 48 /dev/urandom | base64 -w0 | tr '+/' '-_' | tr -d '=' >"$tmp"
+        mv -n "$tmp" "$SECRET_FILE" # a concurrent start's secret, if it was first, stays
+        rm -f "$tmp"
+    fi
+    chmod 600 "$SECRET_FILE"
+    secret=$(<"$SECRET_FILE")
+    if ((${#secret} < MIN_SECRET_BYTES)); then
+        echo "error: $SECRET_FILE holds ${#secret} bytes; a JWT secret needs at least" \
+            "$MIN_SECRET_BYTES (delete the file to get a new one)" >&2
+        exit 1
+    fi
+    printf '%s' "$secret"
+}
+
+# The settings of RecoLab's processes in the stack (and of a shell, through `env`)
+RECOLAB_ENV_VARS=(RECOLAB_DATABASE_URL RECOLAB_REDIS_URL MLFLOW_TRACKING_URI PREFECT_API_URL
+    RECOLAB_JWT_SECRET)
 recolab_env() {
+    local secret
+    secret=$(jwt_secret)
     export RECOLAB_DATABASE_URL=$PG/recolab RECOLAB_REDIS_URL=$REDIS_URL
     export MLFLOW_TRACKING_URI=$MLFLOW_URL PREFECT_API_URL=$PREFECT_URL/api
+    export RECOLAB_JWT_SECRET=$secret
+}
+
+print_env() {
+    local name
+    recolab_env
+    for name in "${RECOLAB_ENV_VARS[@]}"; do
+        printf 'export %s=%q\n' "$name" "${!name}"
+    done
 }
 
 start() {
@@ -145,7 +185,9 @@ RecoLab stack is running (logs and pid files in data/stack/; stop it with: make 
 
 Train a first champion (or press "Run" on pipeline/recolab in the Prefect UI):
   PREFECT_API_URL=$PREFECT_URL/api $BIN/prefect deployment run pipeline/recolab -p max_epochs=3
-Then ask for recommendations:
+Then ask for recommendations from a shell with the stack's settings: its URLs and its own
+JWT secret (data/stack/jwt_secret), which the service checks tokens against:
+  eval "\$(scripts/stack.sh env)"
   curl -s -X POST $SERVE_URL/recommend -H 'Content-Type: application/json' \\
        -H "Authorization: Bearer \$($BIN/recolab token 1)" -d '{"user_id": 1, "n": 5}'
 EOF
@@ -182,14 +224,16 @@ status() {
         fi
     done
     echo "   Prefect UI $PREFECT_URL · MLflow UI $MLFLOW_URL · RecoLab API $SERVE_URL"
+    echo "   settings for a shell (URLs, JWT secret): eval \"\$(scripts/stack.sh env)\""
 }
 
 case ${1:-start} in
     start) start ;;
     stop) say "stopping the RecoLab stack" && stop ;;
     status) status ;;
+    env) print_env ;;
     *)
-        echo "usage: $0 start|stop|status" >&2
+        echo "usage: $0 start|stop|status|env" >&2
         exit 2
         ;;
 esac

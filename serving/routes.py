@@ -15,6 +15,7 @@ from recolab.application.access import Principal
 from recolab.application.recommend import RecommendRequest
 from recolab.application.service import ServingRuntime
 from recolab.application.users import RateMovie
+from serving import examples as ex
 from serving import schemas as sc
 from serving.errors import responses
 
@@ -45,8 +46,12 @@ def authenticate(
 
 
 Caller = Annotated[Principal, Depends(authenticate)]
-UserIdPath = Annotated[int, Path(ge=1, le=sc.MAX_ID, description="a user id")]
-MovieIdPath = Annotated[int, Path(ge=1, le=sc.MAX_ID, description="a movie id")]
+UserIdPath = Annotated[
+    int, Path(ge=1, le=sc.MAX_ID, description="a user id", examples=[ex.USER_ID])
+]
+MovieIdPath = Annotated[
+    int, Path(ge=1, le=sc.MAX_ID, description="a movie id", examples=[ex.MOVIE_ID])
+]
 
 
 # Query strings without control characters: the pattern for the spec, the check (with a
@@ -56,13 +61,23 @@ _NO_CONTROL = AfterValidator(sc.refuse_control_characters)
 TitleQuery = Annotated[
     str | None,
     Query(
-        min_length=1, max_length=200, description="part of the title", json_schema_extra=_PRINTABLE
+        min_length=1,
+        max_length=200,
+        description="part of the title",
+        examples=[ex.TITLE_QUERY],
+        json_schema_extra=_PRINTABLE,
     ),
     _NO_CONTROL,
 ]
 GenreQuery = Annotated[
     str | None,
-    Query(min_length=1, max_length=64, description="a genre", json_schema_extra=_PRINTABLE),
+    Query(
+        min_length=1,
+        max_length=64,
+        description="a genre",
+        examples=[ex.GENRE_QUERY],
+        json_schema_extra=_PRINTABLE,
+    ),
     _NO_CONTROL,
 ]
 

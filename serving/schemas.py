@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from recolab.application.recommend import MAX_N, REQUESTABLE, SOURCES, TIERS
 from recolab.application.service import ProfileView, Readiness, Registered
 from recolab.application.users import SCORE_RANGE, RatingOutcome
+from serving import examples as ex
 
 # The largest id, path or body. BentoML writes the spec's numeric bounds as floats, and 2**53-1
 # is the largest integer a double (and JavaScript) holds exactly: the spec, the checks and
@@ -35,6 +36,11 @@ MIN_SCORE, MAX_SCORE, SCORE_STEP = SCORE_RANGE
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc: C0, DEL and C1
 # The same rule for the spec: schemathesis and clients generate strings that obey it.
 NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f-\x9f]*$"
+
+
+def example(value: dict[str, Any]) -> ConfigDict:
+    """A model's example, for the OpenAPI page (`serving.examples`)."""
+    return ConfigDict(json_schema_extra={"examples": [value]})
 
 
 def refuse_control_characters(value: str | None) -> str | None:
@@ -101,9 +107,7 @@ class RecommendBody(_Request):
     )
     force_refresh: bool = Field(default=False, description="ignore the cache")
 
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"user_id": 1, "n": 10, "strategy": "auto"}]}
-    )
+    model_config = example(ex.RECOMMEND_BODY)
 
 
 class RecommendedItem(BaseModel):
@@ -127,33 +131,7 @@ class RecommendResponse(BaseModel):
     generated_at: str
     items: list[RecommendedItem]
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "user_id": 1,
-                    "classification": "active",
-                    "strategy_used": "hybrid",
-                    "model_version": "3",
-                    "diversity_score": 0.61,
-                    "cached": False,
-                    "generated_at": "2025-01-01T12:00:00+00:00",
-                    "items": [
-                        {
-                            "movie_id": 318,
-                            "title": "Shawshank Redemption, The",
-                            "genres": ["Crime", "Drama"],
-                            "year": 1994,
-                            "score": 0.93,
-                            "rank": 1,
-                            "source": "collaborative",
-                            "explanation": "Because you rated Godfather, The 5.0",
-                        }
-                    ],
-                }
-            ]
-        }
-    )
+    model_config = example(ex.RECOMMEND_RESPONSE)
 
 
 # ---- ratings and users
@@ -167,20 +145,24 @@ class RateBody(_Request):
         json_schema_extra={"minimum": MIN_SCORE, "maximum": MAX_SCORE, "multipleOf": SCORE_STEP},
     )
 
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"user_id": 1, "movie_id": 318, "score": 4.5}]}
-    )
+    model_config = example(ex.RATE_BODY)
 
 
 class RatingResponse(BaseModel):
     user_id: int
     movie_id: int
     score: float
-    previous_score: float | None = Field(description="the replaced score of a re-rating")
+    # None fields have a default: the spec's examples lose their nulls (FastAPI writes the
+    # document without None values), and they still fit the schema.
+    previous_score: float | None = Field(
+        default=None, description="the replaced score of a re-rating"
+    )
     rated_at: datetime
     classification: Tier = Field(description="the user's tier after this rating")
     n_ratings: int
     avg_rating: float
+
+    model_config = example(ex.RATING_RESPONSE)
 
     @classmethod
     def of(cls, outcome: RatingOutcome) -> RatingResponse:
@@ -204,6 +186,8 @@ class RegisteredUser(BaseModel):
     access_token: str = Field(description="a bearer token for this user (role user)")
     token_type: Literal["bearer"] = "bearer"
     expires_in: int = Field(description="seconds")
+
+    model_config = example(ex.REGISTERED_USER)
 
     @classmethod
     def of(cls, registered: Registered) -> RegisteredUser:
@@ -237,6 +221,8 @@ class ProfileResponse(BaseModel):
     created_at: datetime
     last_activity: datetime | None
     recent_ratings: list[RatedMovie]
+
+    model_config = example(ex.PROFILE)
 
     @classmethod
     def of(cls, view: ProfileView) -> ProfileResponse:
@@ -280,6 +266,8 @@ class HistoryResponse(BaseModel):
     user_id: int
     items: list[HistoryItem]
 
+    model_config = example(ex.HISTORY)
+
 
 # ---- movies
 
@@ -293,13 +281,19 @@ class MovieOut(BaseModel):
     avg_rating: float
     popularity_score: float
 
+    model_config = example(ex.MOVIE)
+
 
 class MovieList(BaseModel):
     items: list[MovieOut]
 
+    model_config = example(ex.MOVIE_LIST)
+
 
 class SimilarMovie(MovieOut):
     similarity: float
+
+    model_config = example(ex.SIMILAR["items"][0])
 
 
 class SimilarResponse(BaseModel):
@@ -308,6 +302,8 @@ class SimilarResponse(BaseModel):
         description="the model's item embeddings when it has them, else genre overlap"
     )
     items: list[SimilarMovie]
+
+    model_config = example(ex.SIMILAR)
 
     @classmethod
     def of(cls, movie_id: int, found: Any) -> SimilarResponse:
@@ -328,7 +324,7 @@ class ModelStatus(BaseModel):
     name: str
     loaded: bool
     version: str | None
-    error: str | None
+    error: str | None = None
 
 
 class ComponentStatus(BaseModel):
@@ -343,6 +339,8 @@ class StatusResponse(BaseModel):
     model: ModelStatus
     database: ComponentStatus
     cache: ComponentStatus = Field(description="a cache down degrades to uncached answers")
+
+    model_config = example(ex.STATUS)
 
     @classmethod
     def of(cls, report: Readiness) -> StatusResponse:

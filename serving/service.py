@@ -5,7 +5,8 @@ through `recolab.bootstrap.bootstrap_serving()` (settings and overrides from the
 environment, serving knobs from configs/serving.yaml), starts following
 the MLflow `champion` alias, and answers BentoML's probes. BentoML adds `/livez`,
 `/readyz` (503 until a champion is loaded; `GET /status` says why), `/metrics`
-(its own plus `recolab_*`), access logs, tracing and the OpenAPI page at `/`.
+(its own plus `recolab_*`), access logs, tracing and the OpenAPI page at `/` (in RecoLab's
+words: `serving.openapi.DocumentedService`).
 
 Tracing: set an exporter through BentoML's configuration, e.g.
 `BENTOML_CONFIG_OPTIONS='services.recolab.tracing.exporter_type=otlp
@@ -36,6 +37,7 @@ from recolab.bootstrap import (
 from recolab.config import PROJECT_ROOT
 from serving.app import attach, create_app
 from serving.middleware import UnroutablePathMiddleware
+from serving.openapi import DocumentedService
 
 log = logging.getLogger("serving")
 
@@ -46,6 +48,7 @@ api = create_app()
     name="recolab",
     workers=1,  # one process per core is plenty on small machines; raise it via config
     traffic={"timeout": 30, "max_concurrency": 256},
+    service_class=DocumentedService,
 )
 @bentoml.asgi_app(api, name="recolab-api")
 class RecoLab:

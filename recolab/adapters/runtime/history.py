@@ -5,8 +5,10 @@ with one multi-row INSERT every `interval_s` or as soon as `batch_size` answers 
 whichever comes first, and once more at `close`. The history is a log of what was served,
 not a record anyone waits for: when the buffer is full (the database far behind) or a
 write fails (the database down), those answers are dropped, counted through `dropped`
-(the `recolab_history_dropped_total` metric in the service) and logged once per episode,
-never raised to the caller and never making an answer wait.
+(the `recolab_history_dropped_total` metric in the service) and logged once per episode
+(one WARNING line, no traceback), never raised to the caller and never making an answer
+wait. The first write that succeeds after an episode logs that history is recorded again
+and how many answers it lost, whichever way they were dropped.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ class BackgroundHistory:
         self._closing = False
         self._full_episode = False  # a "buffer full" warning was logged and not yet cleared
         self._failing = False  # the last write failed (an outage was logged)
-        self._lost_in_outage = 0
+        self._lost = 0  # answers dropped (full or error) since the last write that succeeded
         self._thread = threading.Thread(target=self._run, name="recolab-history", daemon=True)
         self._thread.start()
 
@@ -80,6 +82,7 @@ class BackgroundHistory:
             elif len(self._queue) + self._in_flight >= self._max_pending:
                 reason = FULL
                 warn, self._full_episode = not self._full_episode, True
+                self._lost += 1
             else:
                 if not self._queue:
                     self._oldest_at = time.monotonic()
@@ -132,12 +135,30 @@ class BackgroundHistory:
                 if batch is None:
                     return
                 self._in_flight = len(batch)
-            ok = self._write(batch)
+            failure = self._write(batch)
+            failed = failure is not None
             with self._lock:
+                outage_starts = failed and not self._failing
+                recovered = not failed and (self._failing or self._full_episode)
+                lost = self._lost + len(batch) if failed else self._lost
+                self._failing, self._lost = failed, lost if failed else 0
+                if not failed:
+                    self._full_episode = False
+            if outage_starts:
+                log.warning(
+                    "could not record recommendation history (%s); dropping it until the "
+                    "database answers again",
+                    failure,
+                )
+            elif recovered:
+                log.warning(
+                    "recording recommendation history again; %d answers were not recorded", lost
+                )
+            if failed:
+                self._count_dropped(ERROR, len(batch))
+            with self._lock:  # counted and logged before `settle` sees these answers done
                 self._in_flight = 0
                 self._done += len(batch)
-                if ok:
-                    self._full_episode = False
                 self._lock.notify_all()
 
     def _next_batch(self) -> list[RecommendationsGenerated] | None:
@@ -164,28 +185,15 @@ class BackgroundHistory:
                     return None
                 self._lock.wait()
 
-    def _write(self, batch: list[RecommendationsGenerated]) -> bool:
+    def _write(self, batch: list[RecommendationsGenerated]) -> str | None:
+        """Write `batch`; None, or why it failed in one line (no traceback: the answers
+        were already sent, and an outage fails every batch the same way)."""
         try:
             self._store.record_answers(batch)
-        except Exception as exc:  # the answers were already sent: count, log once, go on
-            if not self._failing:
-                log.warning(
-                    "could not record recommendation history (%s: %s); dropping it until "
-                    "the database answers again",
-                    type(exc).__name__,
-                    str(exc).splitlines()[0] if str(exc) else "",
-                )
-            self._failing = True
-            self._lost_in_outage += len(batch)
-            self._count_dropped(ERROR, len(batch))
-            return False
-        if self._failing:
-            log.warning(
-                "recording recommendation history again; %d answers were not recorded",
-                self._lost_in_outage,
-            )
-            self._failing, self._lost_in_outage = False, 0
-        return True
+        except Exception as exc:
+            first_line = str(exc).splitlines()[0] if str(exc) else ""
+            return f"{type(exc).__name__}: {first_line}"
+        return None
 
     def _count_dropped(self, reason: str, n: int) -> None:
         try:
