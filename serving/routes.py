@@ -143,16 +143,18 @@ router = APIRouter(dependencies=[Depends(refuse_unknown_query_parameters)])
     tags=["recommendations"],
     responses=responses(403, 404),
 )
-def recommend(body: sc.RecommendBody, caller: Caller, rt: Runtime, response: Response) -> Any:
+def recommend(body: sc.RecommendBody, caller: Caller, rt: Runtime) -> Response:
     """Recommend movies to a user; the strategy follows the user's tier unless given.
 
     Header `X-RecoLab-Fallback` says why the requested strategy was replaced, if it was
     (no ratings yet, no model loaded yet, ...)."""
     caller.require_access(body.user_id)
     result = rt.recommend(RecommendRequest(**body.model_dump()))
-    if result.fallback:
-        response.headers["X-RecoLab-Fallback"] = result.fallback
-    return sc.RecommendResponse.model_validate(result, from_attributes=True)
+    # Validated and written by the response model itself, once: returned as is, FastAPI
+    # neither validates it again nor encodes it a second time (the hot path's largest body).
+    answer = sc.RecommendResponse.model_validate(result, from_attributes=True)
+    headers = {"X-RecoLab-Fallback": result.fallback} if result.fallback else None
+    return Response(answer.model_dump_json(), media_type="application/json", headers=headers)
 
 
 @router.post(

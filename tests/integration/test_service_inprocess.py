@@ -228,6 +228,20 @@ def test_recommend_follows_the_tier(
     assert response.headers["X-Request-ID"]
 
 
+def test_recommend_body_is_the_response_model_json(client: TestClient) -> None:
+    # The route writes the body itself (one validation, one encoding): it must be exactly
+    # what the documented response model gives, with its media type.
+    from serving.schemas import RecommendResponse
+
+    response = client.post("/recommend", json={"user_id": 2, "n": 5}, headers=token(2))
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    data = response.json()
+    assert RecommendResponse.model_validate(data).model_dump(mode="json") == data
+    assert "X-RecoLab-Fallback" in response.headers and "X-Request-ID" in response.headers
+    assert int(response.headers["content-length"]) == len(response.content)
+
+
 def test_cold_start_user_gets_popular_movies(client: TestClient) -> None:
     registered = client.post("/users", headers=ADMIN)
     assert registered.status_code == 201, registered.text
