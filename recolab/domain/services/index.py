@@ -66,9 +66,34 @@ class CatalogueIndex:
             dtype=np.float64,
         )
         self.rating_count = np.array([m.rating_count for m in self.movies], dtype=np.int64)
+        self._group_by_genre_set(n)
         # Rated movies, most popular first, ties by id (`popularity_ranking`'s order).
         ranked = np.lexsort((self.ids, -self.popularity))
         self.popular = ranked[self.rating_count[ranked] > 0]
+
+    def _group_by_genre_set(self, n: int) -> None:
+        """Movies grouped by genre set: a profile's cosine is one figure per set, so the
+        content rule works per set and reaches only the sets that can make the cut.
+
+        `set_of[i]` is movie i's set; `set_members[set_ptr[s]:set_ptr[s + 1]]` the movies of
+        set s; `set_counts`, `set_inv_sqrt_length` their (shared) genre row and 1/sqrt(len);
+        `set_best_popularity` the largest popularity term among them.
+        """
+        if n == 0:
+            self.set_of = np.zeros(0, dtype=np.int64)
+            self.set_counts = np.zeros((0, len(self.vocabulary)))
+            self.set_inv_sqrt_length = self.set_best_popularity = np.zeros(0)
+            self.set_members = np.zeros(0, dtype=np.int64)
+            self.set_ptr = np.zeros(1, dtype=np.int64)
+            return
+        _, first, inverse = np.unique(self.masks, axis=0, return_index=True, return_inverse=True)
+        self.set_of = inverse.reshape(-1).astype(np.int64)
+        self.set_counts = np.ascontiguousarray(self.counts[first])
+        self.set_inv_sqrt_length = self.inv_sqrt_length[first]
+        sizes = np.bincount(self.set_of, minlength=len(first))
+        self.set_members = np.lexsort((-self.popularity_term, self.set_of)).astype(np.int64)
+        self.set_ptr = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+        self.set_best_popularity = self.popularity_term[self.set_members[self.set_ptr[:-1]]]
 
     def __len__(self) -> int:
         return len(self.movies)
@@ -138,13 +163,19 @@ class CatalogueIndex:
         """(positions, scores), best first (ties by id), of the movies sharing a genre with
         the profile `weights`, except the positions in `exclude`: the content-based rule,
         0.95 * min(1, cosine) + 0.05 * min(1, popularity / 15)."""
-        if (limit is not None and limit <= 0) or norm <= 0:
+        if (limit is not None and limit <= 0) or norm <= 0 or not len(self):
             return np.zeros(0, dtype=np.int64), np.zeros(0)
-        dot = self.counts @ weights
-        dot[np.asarray(exclude, dtype=np.intp)] = 0.0
-        keep = np.flatnonzero(dot > 0)
-        score = np.minimum(1.0, dot[keep] * self.inv_sqrt_length[keep] / norm) * 0.95
-        score += self.popularity_term[keep]
+        # One dot and one cosine term per genre set (every movie of a set shares them).
+        set_dot = self.set_counts @ weights
+        set_cosine = np.minimum(1.0, set_dot * self.set_inv_sqrt_length / norm) * 0.95
+        excluded = np.zeros(len(self), dtype=bool)
+        excluded[np.asarray(exclude, dtype=np.intp)] = True
+        sets = np.flatnonzero(set_dot > 0)
+        if limit is not None:
+            sets = self._sets_that_can_make_the_cut(sets, set_cosine, excluded, limit)
+        keep = self._members_of(sets)
+        keep = keep[~excluded[keep]]
+        score = set_cosine[self.set_of[keep]] + self.popularity_term[keep]
         if limit is not None and len(keep) > limit:
             # Only scores at least the limit-th best can make the cut (ties included).
             cutoff = -np.partition(-score, limit - 1)[limit - 1]
@@ -152,6 +183,40 @@ class CatalogueIndex:
             keep, score = keep[kept], score[kept]
         order = np.lexsort((self.ids[keep], -score))[:limit]
         return keep[order], score[order]
+
+    def _sets_that_can_make_the_cut(
+        self, sets: np.ndarray, cosine: np.ndarray, excluded: np.ndarray, limit: int
+    ) -> np.ndarray:
+        """The genre sets among `sets` that may hold one of the `limit` best movies.
+
+        A movie scores its set's cosine term plus its own popularity term (at least 0, at
+        most its set's best). Walking the sets by cosine term, the first sets that hold
+        `limit` movies not excluded put the limit-th best score at or above `floor`, the
+        cosine term of the last of them; a set whose best possible score is below `floor`
+        holds none of the best. Exact: the sets kept hold every movie scoring `floor` or
+        more, ties included.
+        """
+        if not len(sets):
+            return sets
+        by_cosine = sets[np.argsort(-cosine[sets], kind="stable")]
+        sizes = np.diff(self.set_ptr)[by_cosine]
+        available = (
+            sizes - np.bincount(self.set_of[excluded], minlength=len(self.set_ptr) - 1)[by_cosine]
+        )
+        reached = int(np.searchsorted(np.cumsum(available), limit))
+        if reached >= len(by_cosine):  # fewer than `limit` movies in all: every set
+            return sets
+        floor = cosine[by_cosine[reached]]
+        return sets[cosine[sets] + self.set_best_popularity[sets] >= floor]
+
+    def _members_of(self, sets: np.ndarray) -> np.ndarray:
+        """The movies (positions) of the genre sets `sets`, set by set."""
+        starts = self.set_ptr[sets]
+        lengths = self.set_ptr[sets + 1] - starts
+        offsets = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(
+            np.cumsum(lengths) - lengths, lengths
+        )
+        return self.set_members[np.repeat(starts, lengths) + offsets]
 
     def scores(
         self, profile: Mapping[str, float], exclude: Iterable[MovieId], limit: int | None

@@ -238,3 +238,50 @@ def test_rated_movies_follow_the_rating_rules(ratings: list[Rating]) -> None:
     assert rated.to_ratings(UserId(1)) == ratings
     index = CatalogueIndex([])
     assert index.locate(rated.movie_ids).tolist() == [-1] * len(ratings)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.sampled_from(["Action", "Drama", "Comedy"]), max_size=3),
+            st.integers(0, 40),
+            st.sampled_from(RATING_VALUES),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    st.lists(st.floats(0.0, 1.0), min_size=3, max_size=3),
+    st.lists(st.integers(0, 39), max_size=15),
+    st.integers(1, 45),
+)
+def test_content_scores_reach_only_the_genre_sets_that_can_make_the_cut(
+    rows: list[tuple[list[str], int, float]],
+    weights: list[float],
+    exclude: list[int],
+    limit: int,
+) -> None:
+    # Few genre sets and many movies per set, ties in popularity: the cut by genre set
+    # must give the first `limit` of the whole ranking, to the last bit and tie order.
+    movies = [
+        Movie(
+            MovieId(i + 1),
+            f"Movie {i}",
+            tuple(genres),
+            rating_count=count,
+            avg_rating=avg if count else 0.0,
+        )
+        for i, (genres, count, avg) in enumerate(rows)
+    ]
+    index = CatalogueIndex(movies)
+    profile = np.zeros(len(index.vocabulary))
+    named = dict(zip(["action", "drama", "comedy"], weights, strict=True))
+    for genre, column in index.vocabulary.items():
+        profile[column] = named.get(genre, 0.0)  # a movie without genres reads "unknown"
+    norm = float(np.sqrt((np.asarray(weights) ** 2).sum()))
+    skip = np.asarray([p for p in exclude if p < len(movies)], dtype=np.int64)
+    everything = index.content_scores(profile, norm, skip, None)
+    positions, scores = index.content_scores(profile, norm, skip, limit)
+    assert positions.tolist() == everything[0][:limit].tolist()
+    assert scores.tolist() == everything[1][:limit].tolist()
+    assert not set(positions.tolist()) & set(skip.tolist())
