@@ -207,7 +207,8 @@ class CatalogueIndex:
         if reached >= len(by_cosine):  # fewer than `limit` movies in all: every set
             return sets
         floor = cosine[by_cosine[reached]]
-        return sets[cosine[sets] + self.set_best_popularity[sets] >= floor]
+        kept: np.ndarray = sets[cosine[sets] + self.set_best_popularity[sets] >= floor]
+        return kept
 
     def _members_of(self, sets: np.ndarray) -> np.ndarray:
         """The movies (positions) of the genre sets `sets`, set by set."""
@@ -216,7 +217,8 @@ class CatalogueIndex:
         offsets = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(
             np.cumsum(lengths) - lengths, lengths
         )
-        return self.set_members[np.repeat(starts, lengths) + offsets]
+        members: np.ndarray = self.set_members[np.repeat(starts, lengths) + offsets]
+        return members
 
     def scores(
         self, profile: Mapping[str, float], exclude: Iterable[MovieId], limit: int | None
