@@ -1,10 +1,11 @@
 """Serve every flow as a Prefect deployment (`recolab deploy`), with the nightly retrain.
 
-One long-running process registers `ingest/recolab`, `features/recolab`, `train/recolab`
-and `pipeline/recolab` with the Prefect server at `PREFECT_API_URL`, then polls for their
-runs and executes them in subprocesses: trigger them with parameters from the UI, with
-`prefect deployment run pipeline/recolab -p max_epochs=3`, or through the API
-(`run_deployment`). Names, default parameters and the nightly cron come from
+One long-running process registers `ingest/recolab`, `features/recolab`, `train/recolab`,
+`pipeline/recolab` and `tune/recolab` with the Prefect server at `PREFECT_API_URL`, then
+polls for their runs and executes them in subprocesses: trigger them with parameters from the
+UI, with `prefect deployment run pipeline/recolab -p max_epochs=3`, or through the API
+(`run_deployment`). Names, default parameters, the nightly retrain's cron and the weekly
+re-tune's (the `tune` flow, whose best settings the nightly retrain applies) come from
 configs/deployments.yaml. For a work pool instead of a serving process, see prefect.yaml.
 """
 
@@ -13,15 +14,22 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from prefect.schedules import Cron
+from prefect.schedules import Cron, Schedule
 from prefect.types.entrypoint import EntrypointType
 
 from flows.features import features
 from flows.ingest import ingest
 from flows.pipeline import pipeline
 from flows.train import train
+from flows.tune import tune
 from recolab.bootstrap import environment_settings
-from recolab.config import ConfigError, DeploymentsConfig, Settings, load_section
+from recolab.config import (
+    ConfigError,
+    DeploymentsConfig,
+    ScheduleConfig,
+    Settings,
+    load_section,
+)
 
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
@@ -31,8 +39,10 @@ FLOWS: dict[str, Any] = {
     "features": features,
     "train": train,
     "pipeline": pipeline,
+    "tune": tune,
 }
 NIGHTLY_SLUG = "nightly-retrain"
+RETUNE_SLUG = "weekly-retune"
 
 
 def deployments_config(
@@ -50,46 +60,44 @@ def build_deployments(
     overrides: Iterable[str] = (),
     nightly: bool | None = None,
 ) -> list[RunnerDeployment]:
-    """One deployment per flow; the nightly retrain cron on the configured one.
+    """One deployment per flow; the nightly retrain and the weekly re-tune crons on theirs.
 
-    The schedule is always attached, so the UI shows it; it is active only when enabled
-    (`nightly`, else RECOLAB_NIGHTLY_RETRAIN, else the config file, else RECOLAB_ENV=prod).
+    The schedules are always attached, so the UI shows them; they are active only when
+    enabled (`nightly`, else RECOLAB_NIGHTLY_RETRAIN, else the config file, else
+    RECOLAB_ENV=prod): one switch for scheduled retraining, each schedule's `enabled` apart.
     """
     settings = settings or environment_settings()
     config = deployments_config(settings, overrides)
-    schedule = config.nightly_retrain
-    active = schedule.active(settings) if nightly is None else nightly
-    unknown = set(schedule.parameters) - set(_parameter_names(FLOWS[schedule.flow]))
-    if unknown:
-        raise ConfigError(
-            f"deployments.nightly_retrain.parameters: {sorted(unknown)} are not parameters "
-            f"of the {schedule.flow} flow"
-        )
-    built = []
-    for name, flow in FLOWS.items():
-        schedules = None
-        if name == schedule.flow:
-            try:
-                cron = Cron(
-                    schedule.cron,
-                    timezone=schedule.timezone,
-                    active=active,
-                    parameters=schedule.parameters,
-                    slug=NIGHTLY_SLUG,
-                )
-            except ValueError as exc:
-                raise ConfigError(f"deployments.nightly_retrain: {exc}") from None
-            schedules = [cron]
-        built.append(
-            flow.to_deployment(
-                name=config.name,
-                tags=list(config.tags),
-                parameters=dict(config.parameters.get(name, {})),  # type: ignore[call-overload]
-                schedules=schedules,
-                entrypoint_type=EntrypointType.MODULE_PATH,
+    crons: dict[str, list[Schedule]] = {}
+    for key, slug in (("nightly_retrain", NIGHTLY_SLUG), ("retune", RETUNE_SLUG)):
+        schedule: ScheduleConfig = getattr(config, key)
+        unknown = set(schedule.parameters) - set(_parameter_names(FLOWS[schedule.flow]))
+        if unknown:
+            raise ConfigError(
+                f"deployments.{key}.parameters: {sorted(unknown)} are not parameters "
+                f"of the {schedule.flow} flow"
             )
+        try:
+            cron = Cron(
+                schedule.cron,
+                timezone=schedule.timezone,
+                active=schedule.active(settings) if nightly is None else nightly,
+                parameters=schedule.parameters,
+                slug=slug,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"deployments.{key}: {exc}") from None
+        crons.setdefault(schedule.flow, []).append(cron)
+    return [
+        flow.to_deployment(
+            name=config.name,
+            tags=list(config.tags),
+            parameters=dict(config.parameters.get(name, {})),  # type: ignore[call-overload]
+            schedules=crons.get(name),
+            entrypoint_type=EntrypointType.MODULE_PATH,
         )
-    return built
+        for name, flow in FLOWS.items()
+    ]
 
 
 def serve_deployments(

@@ -13,6 +13,7 @@ from prefect import flow
 from flows.features import features
 from flows.ingest import ingest
 from flows.train import train
+from flows.tune import tuned_settings
 
 
 @flow(name="pipeline", flow_run_name="pipeline-{dataset}", log_prints=True)
@@ -24,21 +25,24 @@ def pipeline(
     overrides: list[str] | None = None,
     database_url: str | None = None,
     skip_ingest: bool = False,
+    use_tuned: bool = False,
 ) -> dict[str, Any]:
     """Ingest (unless `skip_ingest`: retrain on what the database holds), build features,
-    train, evaluate, register and promote."""
+    train, evaluate, register and promote. `use_tuned`: train with the dataset's latest
+    tuned settings (the `tune` flow), under `overrides`; the defaults when never tuned."""
     loaded = (
         None
         if skip_ingest
         else ingest(dataset=dataset, source=source, database_url=database_url, overrides=overrides)
     )
     manifest = features(dataset=dataset, database_url=database_url, overrides=overrides)
+    tuned = tuned_settings(dataset, protocol, database_url, overrides) if use_tuned else []
     trained = train(
         dataset=dataset,
         protocol=protocol,
         snapshot_id=manifest["id"],
         max_epochs=max_epochs,
-        overrides=overrides,
+        overrides=[*tuned, *(overrides or [])],
         database_url=database_url,
     )
     return {"ingest": loaded, "snapshot": manifest["id"], "train": trained}

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from recolab.adapters.ingest.steps import GxValidator, MovieLensSource, SqlLoader
     from recolab.adapters.mlflow.registry import MlflowModelRegistry
+    from recolab.adapters.mlflow.tuning import MlflowTuningLog
     from recolab.adapters.runtime.champion import ChampionWatcher
     from recolab.adapters.runtime.history import BackgroundHistory
     from recolab.adapters.runtime.observability import ServingMetrics
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from recolab.application.ingest import IngestReport
     from recolab.application.recommend import Recommender
     from recolab.application.service import ServingRuntime
+    from recolab.application.tuning import TuningOutcome
     from recolab.domain.ports import Cache, Scorer
     from recolab.ml.experiment import TrainingRun
     from recolab.ml.features import FeatureSnapshot
@@ -61,6 +63,7 @@ __all__ = [
     "environment_settings",
     "is_transient",
     "local_token",
+    "metric_name",
     "request_context",
     "request_id_from",
 ]
@@ -169,6 +172,7 @@ class Platform:
     def recommender(self, scorer: Callable[[], Scorer | None] = lambda: None) -> Recommender:
         """The recommend use case; `scorer` returns the current model (None: no model yet)."""
         from recolab.application.recommend import Recommender
+        from recolab.domain.services.strategy import hybrid_weights
 
         cfg = self.serving_config
         return Recommender(
@@ -180,6 +184,7 @@ class Platform:
             ttl_s=cfg.cache_ttl_s,
             shortlist=cfg.shortlist_size,
             default_lambda=cfg.mmr_lambda,
+            hybrid_weights=hybrid_weights(cfg.hybrid_weights),
         )
 
     @cached_property
@@ -248,6 +253,64 @@ class Platform:
                 snapshot, name, config, self.report_dir("train", snapshot.id)
             ),
         )
+
+    # ---- settings selection (Optuna on a protocol's training split, recorded in MLflow)
+    def tuning_log(self) -> MlflowTuningLog:
+        from recolab.adapters.mlflow.tuning import MlflowTuningLog
+
+        return MlflowTuningLog(self.settings.resolved_tracking_uri, self.settings.artifact_root)
+
+    def tune(
+        self,
+        protocol: str | None = None,
+        snapshot_id: str | None = None,
+        overrides: Iterable[str] = (),
+        *,
+        dataset: str | None = None,
+        n_trials: int | None = None,
+        timeout_minutes: float | None = None,
+        progress: Callable[[Mapping[str, Any]], object] = lambda _: None,
+        **trainer_overrides: Any,
+    ) -> TuningOutcome:
+        """Search training settings on a snapshot (the latest by default) under `protocol`
+        (configs/tune.yaml's by default); the best becomes the dataset's latest tuned one.
+        `progress` sees every trial once it is recorded."""
+        from recolab.application.tuning import tune_settings
+        from recolab.ml.experiment import PROTOCOLS, load_config
+        from recolab.ml.tuning import load_tune_config, run_search, selection_data
+
+        every = [*self.overrides, *overrides]
+        config = load_tune_config(
+            self.settings.config_dir, every, n_trials=n_trials, timeout_minutes=timeout_minutes
+        )
+        name = protocol or config.protocol
+
+        def search(snapshot: FeatureSnapshot, on_trial: Any) -> dict[str, Any]:
+            data = selection_data(snapshot.ratings, name, snapshot.manifest["splits"])
+            base = load_config(self.settings.config_dir, PROTOCOLS[name], every)
+
+            def record(trial: Any) -> None:
+                on_trial(trial.to_dict())
+                progress(trial.to_dict())
+
+            return run_search(data, base, config, record, **trainer_overrides).to_dict()
+
+        return tune_settings(
+            name,
+            PROTOCOLS,
+            snapshot=lambda: self.snapshot(snapshot_id),
+            identify=lambda s: (str(s.manifest.get("dataset", "unknown")), s.id),
+            settings=config.model_dump(),
+            search=search,
+            log=self.tuning_log(),
+            dataset=dataset,
+        )
+
+    def tuned_overrides(self, dataset: str, protocol: str, *, required: bool) -> list[str]:
+        """The latest tuned configuration of `dataset` under `protocol`, as overrides."""
+        from recolab.application.tuning import tuned_overrides
+
+        return list(tuned_overrides(self.tuning_log(), dataset, protocol, required=required))
 
     # ---- ingestion
     def dataset_source(self) -> MovieLensSource:
@@ -376,6 +439,14 @@ def is_transient(exc: BaseException) -> bool:
     from recolab.adapters.sql.errors import is_transient as transient
 
     return transient(exc)
+
+
+def metric_name(name: str) -> str:
+    """The one name a metric has wherever it is shown, its MLflow key: `ndcg@10` is
+    `ndcg_at_10` (MLflow allows no `@`)."""
+    from recolab.adapters.mlflow.tracking import metric_key
+
+    return metric_key(name)
 
 
 def database_errors() -> tuple[type[Exception], Callable[[BaseException], bool]]:

@@ -116,6 +116,13 @@ Overrides = Annotated[
         "a trainer key); repeatable",
     ),
 ]
+Tuned = Annotated[
+    bool,
+    typer.Option(
+        "--tuned",
+        help="apply the dataset's latest tuned settings (`recolab tune`) under --set",
+    ),
+]
 
 
 @app.command()
@@ -125,11 +132,14 @@ def train(
     snapshot: Annotated[str | None, typer.Option(help="feature snapshot id (latest)")] = None,
     max_epochs: int | None = None,
     override: Overrides = None,
+    tuned: Tuned = False,
 ) -> None:
     """Train NeuMF, evaluate it, log and register it in MLflow (the `train` flow)."""
     from flows.train import train as train_flow
 
     overrides = _checked(override, [protocol])
+    if tuned:
+        overrides = [*_tuned_overrides(dataset, protocol), *overrides]
     result = _run_flow(
         lambda: train_flow(
             dataset=dataset,
@@ -210,11 +220,14 @@ def pipeline(
     protocol: Protocol = "B",
     max_epochs: int | None = None,
     override: Overrides = None,
+    tuned: Tuned = False,
 ) -> None:
     """Run the whole pipeline: ingest, validate, features, train, evaluate, promote."""
     from flows.pipeline import pipeline as pipeline_flow
 
     overrides = _checked(override, [protocol])
+    if tuned:
+        _tuned_overrides(dataset, protocol)  # fail now, not after ingesting, when none exists
     result = _run_flow(
         lambda: pipeline_flow(
             dataset=dataset,
@@ -222,11 +235,74 @@ def pipeline(
             protocol=protocol,
             max_epochs=max_epochs,
             overrides=overrides,
+            use_tuned=tuned,
         )
     )
     trained = result["train"]
     verdict = "champion" if trained["promoted"] else "challenger"
     typer.echo(f"snapshot {result['snapshot']}; model version {trained['version']} ({verdict})")
+
+
+@app.command()
+def tune(
+    dataset: Annotated[
+        str | None, typer.Option(help="the snapshot's dataset, checked (default: any)")
+    ] = None,
+    protocol: Annotated[
+        str | None, typer.Option(help="B or C (default: configs/tune.yaml)")
+    ] = None,
+    snapshot: Annotated[str | None, typer.Option(help="feature snapshot id (latest)")] = None,
+    trials: Annotated[
+        int | None, typer.Option(min=1, help="budget in trials (replaces configs/tune.yaml's)")
+    ] = None,
+    minutes: Annotated[
+        float | None, typer.Option(min=0.01, help="budget in minutes (replaces the file's)")
+    ] = None,
+    override: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="config override, e.g. tune.pruner.kind=none (repeatable)"),
+    ] = None,
+) -> None:
+    """Choose training settings for a dataset with Optuna on the protocol's training split
+    (the `tune` flow); `train --tuned` and the nightly retrain apply the best."""
+    from flows.tune import tune as tune_flow
+
+    overrides = _checked(override, [protocol] if protocol else ["B", "C"])
+    _guard(lambda: _check_tune_config(overrides, trials, minutes))
+    result = _run_flow(
+        lambda: tune_flow(
+            dataset=dataset,
+            protocol=protocol,
+            snapshot_id=snapshot,
+            n_trials=trials,
+            timeout_minutes=minutes,
+            overrides=overrides,
+        )
+    )
+    typer.echo(
+        f"best {result['metric']} = {result['best_value']:.4f} ({result['n_complete']} "
+        f"trials complete, {result['n_pruned']} pruned); tuned settings version "
+        f"{result['version']}, MLflow run {result['run_id']}"
+    )
+    for item in result["overrides"]:
+        typer.echo(f"  {item}")
+
+
+def _check_tune_config(overrides: list[str], trials: int | None, minutes: float | None) -> None:
+    """configs/tune.yaml with the overrides and budget: a bad space or key fails here."""
+    from recolab.config import Settings
+    from recolab.ml.tuning import load_tune_config
+
+    settings = Settings()
+    every = [*settings.overrides, *overrides]
+    load_tune_config(settings.config_dir, every, n_trials=trials, timeout_minutes=minutes)
+
+
+def _tuned_overrides(dataset: str, protocol: str) -> list[str]:
+    from recolab.bootstrap import bootstrap
+
+    platform = _guard(bootstrap)
+    return _guard(lambda: platform.tuned_overrides(dataset, protocol, required=True))
 
 
 @app.command()

@@ -32,7 +32,12 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from recolab.domain.services.strategy import DEFAULT_MMR_LAMBDA
+from recolab.domain.services.strategy import (
+    DEFAULT_MMR_LAMBDA,
+    HYBRID_TIERS,
+    hybrid_weights,
+    strategy_weights,
+)
 
 DEFAULT_JWT_SECRET = "dev-insecure-change-me-not-for-production"  # refused outside dev mode
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -119,6 +124,17 @@ class ServingConfig(_Section):
     champion_poll_interval_s: float = Field(default=30.0, gt=0)
     mmr_lambda: float = Field(default=DEFAULT_MMR_LAMBDA, ge=0, le=1)
     shortlist_size: int = Field(default=200, ge=10)
+    # Per-tier weights of the hybrid merge ({tier: {collaborative, content_based}}, summing
+    # to 1); the seed's by default. Validated by recolab.domain.services.strategy.
+    hybrid_weights: dict[str, dict[str, float]] = Field(
+        default_factory=lambda: {
+            tier.value: {
+                "collaborative": strategy_weights(tier).collaborative,
+                "content_based": strategy_weights(tier).content_based,
+            }
+            for tier in HYBRID_TIERS
+        }
+    )
     rate_limit_per_minute: int = Field(default=600, ge=1)
     # Failed authentications (a bad token) per client address; past it, 429 for a while.
     auth_failures_per_minute: int = Field(default=20, ge=1)
@@ -130,8 +146,16 @@ class ServingConfig(_Section):
     history_batch_size: int = Field(default=500, ge=1)
     history_max_pending: int = Field(default=10_000, ge=1)
 
+    @field_validator("hybrid_weights")
+    @classmethod
+    def _valid_hybrid_weights(
+        cls, value: dict[str, dict[str, float]]
+    ) -> dict[str, dict[str, float]]:
+        hybrid_weights(value)  # raises InvalidValue (a ValueError) naming the bad entry
+        return value
 
-DeployableFlow = Literal["ingest", "features", "train", "pipeline"]
+
+DeployableFlow = Literal["ingest", "features", "train", "pipeline", "tune"]
 
 
 class ScheduleConfig(_Section):
@@ -167,6 +191,10 @@ class DeploymentsConfig(_Section):
     limit: int | None = Field(default=None, ge=1)
     parameters: dict[DeployableFlow, dict[str, Any]] = Field(default_factory=dict)
     nightly_retrain: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    # The re-selection of settings (the `tune` flow), on a schedule of its own (weekly).
+    retune: ScheduleConfig = Field(
+        default_factory=lambda: ScheduleConfig(cron="0 1 * * 0", flow="tune")
+    )
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -178,7 +206,9 @@ PLATFORM_SECTIONS: dict[str, type[_Section]] = {
     "deployments": DeploymentsConfig,
 }
 TRAINING_SECTIONS = ("model", "trainer")
-SECTIONS = (*PLATFORM_SECTIONS, *TRAINING_SECTIONS)
+# configs/tune.yaml: validated where it is used (recolab.ml.tuning.TuneConfig needs torch).
+TUNING_SECTION = "tune"
+SECTIONS = (*PLATFORM_SECTIONS, *TRAINING_SECTIONS, TUNING_SECTION)
 BARE_KEY_SECTION = "trainer"  # `max_epochs=5` is `trainer.max_epochs=5`
 
 

@@ -347,7 +347,8 @@ def fit(ratings: pd.DataFrame, config: TrainConfig, **trainer_overrides: Any) ->
     A slice of `ratings` is held out for early stopping: `val_fraction` of the rows in
     explicit mode, one random positive per user (up to `val_max_users` users, ranked
     against the whole catalogue or `val_negatives` sampled items) in implicit mode.
-    `trainer_overrides` go to `pl.Trainer` (e.g. fast_dev_run=True). Runs with
+    `trainer_overrides` go to `pl.Trainer` (e.g. fast_dev_run=True); their `callbacks` run
+    beside the fit's own (best weights, early stopping) instead of replacing them. Runs with
     `config.num_threads` torch CPU threads and restores the caller's setting afterwards.
     """
     with _torch_threads(config.num_threads):
@@ -395,7 +396,7 @@ def _fit(ratings: pd.DataFrame, config: TrainConfig, **trainer_overrides: Any) -
     )
     monitor, direction = config.monitor
     keep_best = _KeepBest(monitor, direction)
-    callbacks: list[pl.Callback] = [keep_best]
+    callbacks: list[pl.Callback] = [keep_best, *trainer_overrides.pop("callbacks", ())]
     if val is not None or ranking is not None:
         callbacks.append(
             pl.callbacks.EarlyStopping(monitor, patience=config.patience, mode=direction)

@@ -119,7 +119,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
             },
             deploy_log,
         )
-        names = ["ingest/recolab", "features/recolab", "train/recolab", "pipeline/recolab"]
+        names = [f"{flow}/recolab" for flow in ("ingest", "features", "train", "pipeline", "tune")]
         _wait(
             "recolab deploy",
             lambda: all(
@@ -165,4 +165,4 @@ def test_nightly_schedule_is_registered_and_off_in_dev(served: tuple[str, str]) 
     (schedule,) = deployment["schedules"]
     assert schedule["schedule"]["cron"] == "0 3 * * *"
     assert schedule["active"] is False
-    assert schedule["parameters"] == {"skip_ingest": True}
+    assert schedule["parameters"] == {"skip_ingest": True, "use_tuned": True}

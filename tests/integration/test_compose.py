@@ -138,7 +138,8 @@ def _urls(compose: dict[str, Any]) -> list[str]:
 def test_bentofile_and_prefect_yaml_name_real_entrypoints() -> None:
     prefect = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())
     entrypoints = {d["entrypoint"] for d in prefect["deployments"]}
-    assert entrypoints == {f"flows/{n}.py:{n}" for n in ("ingest", "features", "train", "pipeline")}
+    flows = ("ingest", "features", "train", "pipeline", "tune")
+    assert entrypoints == {f"flows/{n}.py:{n}" for n in flows}
     for entry in entrypoints:
         path, func = entry.split(":")
         assert f"def {func}(" in Path(PROJECT_ROOT / path).read_text()

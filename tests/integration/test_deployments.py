@@ -9,7 +9,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from flows.deploy import NIGHTLY_SLUG, build_deployments, deployments_config
+from flows.deploy import NIGHTLY_SLUG, RETUNE_SLUG, build_deployments, deployments_config
 from recolab.cli import app
 from recolab.config import PROJECT_ROOT, ConfigError, Settings
 
@@ -24,7 +24,7 @@ def by_flow(**kwargs: Any) -> dict[str, Any]:
 
 def test_every_flow_is_a_deployment_with_the_configured_defaults() -> None:
     deployments = by_flow(settings=settings())
-    assert sorted(deployments) == ["features", "ingest", "pipeline", "train"]
+    assert sorted(deployments) == ["features", "ingest", "pipeline", "train", "tune"]
     defaults: dict[str, Any] = {
         str(k): v for k, v in deployments_config(settings()).parameters.items()
     }
@@ -54,10 +54,26 @@ def test_nightly_retrain_is_off_in_dev_and_on_in_prod() -> None:
             "nightly_retrain"
         ]["cron"]
     )
-    assert parameters == {"skip_ingest": True}
+    assert parameters == {"skip_ingest": True, "use_tuned": True}
     assert nightly(settings=settings(env="prod"))[0]
     for name in ("ingest", "features", "train"):
         assert not by_flow(settings=settings())[name].schedules
+
+
+def test_settings_are_retuned_weekly_on_a_schedule_of_their_own() -> None:
+    deployments = by_flow(settings=settings())
+    (schedule,) = deployments["tune"].schedules
+    assert schedule.slug == RETUNE_SLUG
+    shipped = yaml.safe_load((PROJECT_ROOT / "configs/deployments.yaml").read_text())["retune"]
+    assert schedule.schedule.cron == shipped["cron"] and len(shipped["cron"].split()) == 5
+    assert shipped["cron"].split()[2:] == ["*", "*", "0"]  # once a week
+    assert [s.slug for s in deployments["pipeline"].schedules] == [NIGHTLY_SLUG]
+    assert not schedule.active
+    assert by_flow(settings=settings(env="prod"))["tune"].schedules[0].active
+    off = by_flow(settings=settings(env="prod"), overrides=["deployments.retune.enabled=false"])
+    assert not off["tune"].schedules[0].active and off["pipeline"].schedules[0].active
+    with pytest.raises(ConfigError, match=r"deployments\.retune\.parameters"):
+        build_deployments(settings=settings(), overrides=["deployments.retune.parameters={x: 1}"])
 
 
 def test_the_setting_and_the_flag_turn_the_schedule_on_or_off() -> None:

@@ -65,7 +65,8 @@ def test_shipped_yaml_files_validate() -> None:
     assert serving.mmr_lambda == 0.7
     deployments = load_section(DeploymentsConfig, "deployments", config_dir=CONFIGS)
     assert deployments.name == "recolab"
-    assert set(deployments.parameters) == {"ingest", "features", "train", "pipeline"}
+    assert set(deployments.parameters) == {"ingest", "features", "train", "pipeline", "tune"}
+    assert deployments.retune.flow == "tune"
     assert deployments.nightly_retrain.flow == "pipeline"
     assert deployments.nightly_retrain.enabled is None
 
