@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.common import platform_for
 from recolab.application.training import TrainedModel, register_and_promote
-from recolab.bootstrap import Platform
+from recolab.bootstrap import Platform, metric_name
 
 
 @task(name="fit-and-evaluate", cache_policy=NO_CACHE)
@@ -33,12 +33,20 @@ def register(platform: Platform, run: TrainedModel) -> dict[str, Any]:
     registry = platform.model_registry()
     outcome = register_and_promote(run, registry, platform.bus)
     get_run_logger().info("version %s: %s", outcome.version, outcome.decision.reason)
+    decision = outcome.decision
     return {
         "run_id": outcome.run_id,
         "version": outcome.version,
-        "promoted": outcome.decision.promote,
-        "reason": outcome.decision.reason,
+        "promoted": decision.promote,
+        "reason": decision.reason,
         "previous_champion": outcome.previous_champion,
+        "comparison": {
+            "candidate": decision.candidate,
+            "baseline": decision.baseline,
+            "candidate_same_data": decision.candidate_same_data,
+            "champion_same_data": decision.champion,
+            **outcome.details,
+        },
         "run_url": registry.run_url(outcome.run_id),
     }
 
@@ -54,7 +62,8 @@ def train(
 ) -> dict[str, Any]:
     """Train NeuMF under protocol A (ratings, RMSE), B (top-10, nDCG@10) or C (leave-one-out,
     HR@10) on a feature snapshot, log it to MLflow, register it and move the champion alias
-    only when it beats the current champion under the same protocol and snapshot."""
+    only when it beats the popularity baseline under that protocol and the current champion
+    re-scored on the same test split (whatever snapshot or protocol it was trained under)."""
     changes = list(overrides or [])
     if max_epochs is not None:
         changes.append(f"max_epochs={max_epochs}")
@@ -65,16 +74,19 @@ def train(
     finally:
         platform.close()
     rows = "\n".join(
-        f"| {name} | {value:.4f} |"
+        f"| {metric_name(name)} | {value:.4f} |"  # the name MLflow shows
         for name, value in sorted(run.metrics.items())
         if not name.startswith("tier_")
     )
     verdict = "promoted to **champion**" if result["promoted"] else "kept as challenger"
+    comparison = "\n".join(f"| {name} | {value} |" for name, value in result["comparison"].items())
     create_markdown_artifact(
         markdown=(
             f"# NeuMF on `{dataset}` (protocol {protocol})\n\n"
             f"Model version **{result['version']}**: {verdict} — {result['reason']}.\n\n"
-            f"MLflow run: {result['run_url']}\n\n| metric | value |\n| --- | ---: |\n{rows}\n"
+            f"MLflow run: {result['run_url']}\n\n"
+            f"## Promotion\n\n| | |\n| --- | --- |\n{comparison}\n\n"
+            f"## Metrics\n\n| metric | value |\n| --- | ---: |\n{rows}\n"
         ),
         key=f"train-{dataset}".lower().replace("_", "-"),
         description=f"training on {dataset}",

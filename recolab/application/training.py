@@ -1,4 +1,5 @@
-"""Use case: train a model, register it, and promote it only when it beats the champion."""
+"""Use case: train a model, register it, and promote it only when it beats the popularity
+baseline and the champion measured on the same data."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Protocol, TypeVar
 from recolab.domain.errors import InvalidValue
 from recolab.domain.events import ModelPromoted
 from recolab.domain.ports import EventPublisher
-from recolab.domain.promotion import PromotionDecision, decide_promotion
+from recolab.domain.promotion import HeadToHead, PromotionDecision, decide_promotion
 
 
 class TrainedModel(Protocol):
@@ -29,6 +30,17 @@ class TrainedModel(Protocol):
     def metrics(self) -> Mapping[str, float]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class ChampionComparison:
+    """The current champion and the candidate measured on the same rows of the candidate's
+    test split (its snapshot and protocol), and what those rows were."""
+
+    version: str
+    candidate: float
+    champion: float
+    data: Mapping[str, object]
+
+
 class ModelRegistry(Protocol):
     model_name: str
 
@@ -36,14 +48,17 @@ class ModelRegistry(Protocol):
         """Track the run and register its model: (run id, model version)."""
         ...
 
-    def comparable_champion(
-        self, metric: str, protocol: str, snapshot_id: str
-    ) -> tuple[str, float] | None:
-        """The champion's (version, metric value) when measured under the same terms."""
+    def compare_with_champion(self, run: TrainedModel) -> ChampionComparison | None:
+        """The champion re-scored on `run`'s own test split beside `run`'s model, whatever
+        protocol or snapshot the champion was trained under; None when there is no champion."""
         ...
 
-    def promote(self, version: str, decision: PromotionDecision) -> None: ...
-    def keep_as_challenger(self, version: str, decision: PromotionDecision) -> None: ...
+    def promote(
+        self, version: str, decision: PromotionDecision, details: Mapping[str, object]
+    ) -> None: ...
+    def keep_as_challenger(
+        self, version: str, decision: PromotionDecision, details: Mapping[str, object]
+    ) -> None: ...
 
 
 P = TypeVar("P")  # an evaluation protocol
@@ -67,6 +82,22 @@ def fit_model(
     return fit(data, protocol, configure(protocols[protocol]))
 
 
+# The baseline a candidate must beat under its protocol: popularity where the experiment
+# ranks with it (B, C); under A (rating prediction) popularity is not run, and the bias-only
+# model (mu + b_u + b_i) is the simplest rating predictor it reports.
+BASELINES = ("popularity", "bias_only")
+
+
+def baseline_of(run: TrainedModel) -> tuple[str, float | None]:
+    """(name, figure) of the baseline `run` must beat, from its metrics
+    (`baseline_<name>_<metric>`); the figure is None when the run measured none."""
+    for name in BASELINES:
+        value = run.metrics.get(f"baseline_{name}_{run.primary_metric}")
+        if value is not None:
+            return name, float(value)
+    return BASELINES[0], None
+
+
 @dataclass(frozen=True, slots=True)
 class TrainingOutcome:
     run_id: str
@@ -74,33 +105,51 @@ class TrainingOutcome:
     decision: PromotionDecision
     previous_champion: str | None
     metrics: Mapping[str, float]
+    details: Mapping[str, object]
 
 
 def register_and_promote(
     run: TrainedModel, registry: ModelRegistry, bus: EventPublisher
 ) -> TrainingOutcome:
-    """Register the run's model; move the champion alias only if it is strictly better."""
+    """Register the run's model; move the champion alias only if it beats the baseline under
+    its protocol and the champion re-scored on the same data (see `decide_promotion`)."""
     run_id, version = registry.log_and_register(run)
-    champion = registry.comparable_champion(run.primary_metric, run.protocol_name, run.snapshot_id)
+    baseline_name, baseline = baseline_of(run)
+    champion = registry.compare_with_champion(run)
     decision = decide_promotion(
         run.primary_value,
-        None if champion is None else champion[1],
+        None if champion is None else HeadToHead(champion.candidate, champion.champion),
+        baseline,
         metric=run.primary_metric,
         higher_is_better=run.higher_is_better,
+        baseline_name=baseline_name,
     )
-    previous = None if champion is None else champion[0]
+    previous = None if champion is None else champion.version
+    details: dict[str, object] = {
+        "metric": run.primary_metric,
+        "snapshot": run.snapshot_id,
+        "protocol": run.protocol_name,
+        "baseline_name": baseline_name,
+        "champion_version": previous,
+        **({} if champion is None else {f"same_data.{k}": v for k, v in champion.data.items()}),
+    }
     if decision.promote:
-        registry.promote(version, decision)
+        registry.promote(version, decision, details)
         bus.publish(
             ModelPromoted(
                 model_name=registry.model_name,
                 version=version,
                 previous_version=previous,
                 metric=run.primary_metric,
-                value=run.primary_value,
+                # both on the same data when there was a champion
+                value=(
+                    run.primary_value
+                    if decision.candidate_same_data is None
+                    else decision.candidate_same_data
+                ),
                 previous_value=decision.champion,
             )
         )
     else:
-        registry.keep_as_challenger(version, decision)
-    return TrainingOutcome(run_id, version, decision, previous, dict(run.metrics))
+        registry.keep_as_challenger(version, decision, details)
+    return TrainingOutcome(run_id, version, decision, previous, dict(run.metrics), details)

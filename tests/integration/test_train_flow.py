@@ -2,41 +2,20 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import mlflow
 import pytest
 
 from recolab.application.training import register_and_promote
-from recolab.bootstrap import Platform, bootstrap
-from recolab.config import PROJECT_ROOT, Settings
+from recolab.bootstrap import Platform
 from recolab.domain import EventBus, ModelPromoted
-
-FAST = ["max_epochs=3", "batch_size=512", "val_negatives=20", "patience=5"]
+from tests.integration.promotion_data import TRAINED, UNTRAINED, grouped_platform
 
 
 @pytest.fixture
 def platform(tmp_path: Path) -> Platform:
-    config_dir = tmp_path / "configs"
-    shutil.copytree(PROJECT_ROOT / "configs", config_dir)
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        config_dir=config_dir,
-        database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
-        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-    )
-    platform = bootstrap(settings)
-    from recolab.adapters.ingest.demo import generate_demo
-    from recolab.adapters.ingest.movielens import read_movielens
-    from recolab.adapters.sql.loading import load_dataset
-
-    data = read_movielens(
-        generate_demo(tmp_path / "demo", n_users=150, n_movies=200, n_ratings=8000, seed=5)
-    )
-    load_dataset(platform.engine, data.ratings, data.movies, dataset="demo", source="test")
-    platform.build_features("demo")
-    return platform
+    return grouped_platform(tmp_path)
 
 
 @pytest.mark.slow
@@ -46,26 +25,28 @@ def test_only_a_better_model_moves_the_champion(platform: Platform) -> None:
     bus.subscribe(ModelPromoted, promoted.append)
     registry = platform.model_registry()
 
-    # Untrained and without the popularity prior (which alone ranks like the popularity baseline).
-    bad = platform.train("B", overrides=[*FAST, "lr=0.0", "popularity_weight=0.0"])
+    # Untrained and without the popularity prior: below popularity, so never promoted.
+    bad = platform.train("B", overrides=UNTRAINED)
     first = register_and_promote(bad, registry, bus)
-    assert first.decision.promote and first.version == "1"
+    assert not first.decision.promote and first.version == "1"
 
-    good = platform.train("B", overrides=[*FAST, "lr=0.01"])
-    assert good.primary_value > bad.primary_value
+    good = platform.train("B", overrides=TRAINED)
+    assert good.primary_value > good.metrics["baseline_popularity_ndcg@10"] > bad.primary_value
     second = register_and_promote(good, registry, bus)
-    assert second.decision.promote and second.previous_champion == "1"
+    assert second.decision.promote and second.previous_champion is None
 
-    same = platform.train("B", overrides=[*FAST, "lr=0.01"])
+    same = platform.train("B", overrides=TRAINED)
     assert same.primary_value == pytest.approx(good.primary_value)  # seeded: reproducible
     third = register_and_promote(same, registry, bus)
-    assert not third.decision.promote
+    assert not third.decision.promote and third.previous_champion == "2"
+    assert third.decision.champion == pytest.approx(third.decision.candidate_same_data)
 
     uri = platform.settings.resolved_tracking_uri
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     assert str(client.get_model_version_by_alias("recolab-neumf", "champion").version) == "2"
-    assert "challenger" in str(client.get_model_version("recolab-neumf", "3").tags)
-    assert [(e.version, e.previous_version) for e in promoted] == [("1", None), ("2", "1")]
+    for version in ("1", "3"):
+        assert "challenger" in client.get_model_version("recolab-neumf", version).tags
+    assert [(e.version, e.previous_version) for e in promoted] == [("2", None)]
 
     # the champion loads on CPU from the registry and scores like the in-memory model
     platform.champion.check()

@@ -8,7 +8,6 @@ decided in the domain (`recolab.domain.promotion`).
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
@@ -19,10 +18,12 @@ import mlflow
 import pandas as pd
 import torch
 from mlflow.entities import RunTag
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from recolab.adapters.mlflow import model_format as fmt
 from recolab.adapters.mlflow import tracking as mlf
+from recolab.application.training import ChampionComparison
 from recolab.domain.promotion import PromotionDecision
 
 if TYPE_CHECKING:
@@ -78,30 +79,35 @@ def register_model(
 # -- promotion: reads and writes only; the rule is recolab.domain.promotion ----------------
 
 
-def champion_metric(
-    client: mlflow.MlflowClient, model_name: str, metric: str, protocol: str, snapshot_id: str
-) -> tuple[str, float] | None:
-    """(version, value) of the champion's run metric, or None when not comparable.
-
-    None when there is no champion, its run was measured under another protocol or on
-    another snapshot, or the run lacks the metric.
-    """
+def champion_version(client: mlflow.MlflowClient, model_name: str) -> ModelVersion | None:
+    """The model version holding the `champion` alias, or None when none does."""
     try:
-        version = client.get_model_version_by_alias(model_name, CHAMPION_ALIAS)
+        return client.get_model_version_by_alias(model_name, CHAMPION_ALIAS)
     except MlflowException as exc:
         if exc.error_code in _NOT_FOUND:
             return None
         raise
-    if not version.run_id:
-        return None
-    run = client.get_run(version.run_id)
-    run_tags = run.data.tags
-    if run_tags.get(mlf.TAG_PROTOCOL) != protocol or run_tags.get(mlf.TAG_SNAPSHOT) != snapshot_id:
-        return None
-    value = run.data.metrics.get(mlf.metric_key(metric))
-    if value is None or math.isnan(value):
-        return None
-    return str(version.version), float(value)
+
+
+def champion_training_rows(
+    client: mlflow.MlflowClient, version: ModelVersion, features_root: Path
+) -> tuple[pd.DataFrame | None, dict[str, Any]]:
+    """The (user_id, movie_id) pairs the champion was trained on, from its run's snapshot
+    and protocol tags and that snapshot under `features_root`; None (with why) when they
+    cannot be known. Also what the champion was measured on, for the record."""
+    from recolab.ml.features import FeaturesError, open_snapshot
+    from recolab.ml.rescoring import training_rows
+
+    tags = client.get_run(version.run_id).data.tags if version.run_id else {}
+    snapshot, protocol = tags.get(mlf.TAG_SNAPSHOT), tags.get(mlf.TAG_PROTOCOL)
+    about: dict[str, Any] = {"champion_snapshot": snapshot, "champion_protocol": protocol}
+    if not snapshot or not protocol:
+        return None, {**about, "champion_training_rows": "unknown: its run has no tags"}
+    try:
+        rows = training_rows(open_snapshot(features_root, snapshot), protocol)
+    except (FeaturesError, KeyError, ValueError) as exc:
+        return None, {**about, "champion_training_rows": f"unknown: {exc}"}
+    return rows, {**about, "champion_training_rows": len(rows)}
 
 
 def set_champion(client: mlflow.MlflowClient, model_name: str, version: str) -> None:
@@ -188,18 +194,41 @@ class MlflowModelRegistry:
         )
         return run_id, version
 
-    def comparable_champion(
-        self, metric: str, protocol: str, snapshot_id: str
-    ) -> tuple[str, float] | None:
-        return champion_metric(self.client, self.model_name, metric, protocol, snapshot_id)
+    def compare_with_champion(self, run: Any) -> ChampionComparison | None:
+        """The champion (as served: loaded from the registry) and `run`'s model, both
+        re-scored on `run`'s test split, leaving out the rows the champion was trained on
+        when its snapshot is still in the feature store (`recolab.ml.rescoring`)."""
+        from recolab.ml.experiment import TrainingRun
+        from recolab.ml.rescoring import compare_on_split
+        from recolab.ml.scorer import NeuMFScorer
 
-    def promote(self, version: str, decision: PromotionDecision) -> None:
+        assert isinstance(run, TrainingRun)
+        version = champion_version(self.client, self.model_name)
+        if version is None:
+            return None
+        number = str(version.version)
+        champion = fmt.load_scorer(f"models:/{self.model_name}/{number}", self.tracking_uri, number)
+        trained_on, about = champion_training_rows(self.client, version, run.snapshot.path.parent)
+        same = compare_on_split(
+            NeuMFScorer.from_fit_result(run.fit_result),
+            champion,
+            run.snapshot,
+            run.protocol_name,
+            champion_trained_on=trained_on,
+        )
+        return ChampionComparison(number, same.candidate, same.champion, {**same.rows, **about})
+
+    def promote(
+        self, version: str, decision: PromotionDecision, details: Mapping[str, object]
+    ) -> None:
         set_champion(self.client, self.model_name, version)
-        record_comparison(self.client, self.model_name, version, asdict(decision))
+        record_comparison(self.client, self.model_name, version, {**asdict(decision), **details})
 
-    def keep_as_challenger(self, version: str, decision: PromotionDecision) -> None:
+    def keep_as_challenger(
+        self, version: str, decision: PromotionDecision, details: Mapping[str, object]
+    ) -> None:
         tag_challenger(self.client, self.model_name, version, decision.reason)
-        record_comparison(self.client, self.model_name, version, asdict(decision))
+        record_comparison(self.client, self.model_name, version, {**asdict(decision), **details})
 
     def run_url(self, run_id: str) -> str:
         run = self.client.get_run(run_id)

@@ -3,7 +3,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from recolab.application.training import register_and_promote
+from recolab.application.training import (
+    ChampionComparison,
+    TrainedModel,
+    baseline_of,
+    register_and_promote,
+)
 from recolab.domain import ModelPromoted
 from recolab.domain.promotion import PromotionDecision
 
@@ -12,7 +17,12 @@ from .fakes import RecordingBus
 
 @dataclass
 class Run:
+    """A trained model: `primary_value` under its own protocol and split, `popularity` the
+    baseline there, and `skill` what any same-data re-scoring of it measures."""
+
     primary_value: float
+    popularity: float = 0.2
+    skill: float | None = None
     snapshot_id: str = "snap1"
     protocol_name: str = "B"
     primary_metric: str = "ndcg@10"
@@ -20,52 +30,154 @@ class Run:
 
     @property
     def metrics(self) -> Mapping[str, float]:
-        return {self.primary_metric: self.primary_value}
+        return {
+            self.primary_metric: self.primary_value,
+            f"baseline_popularity_{self.primary_metric}": self.popularity,
+            f"baseline_bias_only_{self.primary_metric}": self.popularity / 2,
+        }
 
 
 @dataclass
 class FakeRegistry:
+    """Re-scores the champion on the candidate's data: both get their `skill` there."""
+
     model_name: str = "recolab-neumf"
     versions: dict[str, Run] = field(default_factory=dict)
     champion: str | None = None
     challengers: list[str] = field(default_factory=list)
+    recorded: dict[str, tuple[PromotionDecision, Mapping[str, object]]] = field(
+        default_factory=dict
+    )
+    rescored_on: list[tuple[str, str, str]] = field(default_factory=list)
 
-    def log_and_register(self, run: Run) -> tuple[str, str]:
+    def log_and_register(self, run: TrainedModel) -> tuple[str, str]:
+        assert isinstance(run, Run)
         version = str(len(self.versions) + 1)
         self.versions[version] = run
         return f"run-{version}", version
 
-    def comparable_champion(
-        self, metric: str, protocol: str, snapshot_id: str
-    ) -> tuple[str, float] | None:
+    def compare_with_champion(self, run: TrainedModel) -> ChampionComparison | None:
+        assert isinstance(run, Run)
         if self.champion is None:
             return None
-        run = self.versions[self.champion]
-        if (run.protocol_name, run.snapshot_id) != (protocol, snapshot_id):
-            return None
-        return self.champion, run.primary_value
+        held = self.versions[self.champion]
+        self.rescored_on.append((self.champion, run.protocol_name, run.snapshot_id))
 
-    def promote(self, version: str, decision: PromotionDecision) -> None:
+        def skill(r: Run) -> float:
+            return r.primary_value if r.skill is None else r.skill
+
+        data = {
+            "snapshot": run.snapshot_id,
+            "protocol": run.protocol_name,
+            "champion_snapshot": held.snapshot_id,
+            "champion_protocol": held.protocol_name,
+        }
+        return ChampionComparison(self.champion, skill(run), skill(held), data)
+
+    def promote(
+        self, version: str, decision: PromotionDecision, details: Mapping[str, object]
+    ) -> None:
         self.champion = version
+        self.recorded[version] = (decision, details)
 
-    def keep_as_challenger(self, version: str, decision: PromotionDecision) -> None:
+    def keep_as_challenger(
+        self, version: str, decision: PromotionDecision, details: Mapping[str, object]
+    ) -> None:
         self.challengers.append(version)
+        self.recorded[version] = (decision, details)
 
 
-def test_first_model_becomes_champion_then_only_better_ones() -> None:
+def promoted(bus: RecordingBus) -> list[tuple[str, str | None, float, float | None]]:
+    return [
+        (e.version, e.previous_version, e.value, e.previous_value)
+        for e in bus.events
+        if isinstance(e, ModelPromoted)
+    ]
+
+
+def test_no_champion_and_above_popularity_is_promoted() -> None:
     registry, bus = FakeRegistry(), RecordingBus()
-    first = register_and_promote(Run(0.30), registry, bus)
-    assert first.decision.promote and registry.champion == "1"
-    worse = register_and_promote(Run(0.29), registry, bus)
-    assert not worse.decision.promote and registry.champion == "1" and registry.challengers == ["2"]
-    better = register_and_promote(Run(0.31), registry, bus)
-    assert better.decision.promote and better.previous_champion == "1" and registry.champion == "3"
-    promoted = [e for e in bus.events if isinstance(e, ModelPromoted)]
-    assert [(e.version, e.previous_version) for e in promoted] == [("1", None), ("3", "1")]
+    outcome = register_and_promote(Run(0.30, popularity=0.25), registry, bus)
+    assert outcome.decision.promote and registry.champion == "1"
+    assert outcome.decision.baseline == 0.25 and outcome.previous_champion is None
+    assert promoted(bus) == [("1", None, 0.30, None)]
 
 
-def test_a_champion_from_another_snapshot_is_not_comparable() -> None:
+def test_no_champion_and_below_popularity_is_not_promoted() -> None:
+    """The demo's first champion: nDCG@10 0.2564 against popularity's 0.2598."""
     registry, bus = FakeRegistry(), RecordingBus()
-    register_and_promote(Run(0.50, snapshot_id="old"), registry, bus)
-    outcome = register_and_promote(Run(0.20, snapshot_id="new"), registry, bus)
-    assert outcome.decision.promote and "no comparable champion" in outcome.decision.reason
+    outcome = register_and_promote(Run(0.2564, popularity=0.2598), registry, bus)
+    assert not outcome.decision.promote
+    assert registry.champion is None and registry.challengers == ["1"]
+    assert "popularity baseline 0.2598" in outcome.decision.reason and promoted(bus) == []
+    decision, details = registry.recorded["1"]
+    assert decision.baseline == 0.2598 and details["baseline_name"] == "popularity"
+
+
+def test_a_champion_better_on_the_same_data_stays() -> None:
+    registry, bus = FakeRegistry(), RecordingBus()
+    register_and_promote(Run(0.30, skill=0.30), registry, bus)
+    # Its own protocol figure is higher, but on the same rows the champion wins.
+    outcome = register_and_promote(Run(0.40, skill=0.28), registry, bus)
+    assert not outcome.decision.promote and registry.champion == "1"
+    assert (outcome.decision.candidate_same_data, outcome.decision.champion) == (0.28, 0.30)
+    assert "does not beat champion 0.3000 on the same data" in outcome.decision.reason
+    assert registry.challengers == ["2"] and outcome.previous_champion == "1"
+
+
+def test_a_candidate_better_on_the_same_data_is_promoted() -> None:
+    registry, bus = FakeRegistry(), RecordingBus()
+    register_and_promote(Run(0.30), registry, bus)
+    outcome = register_and_promote(Run(0.29, skill=0.33), registry, bus)
+    assert outcome.decision.promote and registry.champion == "2"
+    assert outcome.previous_champion == "1"
+    # the event's figures are both the same-data ones
+    assert promoted(bus) == [("1", None, 0.30, None), ("2", "1", 0.33, 0.30)]
+
+
+def test_nightly_new_snapshot_with_a_worse_candidate_is_not_promoted() -> None:
+    """Ratings arrived through the API: the retrain runs on a new snapshot. The champion is
+    re-scored there instead of being treated as absent."""
+    registry, bus = FakeRegistry(), RecordingBus()
+    register_and_promote(Run(0.30, snapshot_id="monday"), registry, bus)
+    outcome = register_and_promote(
+        Run(0.27, popularity=0.2, skill=0.27, snapshot_id="tuesday"), registry, bus
+    )
+    assert not outcome.decision.promote and registry.champion == "1"
+    assert registry.rescored_on == [("1", "B", "tuesday")]
+    _, details = registry.recorded["2"]
+    assert details["snapshot"] == "tuesday" and details["champion_version"] == "1"
+    assert details["same_data.champion_snapshot"] == "monday"
+    assert details["same_data.snapshot"] == "tuesday"
+
+
+def test_a_champion_from_another_protocol_is_rescored_not_ignored() -> None:
+    registry, bus = FakeRegistry(), RecordingBus()
+    register_and_promote(
+        Run(0.80, popularity=0.5, skill=0.5, protocol_name="C", primary_metric="hr@10"),
+        registry,
+        bus,
+    )
+    outcome = register_and_promote(Run(0.45, popularity=0.2, skill=0.45), registry, bus)
+    assert registry.rescored_on == [("1", "B", "snap1")]
+    assert outcome.decision.champion == 0.5 and not outcome.decision.promote
+    _, details = registry.recorded["2"]
+    assert details["same_data.champion_protocol"] == "C" and details["protocol"] == "B"
+
+
+def test_rating_prediction_is_held_to_the_bias_only_baseline() -> None:
+    run = Run(0.85, popularity=1.9, primary_metric="rmse", protocol_name="A")
+    run.higher_is_better = False
+    assert baseline_of(run) == ("popularity", 1.9)
+    no_popularity = {"rmse": 0.85, "baseline_bias_only_rmse": 0.84}
+
+    class ARun(Run):
+        @property
+        def metrics(self) -> Mapping[str, float]:
+            return no_popularity
+
+    a = ARun(0.85, primary_metric="rmse", protocol_name="A", higher_is_better=False)
+    assert baseline_of(a) == ("bias_only", 0.84)
+    registry, bus = FakeRegistry(), RecordingBus()
+    outcome = register_and_promote(a, registry, bus)
+    assert not outcome.decision.promote and "bias_only baseline 0.8400" in outcome.decision.reason
