@@ -9,13 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: plots are written to files only
-import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.figure import Figure
 
 from recolab.config import ConfigError, training_overrides
+from recolab.ml import plots
 from recolab.ml.baselines import BiasOnlyRecommender, PopularityRecommender
 from recolab.ml.evaluation.protocols import (
     ItemFeatures,
@@ -196,8 +194,17 @@ def train(
             },
         ),
         "scores": result.export_scores(out_dir / "test_scores.csv"),
-        "learning_curve": _plot_history(fitted.history, out_dir / "learning_curve.png"),
-        "per_tier": _plot_tiers(summary, protocol, out_dir / "per_tier.png"),
+        "learning_curve": plots.save(
+            learning_curve(fitted, others), out_dir / "learning_curve.png"
+        ),
+        "per_tier": plots.save(
+            plots.per_tier_figure(
+                summary.get("by_tier", {}),
+                protocol.primary_metric,
+                f"protocol {protocol.name}: {protocol.primary_metric} by user tier",
+            ),
+            out_dir / "per_tier.png",
+        ),
     }
     log.info(
         "protocol %s: %s = %.4f",
@@ -213,33 +220,19 @@ def _write_json(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
-def _plot_history(history: list[dict[str, float]], path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    frame = pd.DataFrame(history)
-    for column in frame.columns:
-        if column != "epoch":
-            ax.plot(frame.get("epoch", frame.index), frame[column], marker="o", label=column)
-    ax.set_xlabel("epoch")
-    ax.set_title("learning curve")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+def learning_curve(fitted: FitResult, baselines: dict[str, dict[str, Any]]) -> Figure:
+    """The fit's learning curve (`recolab.ml.plots.learning_curve_figure`): the epoch whose
+    weights were kept marked, the baselines' figures for the same metrics as lines."""
+    return plots.learning_curve_figure(
+        fitted.history, best_epoch=fitted.best_epoch, baselines=baselines
+    )
 
 
-def _plot_tiers(summary: dict[str, Any], protocol: EvaluationProtocol, path: Path) -> Path:
-    tiers = summary.get("by_tier", {})
-    metric = protocol.primary_metric
-    names = [t for t, v in tiers.items() if metric in v]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.bar(names, [tiers[t][metric] for t in names])
-    ax.set_ylabel(metric)
-    ax.set_title(f"protocol {protocol.name}: {metric} by user tier")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
-
-
-__all__ = ["PROTOCOLS", "EvaluationProtocol", "TrainingRun", "load_config", "train"]
+__all__ = [
+    "PROTOCOLS",
+    "EvaluationProtocol",
+    "TrainingRun",
+    "learning_curve",
+    "load_config",
+    "train",
+]

@@ -137,6 +137,41 @@ def test_ensure_experiment_is_idempotent_with_a_local_artifact_root(
     assert client.get_experiment(first).lifecycle_stage == "active"
 
 
+def test_a_training_run_leaves_its_experiment_marked_as_model_training(
+    store: str, tmp_path: Path, fitted: FitResult, data: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
+    # The tag and value MLflow 3 gives a "Machine learning" experiment (not GenAI).
+    snapshot = make_snapshot(tmp_path / "features", data[0], "snap0001")
+    run_id = log_run(store, tmp_path, fitted, snapshot, "B")
+    client = mlf.mlflow_client(store)
+    experiment = client.get_experiment(client.get_run(run_id).info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_the_experiment_kind_tag_and_value_are_those_the_installed_mlflow_ui_knows() -> None:
+    bundle = Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js"
+    if not bundle.is_dir():
+        pytest.skip("this MLflow install has no UI bundle (mlflow-skinny)")
+    text = "".join(path.read_text(errors="replace") for path in bundle.glob("*.js"))
+    assert f'"{mlf.EXPERIMENT_KIND_TAG}"' in text
+    assert f'"{mlf.EXPERIMENT_KIND_TRAINING}"' in text
+
+
+def test_ensure_experiment_marks_an_older_experiment_and_keeps_a_chosen_kind(
+    store: str, tmp_path: Path
+) -> None:
+    client = mlf.mlflow_client(store)
+    older = client.create_experiment("recolab-older")  # as before the kind tag existed
+    chosen = client.create_experiment(
+        "recolab-chosen", tags={"mlflow.experimentKind": "genai_development"}
+    )
+    assert mlf.ensure_experiment(store, "recolab-older", tmp_path) == older
+    assert mlf.ensure_experiment(store, "recolab-chosen", tmp_path) == chosen
+    kind = "mlflow.experimentKind"
+    assert client.get_experiment(older).tags[kind] == "custom_model_development"
+    assert client.get_experiment(chosen).tags[kind] == "genai_development"
+
+
 def test_training_run_is_fully_recorded(
     store: str, tmp_path: Path, fitted: FitResult, data: tuple[pd.DataFrame, pd.DataFrame]
 ) -> None:
@@ -247,26 +282,38 @@ def test_registered_champion_round_trip_on_cpu(
     )
 
 
-def test_champion_metric_is_comparable_only_on_same_protocol_and_snapshot(
+def test_the_champions_training_rows_come_from_its_runs_snapshot_and_protocol(
     store: str, tmp_path: Path, fitted: FitResult, data: tuple[pd.DataFrame, pd.DataFrame]
 ) -> None:
+    from recolab.ml.features import build_snapshot
+    from recolab.ml.rescoring import training_rows
+
     ratings, movies = data
     client = mlf.mlflow_client(store)
-    assert reg.champion_metric(client, MODEL, "test/ndcg@10", "B", "snap0001") is None
-
-    snapshot = make_snapshot(tmp_path / "features", ratings, "snap0001")
-    run_id = log_run(store, tmp_path, fitted, snapshot, "B", ndcg=0.41)
+    assert reg.champion_version(client, MODEL) is None
+    users = ratings.groupby("user_id", as_index=False).agg(n_ratings=("rating", "size"))
+    features = tmp_path / "features"
+    snapshot = build_snapshot((ratings, movies, users), features, dataset="t", database="t")
+    run_id = log_run(store, tmp_path, fitted, snapshot, "C")
     version = reg.register_model(
         tracking_uri=store, run_id=run_id, fit_result=fitted, model_name=MODEL, movies=movies
     )
-    assert reg.champion_metric(client, MODEL, "test/ndcg@10", "B", "snap0001") is None
+    assert reg.champion_version(client, MODEL) is None
     reg.set_champion(client, MODEL, version)
+    champion = reg.champion_version(client, MODEL)
+    assert champion is not None and str(champion.version) == version
 
-    found = reg.champion_metric(client, MODEL, "test/ndcg@10", "B", "snap0001")
-    assert found is not None and found[0] == version and found[1] == pytest.approx(0.41)
-    assert reg.champion_metric(client, MODEL, "test/ndcg@10", "C", "snap0001") is None
-    assert reg.champion_metric(client, MODEL, "test/ndcg@10", "B", "snap0002") is None
-    assert reg.champion_metric(client, MODEL, "test/hr@10", "B", "snap0001") is None
+    rows, about = reg.champion_training_rows(client, champion, features)
+    assert rows is not None and len(rows) == int((~snapshot.ratings["loo_test"]).sum())
+    pd.testing.assert_frame_equal(rows, training_rows(snapshot, "C"))
+    assert about == {
+        "champion_snapshot": snapshot.id,
+        "champion_protocol": "C",
+        "champion_training_rows": len(rows),
+    }
+    # Its snapshot is gone from the feature store: unknown, and said so.
+    rows, about = reg.champion_training_rows(client, champion, tmp_path / "elsewhere")
+    assert rows is None and str(about["champion_training_rows"]).startswith("unknown")
 
 
 def test_challenger_and_comparison_are_recorded(

@@ -36,6 +36,11 @@ TAG_SNAPSHOT = "snapshot"
 TAG_PROTOCOL = "protocol"
 TAG_GIT_COMMIT = "git_commit"
 
+# MLflow 3 marks an experiment's kind with this tag; "custom_model_development" is the UI's
+# "Machine learning" kind (training runs), as opposed to "genai_development" (traces).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND_TRAINING = "custom_model_development"
+
 _URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 _BATCH_METRICS = 1000  # MLflow's per-request limits for log_batch
 _BATCH_PARAMS_TAGS = 100
@@ -57,7 +62,8 @@ def _is_server(tracking_uri: str) -> bool:
 
 
 def ensure_experiment(tracking_uri: str, name: str, artifact_root: Path) -> str:
-    """The id of experiment `name`, created (or restored) if needed.
+    """The id of experiment `name`, created (or restored) if needed, marked as a model
+    training experiment (`EXPERIMENT_KIND_TAG`) unless it already names a kind.
 
     A local store (SQLite, file, database URL) gets an explicit artifact location
     `artifact_root/<name>`, else MLflow would write under the current directory; a
@@ -68,19 +74,35 @@ def ensure_experiment(tracking_uri: str, name: str, artifact_root: Path) -> str:
     if found is not None:
         if found.lifecycle_stage == "deleted":
             client.restore_experiment(found.experiment_id)
+        _mark_training_kind(client, found)
         return str(found.experiment_id)
     location = None
     if not _is_server(tracking_uri):
         folder = re.sub(r"[^\w.\-]", "_", name)
         location = (Path(artifact_root) / folder).resolve().as_uri()
     try:
-        return str(client.create_experiment(name, artifact_location=location))
+        return str(
+            client.create_experiment(
+                name,
+                artifact_location=location,
+                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND_TRAINING},
+            )
+        )
     except MlflowException as exc:
         # Another process created it between our lookup and our create.
         again = client.get_experiment_by_name(name)
         if exc.error_code != "RESOURCE_ALREADY_EXISTS" or again is None:
             raise
+        _mark_training_kind(client, again)
         return str(again.experiment_id)
+
+
+def _mark_training_kind(client: mlflow.MlflowClient, experiment: Any) -> None:
+    # An experiment created before this tag existed gets it; a kind someone chose is kept.
+    if EXPERIMENT_KIND_TAG not in experiment.tags:
+        client.set_experiment_tag(
+            experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND_TRAINING
+        )
 
 
 def flatten_params(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
