@@ -32,6 +32,7 @@ from recolab.domain.services import (
     select_strategy,
     strategy_weights,
 )
+from recolab.domain.services.strategy import HybridWeights
 from recolab.domain.values import Timestamp, UserId
 
 AUTO = "auto"  # the strategy of the user's tier
@@ -119,6 +120,8 @@ class Recommender:
     ttl_s: int = 600
     shortlist: int = 200
     default_lambda: float = 0.7
+    # Per-tier hybrid weights from configs/serving.yaml; tiers left out keep the seed's.
+    hybrid_weights: HybridWeights | None = None
 
     def recommend(self, request: RecommendRequest) -> RecommendationResult:
         """The user's recommendations, from the cache unless `force_refresh`; publishes
@@ -253,7 +256,7 @@ class Recommender:
             fallback = "no model: content-based instead"
             return self._content(index, rated, n), Strategy.CONTENT_BASED, fallback
         if strategy is Strategy.HYBRID:
-            weights = strategy_weights(user.classify())
+            weights = strategy_weights(user.classify(), self.hybrid_weights)
             cf_w, cb_w = weights.collaborative, weights.content_based
             if cf_w + cb_w == 0 or user.classify() is UserClassification.POWER_USER:
                 cf_w, cb_w = user.cf_weight(), user.cb_weight()
