@@ -28,7 +28,10 @@ from recolab.application.access import ROLES
 
 SECRET = "unit-secret-0123456789-abcdefghijklmnop"
 NOW = int(time.time())
-GOOD: dict[str, Any] = {"sub": "7", "role": "user", "iat": NOW, "exp": NOW + 600, "iss": ISSUER}
+# Claims are built when the module is collected; a whole suite can run for many minutes after
+# that, so the good token lives for a day (well inside MAX_TTL_S), not for minutes.
+LIFE_S = 24 * 3600
+GOOD: dict[str, Any] = {"sub": "7", "role": "user", "iat": NOW, "exp": NOW + LIFE_S, "iss": ISSUER}
 MISSING = object()
 
 
@@ -52,10 +55,10 @@ def test_the_good_token_is_accepted() -> None:
         ({"exp": 10**400}, "exp must be in [0, 253402300799]"),
         ({"exp": 1e300}, "exp must be in [0, 253402300799]"),
         ({"exp": MAX_TIMESTAMP + 1}, "exp must be in"),
-        ({"exp": str(NOW + 600)}, "exp must be a number"),
+        ({"exp": str(NOW + LIFE_S)}, "exp must be a number"),
         ({"exp": float("nan")}, "invalid token"),
         ({"exp": float("inf")}, "invalid token"),
-        ({"exp": [NOW + 600]}, "invalid token"),
+        ({"exp": [NOW + LIFE_S]}, "invalid token"),
         ({"exp": {"at": NOW}}, "invalid token"),
         ({"exp": None}, "invalid token"),
         ({"exp": MISSING}, 'missing the "exp" claim'),
@@ -132,7 +135,9 @@ JSON = st.recursive(
     max_leaves=5,
 )
 NUMBERS = st.integers(min_value=-(10**400), max_value=10**400) | st.floats()
-ANY = st.one_of(st.just(MISSING), NUMBERS, JSON, st.sampled_from([*ROLES, ISSUER, NOW, NOW + 600]))
+ANY = st.one_of(
+    st.just(MISSING), NUMBERS, JSON, st.sampled_from([*ROLES, ISSUER, NOW, NOW + LIFE_S])
+)
 NAMES = [*GOOD, "nbf"]
 
 
