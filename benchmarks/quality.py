@@ -7,10 +7,20 @@ C: latest rating per user against 100 sampled unrated items, HR@10 / NDCG@10 (im
 Every figure is also broken down by user tier (n_ratings in training). B and C are repeated
 over `--seeds` (split seeds) and reported as mean and std; A over its folds.
 
+What the pipeline ships is evaluated: NeuMF with configs/model.yaml + trainer.yaml (the
+pipeline's default; `--tune-trials N` runs the Optuna selection of configs/tune.yaml inside
+each B/C training split first, as `recolab pipeline --tuned` would, judged on its inner
+validation split) and, under B and C, the served policy (`protocols.B.policy`,
+`protocols.C.policy`): the service's own Recommender with configs/serving.yaml's knobs, fed
+from each training split and the NeuMF fitted on it, beside the model alone, popularity and
+content-based alone, per tier (recolab.ml.evaluation.policy). `--select-policy` also reports
+which policy knobs an inner split of each training split would choose (never the test split).
+
 Usage: python benchmarks/quality.py [--data DIR] [--protocols A B C] [--seeds 0 1 2]
        [--models neumf popularity bias_only] [--export DIR] [--set trainer.KEY=VALUE]
---data defaults to ml-latest-small in the shared folder (RECOLAB_SHARED_DIR, by default
-../shared beside the repository).
+       [--policy-users N] [--no-policy] [--select-policy] [--tune-trials N]
+--data defaults to ../shared/data/movielens/ml-latest-small, relative to the repository
+(RECOLAB_SHARED_DIR replaces ../shared).
 Prints one JSON object and writes benchmarks/results/quality.json.
 """
 
@@ -29,14 +39,16 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
+from policy_bench import PolicyBench  # type: ignore[import-not-found]
 
 from recolab.adapters.ingest.movielens import read_movielens
-from recolab.config import ConfigError, Settings, training_overrides
+from recolab.config import ConfigError, training_overrides
 from recolab.ml.baselines import BiasOnlyRecommender, PopularityRecommender
 from recolab.ml.evaluation import protocols as P
 from recolab.ml.fitting import NeuMFRecommender, TrainConfig, load_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = Path("data") / "movielens" / "ml-latest-small"  # under the shared folder
 
 # The best classic peers measured under exactly these protocols, and our goals.
 PEERS = {
@@ -54,19 +66,29 @@ GOALS = {"A": ("rmse", "<=", 0.855), "B": ("ndcg@10", ">=", 0.35), "C": ("hr@10"
 OVERRIDES: list[str] = []
 
 
-def neumf_config(mode: str) -> TrainConfig:
+def neumf_config(mode: str, tuned: list[str] | None = None) -> TrainConfig:
+    """The shipped config of `mode`, under `tuned` overrides (a selection's), then `--set`."""
     return load_train_config(
         ROOT / "configs" / "model.yaml",
         ROOT / "configs" / "trainer.yaml",
         mode=mode,  # type: ignore[arg-type]
-        overrides=training_overrides(OVERRIDES),
+        overrides=training_overrides([*(tuned or []), *OVERRIDES]),
     )
 
 
-def factories(mode: str) -> dict[str, Callable[[], P.OfflineRecommender]]:
-    config = neumf_config(mode)
+def factories(
+    mode: str, made: list[NeuMFRecommender] | None = None, tuned: list[str] | None = None
+) -> dict[str, Callable[[], P.OfflineRecommender]]:
+    config = neumf_config(mode, tuned)
+
+    def neumf() -> NeuMFRecommender:
+        model = NeuMFRecommender(config)
+        if made is not None:
+            made.append(model)
+        return model
+
     return {
-        "neumf": lambda: NeuMFRecommender(config),
+        "neumf": neumf,
         "popularity": PopularityRecommender,
         "bias_only": BiasOnlyRecommender,
     }
@@ -107,6 +129,7 @@ def run(
     movies: pd.DataFrame,
     seeds: list[int],
     export: Path | None,
+    bench: PolicyBench | None = None,
 ) -> dict[str, Any]:
     if protocol == "A":
         result = P.run_rating_cv(factories("explicit")[model], ratings, n_folds=5, seed=seeds[0])
@@ -116,15 +139,29 @@ def run(
     items = P.ItemFeatures.from_movies(movies)
     summaries = []
     for seed in seeds:
-        factory = factories("implicit")[model]
+        made: list[NeuMFRecommender] = []
+        tuned = bench.tuned(protocol, seed) if bench and model == "neumf" else None
+        factory = factories("implicit", made, tuned)[model]
         if protocol == "B":
             result = P.run_topk(factory, ratings, k=10, seed=seed, items=items)
         else:
             result = P.run_leave_one_out(factory, ratings, k=10, n_negatives=100, seed=seed)
         if export and seed == seeds[0]:
             result.export_scores(export / f"{protocol}_{model}_scores.csv")
+        if tuned:
+            result.summary["tuned_overrides"] = tuned
         summaries.append(result.summary)
-    return aggregate(summaries)
+        if bench is not None and made and made[-1].result is not None:
+            bench.evaluate(
+                protocol,
+                seed,
+                made[-1].result,
+                lambda t=tuned: factories("implicit", None, t)["neumf"](),  # type: ignore[misc]
+            )
+    out = aggregate(summaries)
+    if tuned is not None:
+        out["tuned_overrides"] = [s.get("tuned_overrides") for s in summaries]
+    return out
 
 
 def main() -> None:
@@ -140,8 +177,28 @@ def main() -> None:
     parser.add_argument(
         "--set", action="append", default=[], help="trainer.[MODE.]KEY=VALUE override"
     )
+    parser.add_argument(
+        "--no-policy", action="store_true", help="skip the served-policy table (B and C)"
+    )
+    parser.add_argument(
+        "--policy-users", type=int, default=None, help="policy table: a sample of N test users"
+    )
+    parser.add_argument(
+        "--select-policy",
+        action="store_true",
+        help="also report the policy knobs an inner split of each training split chooses",
+    )
+    parser.add_argument(
+        "--tune-trials",
+        type=int,
+        default=0,
+        help="Optuna trials (configs/tune.yaml) inside each B/C training split before the "
+        "NeuMF fit; 0 (default): the shipped defaults, as the pipeline without --tuned",
+    )
     args = parser.parse_args()
-    args.data = args.data or Settings().shared_movielens("ml-latest-small")
+    shared = os.environ.get("RECOLAB_SHARED_DIR")
+    default = (Path(shared) if shared else ROOT / ".." / "shared") / DEFAULT_DATA
+    args.data = args.data or default
     if not args.data.is_dir():
         parser.error(
             f"no MovieLens data at {args.data}: pass --data DIR, or set RECOLAB_SHARED_DIR "
@@ -153,9 +210,21 @@ def main() -> None:
             neumf_config(mode)
     except (ConfigError, ValueError) as exc:
         parser.error(f"--set: {exc}")
+    if args.tune_trials < 0 or (args.policy_users is not None and args.policy_users < 1):
+        parser.error("--tune-trials must be >= 0 and --policy-users >= 1")
     torch.set_num_threads(args.threads)
     data = read_movielens(args.data)  # the project's own reader, as ingest uses
     ratings, movies = data.ratings, data.movies
+    bench = PolicyBench(
+        ROOT / "configs",
+        ratings,
+        movies,
+        policy=not args.no_policy,
+        max_users=args.policy_users,
+        select=args.select_policy,
+        tune_trials=args.tune_trials,
+        base=neumf_config("implicit"),
+    )
     report: dict[str, Any] = {
         "benchmark": "quality",
         "dataset": {
@@ -179,6 +248,8 @@ def main() -> None:
         },
         "config": {mode: neumf_config(mode).to_dict() for mode in ("explicit", "implicit")},
         "overrides": OVERRIDES,
+        "serving_knobs": bench.knobs_record(),
+        "tune_trials": args.tune_trials,
         "note": args.note,
         "seeds": args.seeds,
         "peers": PEERS,
@@ -188,11 +259,12 @@ def main() -> None:
         rows: dict[str, Any] = {}
         for model in args.models:
             start = time.perf_counter()
-            summary = run(protocol, model, ratings, movies, args.seeds, args.export)
+            summary = run(protocol, model, ratings, movies, args.seeds, args.export, bench)
             summary["wall_seconds"] = time.perf_counter() - start
             rows[model] = summary
         if "neumf" in rows:
             rows["goal"] = _goal(protocol, rows["neumf"])
+        rows.update(bench.report(protocol))
         report["protocols"][protocol] = rows
     report["load_average_at_end"] = os.getloadavg()
     out = args.out or ROOT / "benchmarks" / "results" / "quality.json"

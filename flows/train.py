@@ -10,20 +10,26 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.common import platform_for
 from recolab.application.training import TrainedModel, register_and_promote
-from recolab.bootstrap import Platform, metric_name
+from recolab.bootstrap import Platform, metric_name, progress_logged_to
 
 
 @task(name="fit-and-evaluate", cache_policy=NO_CACHE)
 def fit_and_evaluate(
     platform: Platform, protocol: str, snapshot_id: str | None, overrides: list[str]
 ) -> TrainedModel:
-    run = platform.train(protocol, snapshot_id, overrides)
-    get_run_logger().info(
-        "NeuMF %s = %.4f under protocol %s on snapshot %s",
+    """Fit under the protocol and evaluate, then refit the model to register on all the
+    snapshot's ratings (`trainer.refit`); each epoch and the evaluation's progress logged."""
+    logger = get_run_logger()
+    with progress_logged_to(logger):
+        run = platform.train(protocol, snapshot_id, overrides, refit=True)
+    logger.info(
+        "NeuMF %s = %.4f under protocol %s on snapshot %s (its split's fit); registering the "
+        "model fitted on %s rows",
         run.primary_metric,
         run.primary_value,
         protocol,
         run.snapshot_id,
+        run.registered_fit.train_rows,
     )
     return run
 
@@ -31,7 +37,13 @@ def fit_and_evaluate(
 @task(name="register-and-promote", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def register(platform: Platform, run: TrainedModel) -> dict[str, Any]:
     registry = platform.model_registry()
-    outcome = register_and_promote(run, registry, platform.bus)
+    with progress_logged_to(get_run_logger()):  # the champion re-scored on the same data
+        outcome = register_and_promote(
+            run,
+            registry,
+            platform.bus,
+            min_comparable_rows=platform.pipeline_config.promotion.min_comparable_rows,
+        )
     get_run_logger().info("version %s: %s", outcome.version, outcome.decision.reason)
     decision = outcome.decision
     return {

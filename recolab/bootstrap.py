@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -64,6 +65,7 @@ __all__ = [
     "is_transient",
     "local_token",
     "metric_name",
+    "progress_logged_to",
     "request_context",
     "request_id_from",
 ]
@@ -172,7 +174,6 @@ class Platform:
     def recommender(self, scorer: Callable[[], Scorer | None] = lambda: None) -> Recommender:
         """The recommend use case; `scorer` returns the current model (None: no model yet)."""
         from recolab.application.recommend import Recommender
-        from recolab.domain.services.strategy import hybrid_weights
 
         cfg = self.serving_config
         return Recommender(
@@ -184,7 +185,7 @@ class Platform:
             ttl_s=cfg.cache_ttl_s,
             shortlist=cfg.shortlist_size,
             default_lambda=cfg.mmr_lambda,
-            hybrid_weights=hybrid_weights(cfg.hybrid_weights),
+            hybrid_weights=cfg.policy_weights(),
         )
 
     @cached_property
@@ -235,13 +236,20 @@ class Platform:
         )
 
     def train(
-        self, protocol: str = "B", snapshot_id: str | None = None, overrides: Iterable[str] = ()
+        self,
+        protocol: str = "B",
+        snapshot_id: str | None = None,
+        overrides: Iterable[str] = (),
+        *,
+        refit: bool = False,
     ) -> TrainingRun:
-        """Fit and evaluate NeuMF on a snapshot (the latest by default) under `protocol`."""
+        """Fit and evaluate NeuMF on a snapshot (the latest by default) under `protocol`;
+        `refit`: then refit the model to register on all its ratings, if its config says so."""
         from recolab.application.training import fit_model
         from recolab.ml.experiment import PROTOCOLS, load_config, train
+        from recolab.ml.experiment import refit as on_all_ratings
 
-        return fit_model(
+        run = fit_model(
             protocol,
             PROTOCOLS,
             snapshot=lambda: self.snapshot(snapshot_id),
@@ -249,10 +257,21 @@ class Platform:
             configure=lambda p: load_config(
                 self.settings.config_dir, p, [*self.overrides, *overrides]
             ),
-            fit=lambda snapshot, name, config: train(
-                snapshot, name, config, self.report_dir("train", snapshot.id)
+            fit=lambda snapshot, name, config: self._with_policy_table(
+                train(snapshot, name, config, self.report_dir("train", snapshot.id))
             ),
         )
+        return on_all_ratings(run) if refit else run
+
+    def _with_policy_table(self, run: TrainingRun) -> TrainingRun:
+        """Log the served policy's per-tier table with the run (its split and model)."""
+        from recolab.application.policy_eval import configured_systems
+        from recolab.ml.evaluation.policy import run_policy_table
+
+        cfg = self.serving_config
+        systems = configured_systems(cfg.mmr_lambda, cfg.shortlist_size, cfg.policy_weights())
+        run.artefacts["policy"] = run_policy_table(run, systems)
+        return run
 
     # ---- settings selection (Optuna on a protocol's training split, recorded in MLflow)
     def tuning_log(self) -> MlflowTuningLog:
@@ -439,6 +458,14 @@ def is_transient(exc: BaseException) -> bool:
     from recolab.adapters.sql.errors import is_transient as transient
 
     return transient(exc)
+
+
+def progress_logged_to(target: Any) -> AbstractContextManager[None]:
+    """For a block, training and evaluation progress lines also go to `target` (a Prefect
+    task's `get_run_logger()`: the run's logs and UI); see `recolab.ml.progress`."""
+    from recolab.ml.progress import forward_to
+
+    return forward_to(target)
 
 
 def metric_name(name: str) -> str:

@@ -32,9 +32,11 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from recolab.domain.promotion import MIN_COMPARABLE_ROWS
 from recolab.domain.services.strategy import (
     DEFAULT_MMR_LAMBDA,
     HYBRID_TIERS,
+    HybridWeights,
     hybrid_weights,
     strategy_weights,
 )
@@ -110,11 +112,20 @@ class DemoConfig(_Section):
     seed: int = 42
 
 
+class PromotionConfig(_Section):
+    """The promotion gate (recolab.domain.promotion)."""
+
+    # Fewest test rows of the candidate's split the champion was not trained on: below it
+    # the comparison says too little, and the champion stays.
+    min_comparable_rows: int = Field(default=MIN_COMPARABLE_ROWS, ge=1)
+
+
 class PipelineConfig(_Section):
     dataset: str = "demo"
     source: Path | None = None
     demo: DemoConfig = Field(default_factory=DemoConfig)
     validation_sample_size: int = Field(default=5, ge=1, le=100)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
 
 
 class ServingConfig(_Section):
@@ -153,6 +164,10 @@ class ServingConfig(_Section):
     ) -> dict[str, dict[str, float]]:
         hybrid_weights(value)  # raises InvalidValue (a ValueError) naming the bad entry
         return value
+
+    def policy_weights(self) -> HybridWeights:
+        """`hybrid_weights` as the domain's per-tier weights (the Recommender's knob)."""
+        return hybrid_weights(self.hybrid_weights)
 
 
 DeployableFlow = Literal["ingest", "features", "train", "pipeline", "tune"]

@@ -10,7 +10,12 @@ from typing import Protocol, TypeVar
 from recolab.domain.errors import InvalidValue
 from recolab.domain.events import ModelPromoted
 from recolab.domain.ports import EventPublisher
-from recolab.domain.promotion import HeadToHead, PromotionDecision, decide_promotion
+from recolab.domain.promotion import (
+    MIN_COMPARABLE_ROWS,
+    HeadToHead,
+    PromotionDecision,
+    decide_promotion,
+)
 
 
 class TrainedModel(Protocol):
@@ -39,6 +44,7 @@ class ChampionComparison:
     candidate: float
     champion: float
     data: Mapping[str, object]
+    rows: int | None = None  # how many test rows both were measured on
 
 
 class ModelRegistry(Protocol):
@@ -109,20 +115,28 @@ class TrainingOutcome:
 
 
 def register_and_promote(
-    run: TrainedModel, registry: ModelRegistry, bus: EventPublisher
+    run: TrainedModel,
+    registry: ModelRegistry,
+    bus: EventPublisher,
+    *,
+    min_comparable_rows: int = MIN_COMPARABLE_ROWS,
 ) -> TrainingOutcome:
     """Register the run's model; move the champion alias only if it beats the baseline under
-    its protocol and the champion re-scored on the same data (see `decide_promotion`)."""
+    its protocol and the champion re-scored on the same data, at least `min_comparable_rows`
+    test rows of it (see `decide_promotion`)."""
     run_id, version = registry.log_and_register(run)
     baseline_name, baseline = baseline_of(run)
     champion = registry.compare_with_champion(run)
     decision = decide_promotion(
         run.primary_value,
-        None if champion is None else HeadToHead(champion.candidate, champion.champion),
+        None
+        if champion is None
+        else HeadToHead(champion.candidate, champion.champion, champion.rows),
         baseline,
         metric=run.primary_metric,
         higher_is_better=run.higher_is_better,
         baseline_name=baseline_name,
+        min_rows=min_comparable_rows,
     )
     previous = None if champion is None else champion.version
     details: dict[str, object] = {
@@ -131,6 +145,7 @@ def register_and_promote(
         "protocol": run.protocol_name,
         "baseline_name": baseline_name,
         "champion_version": previous,
+        "min_comparable_rows": min_comparable_rows,
         **({} if champion is None else {f"same_data.{k}": v for k, v in champion.data.items()}),
     }
     if decision.promote:

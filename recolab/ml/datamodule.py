@@ -76,29 +76,61 @@ def pair_keys(users: Tensor, items: Tensor, n_items: int) -> Tensor:
 # (one byte a cell, 32 MiB at most): a lookup is then one gather instead of a binary search
 # (ml-latest-small: 0.6 s of a 30 s implicit fit went to the search).
 _DENSE_PAIRS_MAX = 1 << 25
+# Beyond it (ml-32m: 17.6 billion cells) the rated pairs are sorted keys behind a one-hash
+# bit filter of this many bits per key (2 bytes a rating; ~6% false positives): most sampled
+# pairs are unrated and are settled by the filter's one gather, the binary search runs only
+# for the few the filter lets through.
+_FILTER_BITS_PER_KEY = 16
+_GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15 as a signed int64 (Fibonacci hashing)
 
 
 class KnownPairs:
-    """Membership of (user, item) pair keys (see `pair_keys`): the rated pairs."""
+    """Membership of (user, item) pair keys (see `pair_keys`): the rated pairs.
+
+    Memory: one byte per grid cell up to 2**25 cells, else 10 bytes per rated pair.
+    """
 
     def __init__(self, keys: Tensor, n_cells: int) -> None:
         """`keys` of the rated pairs; `n_cells` bounds them (users x items), 0 if unknown."""
         self.dense: Tensor | None = None
         self.sorted: Tensor | None = None
+        self.filter: Tensor | None = None
+        self._shift = 0
         if 0 < n_cells <= _DENSE_PAIRS_MAX:
-            self.dense = torch.zeros(n_cells, dtype=torch.bool)
+            self.dense = torch.zeros(n_cells, dtype=torch.bool, device=keys.device)
             self.dense[keys] = True
-        else:
-            self.sorted = torch.sort(keys).values
+            return
+        self.sorted = torch.unique(keys)  # sorted
+        log2 = max(16, int(self.sorted.numel() * _FILTER_BITS_PER_KEY - 1).bit_length())
+        self._shift = 64 - log2
+        bits = torch.unique(self._hash(self.sorted))
+        packed = torch.zeros(1 << (log2 - 3), dtype=torch.int32, device=keys.device)
+        # Distinct bits of one byte sum to their OR.
+        packed.index_add_(0, bits >> 3, (1 << (bits & 7)).to(torch.int32))
+        self.filter = packed.to(torch.uint8)
+
+    def _hash(self, keys: Tensor) -> Tensor:
+        # The top bits of key * golden ratio; `& mask` undoes the sign of the shift.
+        return ((keys * _GOLDEN) >> self._shift) & ((1 << (64 - self._shift)) - 1)
 
     def contains(self, keys: Tensor) -> Tensor:
         if self.dense is not None:
             return self.dense[keys]
-        assert self.sorted is not None
+        assert self.sorted is not None and self.filter is not None
+        out = torch.zeros_like(keys, dtype=torch.bool)
         if self.sorted.numel() == 0:
-            return torch.zeros_like(keys, dtype=torch.bool)
-        pos = torch.searchsorted(self.sorted, keys).clamp_(max=self.sorted.numel() - 1)
-        return self.sorted[pos] == keys
+            return out
+        bits = self._hash(keys)
+        maybe = (self.filter[bits >> 3] >> (bits & 7).to(torch.uint8)) & 1
+        where = maybe.nonzero().squeeze(1)
+        probe = keys[where]
+        pos = torch.searchsorted(self.sorted, probe).clamp_(max=self.sorted.numel() - 1)
+        out[where] = self.sorted[pos] == probe
+        return out
+
+    def nbytes(self) -> int:
+        held = (t for t in (self.dense, self.sorted, self.filter) if t is not None)
+        return sum(t.numel() * t.element_size() for t in held)
 
 
 def known_pairs(users: Tensor, items: Tensor, n_items: int) -> KnownPairs:
@@ -114,14 +146,16 @@ def sample_negatives(
     generator: torch.Generator,
 ) -> Tensor:
     """One uniformly drawn item per entry of `users`, redrawn where the pair is `known`."""
-    items = torch.randint(0, n_items, users.shape, generator=generator)
-    todo = torch.arange(users.numel())
+    items = torch.randint(0, n_items, users.shape, generator=generator, device=users.device)
+    todo = torch.arange(users.numel(), device=users.device)
     for _ in range(_REJECTION_ROUNDS):
         clash = known.contains(pair_keys(users[todo], items[todo], n_items))
         todo = todo[clash]
         if todo.numel() == 0:
             break
-        items[todo] = torch.randint(0, n_items, (todo.numel(),), generator=generator)
+        items[todo] = torch.randint(
+            0, n_items, (todo.numel(),), generator=generator, device=users.device
+        )
     return items
 
 
@@ -131,8 +165,11 @@ class IndexBatches:
     Each `iter()` starts a new epoch with a fresh permutation seeded by (seed, epoch). With
     `num_negatives > 0` (implicit feedback) a row is a positive plus freshly sampled
     negatives: items and targets are [b, 1 + num_negatives], column 0 the positive.
-    `batch_size` counts rows. Under DDP every rank takes an equal-length shard of the
-    same permutation.
+    Negatives are drawn a chunk of rows at a time (about `_CHUNK_ROWS`), so an epoch's
+    memory does not grow with the number of ratings times negatives. `batch_size` counts
+    rows. Under DDP every rank takes an equal-length shard of the same permutation. With
+    `device` (e.g. CUDA) the index tensors live there and batches are built there: nothing
+    is copied per step.
     """
 
     def __init__(
@@ -146,10 +183,13 @@ class IndexBatches:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        device: torch.device | str | None = None,
     ) -> None:
-        self.users = torch.tensor(np.asarray(data.users), dtype=torch.int64)
-        self.items = torch.tensor(np.asarray(data.items), dtype=torch.int64)
-        self.targets = torch.tensor(np.asarray(data.targets), dtype=torch.float32)
+        self.device = torch.device(device or "cpu")
+        self.users = torch.as_tensor(np.asarray(data.users, dtype=np.int64), device=self.device)
+        self.items = torch.as_tensor(np.asarray(data.items, dtype=np.int64), device=self.device)
+        targets = np.asarray(data.targets, dtype=np.float32)
+        self.targets = torch.as_tensor(targets, device=self.device)
         self.batch_size = batch_size
         self.n_items = n_items
         self.shuffle = shuffle
@@ -166,36 +206,50 @@ class IndexBatches:
     def __len__(self) -> int:
         return -(-self._epoch_rows() // self.batch_size)
 
-    def _epoch_tensors(self, generator: torch.Generator) -> TensorBatch:
-        if self.num_negatives == 0:
-            return self.users, self.items, self.targets
-        k = self.num_negatives
-        assert self._known is not None
-        negatives = sample_negatives(
-            self.users.repeat_interleave(k), self.n_items, self._known, generator
-        )
-        items = torch.cat([self.items.unsqueeze(1), negatives.view(-1, k)], dim=1)
-        targets = torch.zeros(items.shape)
-        targets[:, 0] = 1.0
-        return self.users, items, targets
+    def _order(self, generator: torch.Generator) -> Tensor | None:
+        """This rank's rows of the epoch, in order; None for every row as stored."""
+        n, total = self._epoch_rows(), len(self.users)
+        if self.shuffle:
+            perm = torch.randperm(total, generator=generator, device=self.device)
+            return perm[self.rank :: self.world_size][:n]
+        if self.world_size > 1:
+            return torch.arange(total, device=self.device)[self.rank :: self.world_size][:n]
+        return None
 
     def __iter__(self) -> Iterator[TensorBatch]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        generator = torch.Generator(device=self.device).manual_seed(
+            self.seed * 1_000_003 + self.epoch
+        )
         self.epoch += 1
-        users, items, targets = self._epoch_tensors(generator)
-        n = self._epoch_rows()
-        if self.shuffle:
-            order = torch.randperm(len(users), generator=generator)[self.rank :: self.world_size][
-                :n
-            ]
-            users, items, targets = users[order], items[order], targets[order]
-        elif self.world_size > 1:
-            users, items, targets = (
-                t[self.rank :: self.world_size][:n] for t in (users, items, targets)
+        order, n, k = self._order(generator), self._epoch_rows(), self.num_negatives
+        if k == 0:
+            for start in range(0, n, self.batch_size):
+                rows = _rows(order, start, start + self.batch_size)
+                yield self.users[rows], self.items[rows], self.targets[rows]
+            return
+        assert self._known is not None
+        targets = torch.zeros((self.batch_size, 1 + k), device=self.device)
+        targets[:, 0] = 1.0
+        chunk = max(1, _CHUNK_ROWS // self.batch_size) * self.batch_size
+        for first in range(0, n, chunk):
+            rows = _rows(order, first, min(first + chunk, n))
+            users = self.users[rows]
+            negatives = sample_negatives(
+                users.repeat_interleave(k), self.n_items, self._known, generator
             )
-        for start in range(0, n, self.batch_size):
-            stop = start + self.batch_size
-            yield users[start:stop], items[start:stop], targets[start:stop]
+            items = torch.cat([self.items[rows].unsqueeze(1), negatives.view(-1, k)], dim=1)
+            for start in range(0, len(users), self.batch_size):
+                stop = start + self.batch_size
+                batch_items = items[start:stop]
+                yield users[start:stop], batch_items, targets[: len(batch_items)]
+
+
+# Rows of an implicit epoch whose negatives are drawn at once (~50 MB with 24 negatives).
+_CHUNK_ROWS = 1 << 18
+
+
+def _rows(order: Tensor | None, start: int, stop: int) -> Tensor | slice:
+    return slice(start, stop) if order is None else order[start:stop]
 
 
 class StepGroups:
@@ -231,7 +285,9 @@ class HeldOutBatches:
     With sampled candidates a batch is (users [b], candidates [b, 1 + c], empty) instead.
     """
 
-    def __init__(self, held_out: HeldOut, train: Interactions, batch_size: int) -> None:
+    def __init__(
+        self, held_out: HeldOut, train: Interactions, batch_size: int, *, pin_memory: bool = False
+    ) -> None:
         self.users = torch.as_tensor(np.asarray(held_out.users, dtype=np.int64))
         self.items = torch.as_tensor(np.asarray(held_out.items, dtype=np.int64))
         self.candidates = (
@@ -244,6 +300,9 @@ class HeldOutBatches:
         counts = np.bincount(train.users, minlength=int(held_out.users.max(initial=0)) + 1)
         self._indptr = np.r_[0, np.cumsum(counts)]
         self.batch_size = batch_size
+        self.pin_memory = pin_memory
+        if pin_memory:
+            self.users, self.items = self.users.pin_memory(), self.items.pin_memory()
 
     def __len__(self) -> int:
         return -(-len(self.users) // self.batch_size)
@@ -256,7 +315,8 @@ class HeldOutBatches:
         rows = np.repeat(np.arange(users.size), lengths)
         offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         items = self._train_items[np.repeat(starts, lengths) + offsets]
-        return torch.as_tensor(np.stack([rows, items]))
+        out = torch.as_tensor(np.stack([rows, items]))
+        return out.pin_memory() if self.pin_memory else out
 
     def __iter__(self) -> Iterator[TensorBatch]:
         for start in range(0, len(self.users), self.batch_size):
@@ -265,7 +325,7 @@ class HeldOutBatches:
             if self.candidates is not None:
                 yield users, self.candidates[start:stop], torch.empty(0)
             else:
-                yield users, self.items[start:stop], self._exclusions(users.numpy())
+                yield users, self.items[start:stop], self._exclusions(users.cpu().numpy())
 
 
 class InteractionDataModule(pl.LightningDataModule):
@@ -287,7 +347,10 @@ class InteractionDataModule(pl.LightningDataModule):
         eval_batch_size: int = 8192,
         seed: int = 0,
         steps_per_execution: int = 1,
+        ranking_rows: int | None = None,
     ) -> None:
+        """`ranking_rows`: users per full-catalogue validation block (see
+        `recolab.ml.ranking.rows_per_block`); None keeps ~512k scored pairs per block."""
         super().__init__()
         self.train = train
         self.val = val
@@ -298,6 +361,7 @@ class InteractionDataModule(pl.LightningDataModule):
         self.num_negatives = num_negatives
         self.seed = seed
         self.steps_per_execution = steps_per_execution
+        self.ranking_rows = ranking_rows
         self._train_batches: IndexBatches | StepGroups | None = None
 
     def _rank_world(self) -> tuple[int, int]:
@@ -319,6 +383,12 @@ class InteractionDataModule(pl.LightningDataModule):
             and not getattr(trainer, "fast_dev_run", False)
         )
 
+    def _batch_device(self) -> torch.device | None:
+        """The accelerator's device when it is a GPU: batches are then built there."""
+        trainer = self.trainer
+        device = None if trainer is None else trainer.strategy.root_device
+        return device if device is not None and device.type == "cuda" else None
+
     def train_dataloader(self) -> IndexBatches | StepGroups:
         # Built once so that the epoch counter (and so the negatives) advances across epochs.
         if self._train_batches is None:
@@ -331,6 +401,7 @@ class InteractionDataModule(pl.LightningDataModule):
                 seed=self.seed,
                 rank=rank,
                 world_size=world,
+                device=self._batch_device(),
             )
             steps = self.steps_per_execution if self._can_group() else 1
             self._train_batches = batches if steps == 1 else StepGroups(batches, steps)
@@ -345,7 +416,10 @@ class InteractionDataModule(pl.LightningDataModule):
                 else self.val_ranking.candidates.shape[1]
             )
             rows = max(1, self.eval_batch_size * 64 // max(width, 1))
-            return HeldOutBatches(self.val_ranking, self.train, rows)
+            if self.val_ranking.candidates is None and self.ranking_rows is not None:
+                rows = self.ranking_rows
+            pin = self._batch_device() is not None  # host to GPU copies without a staging copy
+            return HeldOutBatches(self.val_ranking, self.train, rows, pin_memory=pin)
         if self.val is not None:
             return IndexBatches(
                 self.val, batch_size=self.eval_batch_size, n_items=self.n_items, shuffle=False

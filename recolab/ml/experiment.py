@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,11 @@ from recolab.ml.fitting import (
     FitResult,
     NeuMFRecommender,
     TrainConfig,
+    fit,
     load_train_config,
+    with_overrides,
 )
+from recolab.ml.progress import Progress, Reporting
 
 log = logging.getLogger(__name__)
 CONTRACT = ["user_id", "movie_id", "rating", "timestamp"]
@@ -52,7 +55,13 @@ PROTOCOLS = {
 
 @dataclass
 class TrainingRun:
-    """A fitted model, its evaluation under one protocol and the files that document it."""
+    """A fitted model, its evaluation under one protocol and the files that document it.
+
+    `fit_result` is the model fitted on the protocol's training split: the one the summary
+    measures, and the one compared with the champion on the same test rows. `refitted` (set
+    by `refit`) is the same configuration fitted on all the snapshot's ratings: the model to
+    register, which has seen the test rows and so is not measured on them.
+    """
 
     protocol: EvaluationProtocol
     snapshot: FeatureSnapshot
@@ -61,6 +70,12 @@ class TrainingRun:
     summary: dict[str, Any]
     baselines: dict[str, dict[str, Any]]
     artefacts: dict[str, Path] = field(default_factory=dict)
+    refitted: FitResult | None = None
+
+    @property
+    def registered_fit(self) -> FitResult:
+        """The model to register: the refit when there is one, else the protocol's fit."""
+        return self.refitted if self.refitted is not None else self.fit_result
 
     @property
     def protocol_name(self) -> str:
@@ -119,26 +134,46 @@ def load_config(
         raise ConfigError(f"model/trainer config: {exc}") from None
 
 
+def _progress(protocol: EvaluationProtocol, snapshot: FeatureSnapshot, what: str) -> Progress:
+    """The evaluation's work, counted as the protocol does it: every rating predicted once
+    across A's folds; each test user ranked once under B and C."""
+    from recolab.ml.rescoring import protocol_split
+
+    if protocol.name == "A":
+        return Progress(f"protocol A, {what}", len(snapshot.ratings), "ratings predicted")
+    test = protocol_split(snapshot, protocol.name)[1]
+    return Progress(f"protocol {protocol.name}, {what}", test["user_id"].nunique(), "users ranked")
+
+
 def _run(
     protocol: EvaluationProtocol,
     factory: Any,
     ratings: pd.DataFrame,
     snapshot: FeatureSnapshot,
     items: ItemFeatures,
+    what: str,
+    config: TrainConfig,
 ) -> ProtocolResult:
+    progress = _progress(protocol, snapshot, what)
+
+    def counted() -> Reporting:  # the protocol's calls to the model, counted
+        return Reporting(factory(), progress)
+
     spec = snapshot.manifest["splits"]
     if protocol.name == "A":
-        return run_rating_cv(factory, ratings, n_folds=spec["n_folds"], seed=spec["fold_seed"])
+        return run_rating_cv(counted, ratings, n_folds=spec["n_folds"], seed=spec["fold_seed"])
     if protocol.name == "B":
         return run_topk(
-            factory,
+            counted,
             ratings,
             k=10,
             test_fraction=spec["test_fraction"],
             seed=spec["split_seed"],
             items=items,
+            memory_mb=config.ranking_memory_mb,
+            sample_users=config.eval_sample_users,
         )
-    return run_leave_one_out(factory, ratings, k=10, n_negatives=100, seed=spec["split_seed"])
+    return run_leave_one_out(counted, ratings, k=10, n_negatives=100, seed=spec["split_seed"])
 
 
 def _flatten_a(summary: dict[str, Any]) -> dict[str, Any]:
@@ -169,7 +204,7 @@ def train(
         made.append(NeuMFRecommender(config))
         return made[-1]
 
-    result = _run(protocol, neumf, ratings, snapshot, items)
+    result = _run(protocol, neumf, ratings, snapshot, items, "neumf", config)
     fitted = made[-1].result
     assert fitted is not None
     summary = _flatten_a(result.summary)
@@ -179,7 +214,9 @@ def train(
         if protocol.name != "A":
             factories["popularity"] = PopularityRecommender
         for name, factory in factories.items():
-            others[name] = _flatten_a(_run(protocol, factory, ratings, snapshot, items).summary)
+            others[name] = _flatten_a(
+                _run(protocol, factory, ratings, snapshot, items, name, config).summary
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
     artefacts = {
         "evaluation": _write_json(
@@ -215,6 +252,40 @@ def train(
     return TrainingRun(protocol, snapshot, config, fitted, summary, others, artefacts)
 
 
+def refit_config(config: TrainConfig, epochs: int) -> TrainConfig:
+    """`config` for `epochs` epochs exactly, with no validation slice held out: nothing is left
+    to early-stop on, so the epochs are the ones the protocol's fit chose."""
+    if epochs < 1:
+        raise ValueError(f"a refit needs at least one epoch, got {epochs}")
+    return with_overrides(
+        config, max_epochs=epochs, min_epochs=epochs, val_fraction=0.0, val_negatives=0
+    )
+
+
+def refit(run: TrainingRun, **trainer_overrides: Any) -> TrainingRun:
+    """`run` with its model refitted on all the snapshot's ratings (`run.refitted`), for
+    `run.fit_result.epochs_kept` epochs, the protocol's fit's choice; `run` unchanged when its
+    config's `refit` is off. The summary stays the protocol's: the refit has seen the test rows.
+
+    Each epoch covers more rows than the protocol's fit did (its test rows and validation
+    slice too), with the same learning-rate schedule per epoch."""
+    if not run.config.refit:
+        log.info("refit off: the fit on protocol %s's split is registered", run.protocol_name)
+        return run
+    epochs = run.fit_result.epochs_kept
+    config = refit_config(run.fit_result.config, epochs)
+    ratings = run.snapshot.ratings[CONTRACT]
+    log.info(
+        "refit on all %d ratings of snapshot %s for %d epochs",
+        len(ratings),
+        run.snapshot_id,
+        epochs,
+    )
+    result = fit(ratings, config, label="refit", **trainer_overrides)
+    log.info("refit done in %.1f s", result.fit_seconds)
+    return replace(run, refitted=result)
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> Path:
     path.write_text(json.dumps(data, indent=2, default=str))
     return path
@@ -234,5 +305,7 @@ __all__ = [
     "TrainingRun",
     "learning_curve",
     "load_config",
+    "refit",
+    "refit_config",
     "train",
 ]

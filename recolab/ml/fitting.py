@@ -31,7 +31,10 @@ from recolab.ml.datamodule import (
     known_pairs,
     sample_negatives,
 )
+from recolab.ml.hardware import resolve_precision
 from recolab.ml.neumf import NeuMF, NeuMFConfig
+from recolab.ml.progress import EpochProgress, output_is_terminal
+from recolab.ml.ranking import NeuMFCatalogue, rows_per_block
 from recolab.ml.system import RATING_MIN, RATING_SPAN, Mode, NeuMFSystem
 
 MODES: tuple[Mode, ...] = ("explicit", "implicit")
@@ -65,6 +68,8 @@ class TrainConfig:
     val_fraction: float = 0.05
     val_negatives: int | None = None  # implicit: None = full-catalogue ranking, 0 = off
     val_max_users: int = 5000
+    ranking_memory_mb: float = 256  # per block of full-catalogue scores (validation, protocols)
+    eval_sample_users: int | None = None  # protocol B: None = every test user, N = a sample
     patience: int = 2
     top_k: int = 10
     # hardware and reproducibility
@@ -75,11 +80,14 @@ class TrainConfig:
     strategy: str = "auto"
     precision: str = "32-true"
     deterministic: bool | Literal["warn"] = "warn"
-    enable_progress_bar: bool = False
+    enable_progress_bar: bool | None = None  # None: when the output is a terminal
     # torch intra-op CPU threads during fit (None = leave torch's setting). A small model's
     # ops are too short to split: on a shared machine every op then waits at a barrier for
     # the slowest thread, which made CPU steps 10-30x slower (benchmarks/results/train.json).
     num_threads: int | None = 1
+    # Register a model refitted on all the snapshot's ratings for the epochs the protocol's
+    # fit kept (recolab.ml.experiment.refit); False registers the protocol's fit itself.
+    refit: bool = True
 
     @property
     def monitor(self) -> tuple[str, Literal["min", "max"]]:
@@ -179,6 +187,14 @@ class FitResult:
     best_epoch: int | None = None
     best_score: float | None = None
     fit_seconds: float = 0.0
+    train_rows: int = 0  # the rows the model trained on (validation rows held out excluded)
+
+    @property
+    def epochs_kept(self) -> int:
+        """Epochs up to the weights kept: the best epoch's, else every epoch run."""
+        if self.best_epoch is not None:
+            return self.best_epoch + 1
+        return max(len(self.history), 1)
 
     def checkpoint(self) -> dict[str, Any]:
         """Everything needed to rebuild the model on CPU (plain types + a state_dict)."""
@@ -295,7 +311,7 @@ def build_trainer(
         "devices": config.devices,
         "num_nodes": config.num_nodes,
         "strategy": config.strategy,
-        "precision": config.precision,
+        "precision": resolve_precision(config.precision, config.accelerator),
         "deterministic": config.deterministic,
         "max_epochs": config.max_epochs,
         "min_epochs": config.min_epochs,
@@ -303,7 +319,11 @@ def build_trainer(
         "logger": False,
         "enable_checkpointing": False,
         "enable_model_summary": False,
-        "enable_progress_bar": config.enable_progress_bar,
+        "enable_progress_bar": (
+            output_is_terminal()
+            if config.enable_progress_bar is None
+            else config.enable_progress_bar
+        ),
         "num_sanity_val_steps": 0,
         "log_every_n_steps": 1_000_000,
     }
@@ -341,7 +361,9 @@ def build_model(config: TrainConfig, n_users: int, n_items: int, global_mean: fl
     )
 
 
-def fit(ratings: pd.DataFrame, config: TrainConfig, **trainer_overrides: Any) -> FitResult:
+def fit(
+    ratings: pd.DataFrame, config: TrainConfig, *, label: str = "fit", **trainer_overrides: Any
+) -> FitResult:
     """Train NeuMF on `ratings` (contract columns) and return the best weights seen.
 
     A slice of `ratings` is held out for early stopping: `val_fraction` of the rows in
@@ -350,9 +372,10 @@ def fit(ratings: pd.DataFrame, config: TrainConfig, **trainer_overrides: Any) ->
     `trainer_overrides` go to `pl.Trainer` (e.g. fast_dev_run=True); their `callbacks` run
     beside the fit's own (best weights, early stopping) instead of replacing them. Runs with
     `config.num_threads` torch CPU threads and restores the caller's setting afterwards.
+    Each epoch is logged (`recolab.ml.progress.EpochProgress`, its lines start with `label`).
     """
     with _torch_threads(config.num_threads):
-        return _fit(ratings, config, **trainer_overrides)
+        return _fit(ratings, config, label, **trainer_overrides)
 
 
 @contextlib.contextmanager
@@ -367,7 +390,9 @@ def _torch_threads(count: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _fit(ratings: pd.DataFrame, config: TrainConfig, **trainer_overrides: Any) -> FitResult:
+def _fit(
+    ratings: pd.DataFrame, config: TrainConfig, label: str, **trainer_overrides: Any
+) -> FitResult:
     start = time.perf_counter()
     pl.seed_everything(config.seed, workers=True, verbose=False)
     data, users, items = encode(ratings, config.mode)
@@ -393,10 +418,15 @@ def _fit(ratings: pd.DataFrame, config: TrainConfig, **trainer_overrides: Any) -
         val_ranking=ranking,
         seed=config.seed,
         steps_per_execution=config.steps_per_execution,
+        ranking_rows=rows_per_block(len(items), model.pair_bytes(), config.ranking_memory_mb),
     )
     monitor, direction = config.monitor
     keep_best = _KeepBest(monitor, direction)
-    callbacks: list[pl.Callback] = [keep_best, *trainer_overrides.pop("callbacks", ())]
+    callbacks: list[pl.Callback] = [
+        keep_best,
+        EpochProgress(label),
+        *trainer_overrides.pop("callbacks", ()),
+    ]
     if val is not None or ranking is not None:
         callbacks.append(
             pl.callbacks.EarlyStopping(monitor, patience=config.patience, mode=direction)
@@ -415,6 +445,7 @@ def _fit(ratings: pd.DataFrame, config: TrainConfig, **trainer_overrides: Any) -
         best_epoch=keep_best.best_epoch,
         best_score=keep_best.best,
         fit_seconds=time.perf_counter() - start,
+        train_rows=len(train),
     )
 
 
@@ -428,6 +459,7 @@ class NeuMFRecommender:
         self.config = config
         self.trainer_overrides = trainer_overrides
         self.result: FitResult | None = None
+        self._catalogue: NeuMFCatalogue | None = None
 
     def fit(self, ratings: pd.DataFrame) -> NeuMFRecommender:
         self.result = fit(ratings, self.config, **self.trainer_overrides)
@@ -438,21 +470,15 @@ class NeuMFRecommender:
             raise RuntimeError("fit the recommender first")
         return self.result
 
-    @torch.no_grad()
+    def catalogue(self) -> NeuMFCatalogue:  # the fitted model, its item side computed once
+        result = self._fitted()
+        if self._catalogue is None or self._catalogue.model is not result.model:
+            self._catalogue = NeuMFCatalogue(result.model, result.users.ids, result.items.ids)
+        return self._catalogue
+
     def score(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
         """`NeuMF.ranking_score` per pair (a logit plus the popularity prior in implicit mode)."""
-        result = self._fitted()
-        u = torch.from_numpy(result.users.lookup(user_ids))
-        i = torch.from_numpy(result.items.lookup(item_ids))
-        known = (u >= 0) & (i >= 0)
-        model = result.model
-        out = model.global_bias.detach().expand(u.shape).clone()
-        if model.user_bias is not None and model.item_bias is not None:
-            out += torch.where(u >= 0, model.user_bias.weight[u.clamp(min=0), 0], 0.0)
-            out += torch.where(i >= 0, model.item_bias.weight[i.clamp(min=0), 0], 0.0)
-        if bool(known.any()):
-            out[known] = model.ranking_score(u[known], i[known]).float()
-        return out.numpy().astype(np.float64)
+        return self.catalogue().score_pairs(user_ids, item_ids)
 
     def predict(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
         """Ratings in stars (explicit mode only)."""

@@ -8,6 +8,7 @@ link function. Serving rebuilds it from `config.to_dict()` and a state_dict, pre
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -212,11 +213,26 @@ class NeuMF(nn.Module):
             bias = prior if bias is None else bias + prior
         return ItemTerms(gmf=gmf, mlp_first=first, bias=bias)
 
-    def score_users(self, users: Tensor, terms: ItemTerms) -> Tensor:
-        """`ranking_score` of `users` against every item, shape [len(users), n_items]."""
+    def pair_bytes(self) -> int:
+        """Bytes a full-catalogue pass holds per scored (user, item) pair at its peak.
+
+        The output and its mask, plus the widest two consecutive MLP activations (a Linear's
+        input and output are alive together); sizes user blocks for a memory budget.
+        """
+        widths = list(self.config.mlp_layers) if self.mlp_first is not None else []
+        peak = max((a + b for a, b in itertools.pairwise(widths)), default=0)
+        return 4 * (max(peak, widths[0] if widths else 0) + 3)
+
+    def score_users(
+        self, users: Tensor, terms: ItemTerms, *, max_rows: int | None = None
+    ) -> Tensor:
+        """`ranking_score` of `users` against every item, shape [len(users), n_items].
+
+        Users are scored `max_rows` at a time (default: a block of about 64 MiB of activations).
+        """
         n_items = self.config.n_items
         hidden = self.config.mlp_layers[0] if self.mlp_first is not None else 1
-        chunk = max(1, _MAX_PAIR_CELLS // (n_items * hidden))
+        chunk = max_rows or max(1, _MAX_PAIR_CELLS // (n_items * hidden))
         blocks = [
             self._score_block(users[start : start + chunk], terms)
             for start in range(0, users.numel(), chunk)

@@ -8,7 +8,10 @@ scored by the same code on the candidate's split.
 
 The champion must not be judged on rows it was trained on (any model looks good on its own
 training data): when its training rows are known (`training_rows`), the test rows among
-them are left out of the comparison for both models.
+them are left out of the comparison for both models. A champion refitted on all of its
+snapshot (`FITTED_ON_ALL`) was trained on every row of it: only ratings that arrived since
+can judge it. The candidate compared is the model its protocol figures measure (fitted on
+the split's training rows), never its refit, which has seen the test rows too.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from recolab.domain.values import MIN_RATING, RATING_SPAN, UserId
 from recolab.ml.evaluation import metrics
 from recolab.ml.evaluation.protocols import sample_unrated, top_k_items
 from recolab.ml.features import FeatureSnapshot
+from recolab.ml.progress import Progress, Reporting
 from recolab.ml.scorer import NeuMFScorer
 
 USER, ITEM, RATING, TIME = "user_id", "movie_id", "rating", "timestamp"
@@ -32,6 +36,9 @@ CONTRACT = [USER, ITEM, RATING, TIME]
 K = 10
 N_NEGATIVES = 100  # protocol C (recolab.ml.experiment)
 _NO_ITEMS = np.empty(0, dtype=np.int64)
+# What a registered model was fitted on (its run's `model.fitted_on` tag).
+FITTED_ON_SPLIT = "protocol_train_split"
+FITTED_ON_ALL = "all_ratings"
 
 
 class ServedModel:
@@ -161,9 +168,18 @@ def protocol_split(snapshot: FeatureSnapshot, protocol: str) -> tuple[pd.DataFra
     return frame[~test], frame[test]
 
 
-def training_rows(snapshot: FeatureSnapshot, protocol: str) -> pd.DataFrame:
+def training_rows(
+    snapshot: FeatureSnapshot, protocol: str, fitted_on: str = FITTED_ON_SPLIT
+) -> pd.DataFrame:
     """The (user_id, movie_id) pairs a model registered under `protocol` on `snapshot` was
-    trained on."""
+    trained on: its protocol's training split, or every rating when it was refitted on all
+    of them (`fitted_on` = `FITTED_ON_ALL`)."""
+    if fitted_on == FITTED_ON_ALL:
+        return snapshot.ratings[[USER, ITEM]]
+    if fitted_on != FITTED_ON_SPLIT:
+        raise ValueError(
+            f"fitted_on = {fitted_on!r}: expected {FITTED_ON_SPLIT!r} or {FITTED_ON_ALL!r}"
+        )
     return protocol_split(snapshot, protocol)[0][[USER, ITEM]]
 
 
@@ -190,11 +206,20 @@ def compare_on_split(
     metric = {"A": "rmse", "B": f"ndcg@{K}", "C": f"hr@{K}"}[protocol]
     figures: list[float] = []
     folded: list[int] = []
-    for scorer in (candidate, champion):
+    for name, scorer in (("candidate", candidate), ("champion", champion)):
         model = ServedModel(scorer).fit(train)
         folded.append(model.n_folded_in)
+        work = (
+            (len(test), "ratings predicted")
+            if protocol == "A"
+            else (
+                int(test[USER].nunique()),
+                "users ranked",
+            )
+        )
+        counted = Reporting(model, Progress(f"same-data comparison, {name}", *work))
         try:
-            figures.append(_measure(model, protocol, train, test, ratings, seed))
+            figures.append(_measure(counted, protocol, train, test, ratings, seed))
         except ValueError:
             figures.append(math.nan)
     rows = {
@@ -212,7 +237,7 @@ def compare_on_split(
 
 
 def _measure(
-    model: ServedModel,
+    model: Reporting,
     protocol: str,
     train: pd.DataFrame,
     test: pd.DataFrame,
@@ -242,7 +267,7 @@ def _measure(
 
 
 def _ndcg(
-    model: ServedModel, train: pd.DataFrame, test: pd.DataFrame, ratings: pd.DataFrame
+    model: Reporting, train: pd.DataFrame, test: pd.DataFrame, ratings: pd.DataFrame
 ) -> float:
     """Protocol B's nDCG@10 (`run_topk`) on `test`: rank every training movie the user has
     not rated outside `test` (rows left out of the comparison are excluded like training)."""

@@ -15,6 +15,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from recolab.domain import values as rating_scale
 from recolab.ml.datamodule import BatchGroup, TensorBatch
 from recolab.ml.neumf import ItemTerms, NeuMF
+from recolab.ml.ranking import rank_block
 
 Mode = Literal["explicit", "implicit"]
 
@@ -141,13 +142,16 @@ class NeuMFSystem(pl.LightningModule):
         else:
             if items.dim() == 2:  # sampled candidates, column 0 held out
                 scores = self.model.ranking_score(users, items).float()
-            else:
+                # Pessimistic ties: an item scored equal to the held-out one ranks above it.
+                rank = (scores[:, 1:] >= scores[:, :1]).sum(dim=1)
+            else:  # the whole catalogue, ranked as the evaluation protocols rank it
                 assert self._terms is not None
-                scores = self.model.score_users(users, self._terms).float()
-                scores[targets[0], targets[1]] = -torch.inf  # the users' training items
-                scores = torch.cat([scores.gather(1, items.unsqueeze(1)), scores], dim=1)
-            # Pessimistic ties: an item scored equal to the held-out one ranks above it.
-            rank = (scores[:, 1:] >= scores[:, :1]).sum(dim=1) - int(items.dim() == 1)
+                # The batch is one block sized by the ranking memory budget (datamodule).
+                scores = self.model.score_users(users, self._terms, max_rows=users.numel())
+                exclude = (targets[0], targets[1])  # the users' training items
+                ranked = rank_block(scores.float(), exclude, held_out=items).held_out_rank
+                assert ranked is not None
+                rank = ranked
             hit = (rank < self.top_k).float()
             ndcg = hit / torch.log2(rank.float() + 2.0)
             step = torch.stack([ndcg.sum(), hit.sum(), torch.tensor(float(users.numel()))])
@@ -165,7 +169,7 @@ class NeuMFSystem(pl.LightningModule):
                 f"val/ndcg@{self.top_k}": first / count,
                 f"val/hr@{self.top_k}": second / count,
             }
-        self.log_dict(values)
+        self.log_dict(values, sync_dist=True)  # equal on every rank (all rank every user)
         self._last_val = values
 
     def configure_optimizers(self) -> Any:

@@ -309,6 +309,7 @@ def test_the_champions_training_rows_come_from_its_runs_snapshot_and_protocol(
     assert about == {
         "champion_snapshot": snapshot.id,
         "champion_protocol": "C",
+        "champion_fitted_on": "protocol_train_split",  # a run from before refits has no tag
         "champion_training_rows": len(rows),
     }
     # Its snapshot is gone from the feature store: unknown, and said so.

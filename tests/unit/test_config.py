@@ -62,7 +62,7 @@ def test_shipped_yaml_files_validate() -> None:
     assert pipeline.dataset == "demo"
     assert pipeline.demo.n_ratings == 100_000
     serving = load_section(ServingConfig, "serving", config_dir=CONFIGS)
-    assert serving.mmr_lambda == 0.7
+    assert serving.mmr_lambda == 1.0  # chosen on inner splits (seed: 0.7): configs/serving.yaml
     deployments = load_section(DeploymentsConfig, "deployments", config_dir=CONFIGS)
     assert deployments.name == "recolab"
     assert set(deployments.parameters) == {"ingest", "features", "train", "pipeline", "tune"}
@@ -295,3 +295,31 @@ def test_overrides_from_the_environment_reach_every_section(
         assert platform.serving_config.cache_ttl_s == 7
     finally:
         platform.close()
+
+
+def test_the_promotion_gates_minimum_rows_is_a_pipeline_setting() -> None:
+    pipeline = load_section(PipelineConfig, "pipeline", config_dir=CONFIGS)
+    assert pipeline.promotion.min_comparable_rows == 50
+    changed = load_section(
+        PipelineConfig,
+        "pipeline",
+        config_dir=CONFIGS,
+        overrides=["pipeline.promotion.min_comparable_rows=10"],
+    )
+    assert changed.promotion.min_comparable_rows == 10
+    with pytest.raises(ConfigError, match="min_comparable_rows"):
+        load_section(
+            PipelineConfig,
+            "pipeline",
+            config_dir=CONFIGS,
+            overrides=["pipeline.promotion.min_comparable_rows=0"],
+        )
+
+
+def test_refit_and_the_progress_bar_are_training_settings() -> None:
+    from recolab.ml.experiment import PROTOCOLS, load_config
+
+    shipped = load_config(CONFIGS, PROTOCOLS["B"], [])
+    assert shipped.refit is True and shipped.enable_progress_bar is None
+    quick = load_config(CONFIGS, PROTOCOLS["B"], ["refit=false", "enable_progress_bar=true"])
+    assert quick.refit is False and quick.enable_progress_bar is True

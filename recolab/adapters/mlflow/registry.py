@@ -92,19 +92,25 @@ def champion_version(client: mlflow.MlflowClient, model_name: str) -> ModelVersi
 def champion_training_rows(
     client: mlflow.MlflowClient, version: ModelVersion, features_root: Path
 ) -> tuple[pd.DataFrame | None, dict[str, Any]]:
-    """The (user_id, movie_id) pairs the champion was trained on, from its run's snapshot
-    and protocol tags and that snapshot under `features_root`; None (with why) when they
-    cannot be known. Also what the champion was measured on, for the record."""
+    """The (user_id, movie_id) pairs the champion was trained on, from its run's snapshot,
+    protocol and `model.fitted_on` tags (a run without the last, from before refits, was
+    fitted on its protocol's split) and that snapshot under `features_root`; None (with why)
+    when they cannot be known. Also what the champion was measured on, for the record."""
     from recolab.ml.features import FeaturesError, open_snapshot
-    from recolab.ml.rescoring import training_rows
+    from recolab.ml.rescoring import FITTED_ON_SPLIT, training_rows
 
     tags = client.get_run(version.run_id).data.tags if version.run_id else {}
     snapshot, protocol = tags.get(mlf.TAG_SNAPSHOT), tags.get(mlf.TAG_PROTOCOL)
-    about: dict[str, Any] = {"champion_snapshot": snapshot, "champion_protocol": protocol}
+    fitted_on = tags.get(mlf.TAG_FITTED_ON, FITTED_ON_SPLIT)
+    about: dict[str, Any] = {
+        "champion_snapshot": snapshot,
+        "champion_protocol": protocol,
+        "champion_fitted_on": fitted_on,
+    }
     if not snapshot or not protocol:
         return None, {**about, "champion_training_rows": "unknown: its run has no tags"}
     try:
-        rows = training_rows(open_snapshot(features_root, snapshot), protocol)
+        rows = training_rows(open_snapshot(features_root, snapshot), protocol, fitted_on)
     except (FeaturesError, KeyError, ValueError) as exc:
         return None, {**about, "champion_training_rows": f"unknown: {exc}"}
     return rows, {**about, "champion_training_rows": len(rows)}
@@ -153,6 +159,28 @@ def mlflow_champion_version(
     return resolve
 
 
+def fitted_and_measured(run: Any) -> dict[str, Any]:
+    """What the registered model of `run` (a `TrainingRun`) was fitted on, and what its
+    metrics were measured on: the keys are MLflow params and tags."""
+    from recolab.ml.rescoring import FITTED_ON_ALL, FITTED_ON_SPLIT
+
+    split, model = run.fit_result, run.registered_fit
+    measured = (
+        f"protocol {run.protocol_name} test split of snapshot {run.snapshot_id}, by the model "
+        f"fitted on its training split ({split.train_rows} rows, {split.epochs_kept} epochs)"
+    )
+    if run.refitted is not None:
+        measured += "; the registered model is that configuration refitted on all ratings"
+    return {
+        mlf.TAG_FITTED_ON: FITTED_ON_ALL if run.refitted is not None else FITTED_ON_SPLIT,
+        "model.epochs": model.epochs_kept,
+        "model.train_rows": model.train_rows,
+        "split_fit.epochs": split.epochs_kept,
+        "split_fit.train_rows": split.train_rows,
+        mlf.TAG_MEASURED_ON: measured,
+    }
+
+
 class MlflowModelRegistry:
     def __init__(self, tracking_uri: str, model_name: str, artifact_root: Path) -> None:
         self.tracking_uri = tracking_uri
@@ -171,24 +199,37 @@ class MlflowModelRegistry:
         experiment = mlf.ensure_experiment(
             self.tracking_uri, self.experiment_name(dataset), self.artifact_root
         )
-        report = {"neumf": run.summary, "baselines": run.baselines}
+        about = fitted_and_measured(run)
+        report = {"neumf": run.summary, "baselines": run.baselines, "model": about}
+        metrics = dict(run.metrics)
+        if run.refitted is not None:
+            metrics["refit_seconds"] = run.refitted.fit_seconds  # the refit's cost
         run_id = mlf.log_training_run(
             tracking_uri=self.tracking_uri,
             experiment_id=experiment,
             fit_result=run.fit_result,
-            params={"protocol": run.protocol.name, "primary_metric": run.primary_metric},
-            metrics=run.metrics,
+            params={
+                "protocol": run.protocol.name,
+                "primary_metric": run.primary_metric,
+                **{k: v for k, v in about.items() if k != mlf.TAG_MEASURED_ON},
+            },
+            metrics=metrics,
             history=run.fit_result.history,
             report=report,
             artefacts=run.artefacts,
             snapshot=run.snapshot,
             protocol=run.protocol.name,
+            tags={
+                mlf.TAG_FITTED_ON: str(about[mlf.TAG_FITTED_ON]),
+                mlf.TAG_MEASURED_ON: str(about[mlf.TAG_MEASURED_ON]),
+            },
             run_name=f"neumf-{run.protocol.mode}-{run.protocol.name}",
+            registered=run.refitted,
         )
         version = register_model(
             tracking_uri=self.tracking_uri,
             run_id=run_id,
-            fit_result=run.fit_result,
+            fit_result=run.registered_fit,
             model_name=self.model_name,
             movies=run.snapshot.movies,
         )
@@ -197,7 +238,11 @@ class MlflowModelRegistry:
     def compare_with_champion(self, run: Any) -> ChampionComparison | None:
         """The champion (as served: loaded from the registry) and `run`'s model, both
         re-scored on `run`'s test split, leaving out the rows the champion was trained on
-        when its snapshot is still in the feature store (`recolab.ml.rescoring`)."""
+        when its snapshot is still in the feature store (`recolab.ml.rescoring`).
+
+        `run`'s model here is its fit on the protocol's training split, whose test figures
+        the run reports, even when a refit on all ratings is what was registered: the refit
+        has seen those test rows."""
         from recolab.ml.experiment import TrainingRun
         from recolab.ml.rescoring import compare_on_split
         from recolab.ml.scorer import NeuMFScorer
@@ -216,7 +261,13 @@ class MlflowModelRegistry:
             run.protocol_name,
             champion_trained_on=trained_on,
         )
-        return ChampionComparison(number, same.candidate, same.champion, {**same.rows, **about})
+        return ChampionComparison(
+            number,
+            same.candidate,
+            same.champion,
+            {**same.rows, **about},
+            rows=int(same.rows["test_rows_compared"]),
+        )
 
     def promote(
         self, version: str, decision: PromotionDecision, details: Mapping[str, object]

@@ -35,6 +35,10 @@ TAG_DATASET = "dataset"
 TAG_SNAPSHOT = "snapshot"
 TAG_PROTOCOL = "protocol"
 TAG_GIT_COMMIT = "git_commit"
+# What the registered model was fitted on (recolab.ml.rescoring.FITTED_ON_*), and what the
+# run's metrics were measured on: they differ when the model was refitted on all ratings.
+TAG_FITTED_ON = "model.fitted_on"
+TAG_MEASURED_ON = "metrics.measured_on"
 
 # MLflow 3 marks an experiment's kind with this tag; "custom_model_development" is the UI's
 # "Machine learning" kind (training runs), as opposed to "genai_development" (traces).
@@ -167,6 +171,10 @@ def _epoch_metrics(history: Sequence[Mapping[str, float]], now_ms: int) -> list[
     return out
 
 
+def _prefixed(history: Sequence[Mapping[str, float]], prefix: str) -> list[dict[str, float]]:
+    return [{k if k == "epoch" else f"{prefix}{k}": v for k, v in row.items()} for row in history]
+
+
 def _snapshot_input(snapshot: FeatureSnapshot) -> DatasetInput:
     """The feature snapshot as a dataset: its folder as source, its content hash as digest."""
     import pyarrow.parquet as pq
@@ -217,8 +225,13 @@ def log_training_run(
     protocol: str,
     tags: Mapping[str, str] | None = None,
     run_name: str | None = None,
+    registered: FitResult | None = None,
 ) -> str:
     """Record one training run and return its id.
+
+    `fit_result` is the fit the metrics measure; `registered`, when given, is another fit of
+    the model to register (a refit on all ratings): its id maps are the ones logged, its
+    config goes to config/refit_config.yaml and its per-epoch metrics are `refit/<name>`.
 
     Params: the training config plus `params` (flattened). Metrics: `metrics` as final
     values and `history` rows as per-epoch steps, sent in batches. Artefacts: the report
@@ -249,16 +262,20 @@ def log_training_run(
         log_batched(
             client,
             run_id,
-            metrics=final + _epoch_metrics(history, now_ms),
+            metrics=final
+            + _epoch_metrics(history, now_ms)
+            + _epoch_metrics(_prefixed(registered.history if registered else (), "refit/"), now_ms),
             params=[Param(k, v) for k, v in flat.items()],
         )
         client.log_inputs(run_id, datasets=[_snapshot_input(snapshot)])
         client.log_dict(run_id, dict(report), "evaluation/report.json")
         client.log_dict(run_id, config, "config/train_config.yaml")
+        if registered is not None:
+            client.log_dict(run_id, registered.config.to_dict(), "config/refit_config.yaml")
         client.log_dict(run_id, json.loads(json.dumps(params, default=str)), "config/params.yaml")
         client.log_dict(run_id, snapshot.manifest, "dataset/manifest.json")
         with tempfile.TemporaryDirectory() as tmp:
-            _id_maps(fit_result, Path(tmp))
+            _id_maps(registered or fit_result, Path(tmp))
             client.log_artifacts(run_id, tmp, "id_maps")
         for folder, path in artefacts.items():
             if Path(path).is_dir():

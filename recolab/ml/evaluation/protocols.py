@@ -19,12 +19,11 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from recolab.ml import ranking
 from recolab.ml.evaluation import metrics
 from recolab.ml.evaluation.tiers import TIERS, by_tier, user_tiers
 
 USER, ITEM, RATING, TIME = "user_id", "movie_id", "rating", "timestamp"
-# Users scored per call in full-catalogue ranking; bounds the pair grid to ~2M pairs.
-_PAIRS_PER_CALL = 1 << 21
 
 
 class OfflineRecommender(Protocol):
@@ -246,31 +245,27 @@ def top_k_items(
     exclude_rows: np.ndarray,
     exclude_cols: np.ndarray,
     k: int,
+    *,
+    memory_mb: float = ranking.DEFAULT_MEMORY_MB,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k catalogue positions and scores per user, never an excluded (row, col) pair.
 
-    Ties are broken by catalogue position so the result is deterministic.
+    Users are ranked in blocks sized so that one block's scores (and, for NeuMF, the
+    activations behind them) fit in `memory_mb`; a model with `score_catalogue` (see
+    `recolab.ml.ranking.CatalogueScorer`) scores a block as one matrix, any other through
+    its per-pair `score` on the block's grid. Ties are broken by catalogue position.
     """
-    n_items = catalogue.size
-    chunk = max(1, _PAIRS_PER_CALL // max(n_items, 1))
-    excluded = np.asarray(exclude_rows, np.int64) * n_items + np.asarray(exclude_cols)
-    top = np.empty((users.size, k), dtype=np.int64)
-    top_scores = np.empty((users.size, k), dtype=np.float64)
-    for start in range(0, users.size, chunk):
-        block = users[start : start + chunk]
-        grid_users = np.repeat(block, n_items)
-        grid_items = np.tile(catalogue, block.size)
-        scores = np.asarray(model.score(grid_users, grid_items), dtype=np.float64)
-        scores = scores.reshape(block.size, n_items)
-        local = excluded - start * n_items
-        local = local[(local >= 0) & (local < scores.size)]
-        scores.reshape(-1)[local] = -np.inf
-        part = np.argpartition(-scores, min(k, n_items - 1), axis=1)[:, :k]
-        part_scores = np.take_along_axis(scores, part, axis=1)
-        order = np.lexsort((part, -part_scores), axis=1)
-        top[start : start + block.size] = np.take_along_axis(part, order, axis=1)
-        top_scores[start : start + block.size] = np.take_along_axis(part_scores, order, axis=1)
-    return top, top_scores
+    scorer = ranking.catalogue_scorer(model)
+    rows = ranking.rows_per_block(max(catalogue.size, 1), scorer.pair_bytes(), memory_mb)
+    exclusions = ranking.Exclusions.from_pairs(exclude_rows, exclude_cols, users.size)
+    return ranking.top_k(
+        lambda block: scorer.score_catalogue(block, catalogue),
+        users,
+        catalogue.size,
+        exclusions,
+        k,
+        rows,
+    )
 
 
 def run_topk(
@@ -282,12 +277,17 @@ def run_topk(
     seed: int = 0,
     relevance_threshold: float | None = None,
     items: ItemFeatures | None = None,
+    memory_mb: float = ranking.DEFAULT_MEMORY_MB,
+    sample_users: int | None = None,
 ) -> ProtocolResult:
     """Protocol B: top-k over all training items a user has not rated in training.
 
     Relevant = the user's test items (all of them when `relevance_threshold` is None, else
     those rated >= threshold). AP@k divides by the number of relevant test items. Users
-    with no relevant test item are skipped.
+    with no relevant test item are skipped. Ranking runs in blocks of users that fit
+    `memory_mb` (see `top_k_items`). With `sample_users` = N, a seeded random N of the test
+    users are ranked instead of all of them, and the summary says so (`users_sampled`)
+    with a 95% bootstrap interval of each ranking metric's mean.
     """
     train, test = stratified_user_split(ratings, test_fraction, seed)
     if relevance_threshold is not None:
@@ -295,6 +295,14 @@ def run_topk(
     model, fit_s = _timed_fit(factory, train)
     catalogue = np.unique(train[ITEM].to_numpy(np.int64))
     users = np.unique(test[USER].to_numpy(np.int64))
+    n_test_users = int(users.size)
+    if sample_users is not None:
+        if sample_users < 1:
+            raise ValueError(f"sample_users must be a positive number of users, got {sample_users}")
+        if sample_users < users.size:
+            rng = np.random.default_rng([seed, 1])  # not the split's stream
+            users = np.sort(rng.choice(users, sample_users, replace=False))
+            test = test[test[USER].isin(users)]
     row_of = pd.Series(np.arange(users.size), index=users)
     seen = train[train[USER].isin(users)]
     top, top_scores = top_k_items(
@@ -304,6 +312,7 @@ def run_topk(
         row_of[seen[USER]].to_numpy(),
         np.searchsorted(catalogue, seen[ITEM].to_numpy()),
         k,
+        memory_mb=memory_mb,
     )
     rel_rows = row_of[test[USER]].to_numpy()
     rel_pos = np.searchsorted(catalogue, test[ITEM].to_numpy()).clip(max=catalogue.size - 1)
@@ -342,6 +351,16 @@ def run_topk(
         "fit_seconds": fit_s,
         "by_tier": by_tier(per_user, tiers),
     }
+    if users.size < n_test_users:
+        summary["users_sampled"] = {
+            "evaluated": int(users.size),
+            "of": n_test_users,
+            "seed": seed,
+            "ci95": {
+                name: list(metrics.bootstrap_ci(values, seed=seed))
+                for name, values in per_user.items()
+            },
+        }
     frame = pd.DataFrame({USER: users, "tier": tiers, **per_user})
     scored = pd.DataFrame(
         {
@@ -382,10 +401,16 @@ def run_leave_one_out(
         seed,
     )
     candidates = np.concatenate([test[ITEM].to_numpy(np.int64)[:, None], negatives], axis=1)
-    scores = np.asarray(
-        model.score(np.repeat(users, candidates.shape[1]), candidates.reshape(-1)),
-        dtype=np.float64,
-    ).reshape(candidates.shape)
+    scorer = ranking.catalogue_scorer(model)
+    # Each user's own list: the user side once per row (NeuMF), in blocks of about 2M pairs.
+    step = max(1, (1 << 21) // candidates.shape[1])
+    scores = np.concatenate(
+        [
+            scorer.score_candidates(users[a:b], candidates[a:b])
+            for a, b in ranking.blocks(users.size, step)
+        ]
+        or [np.empty((0, candidates.shape[1]))]
+    ).astype(np.float64)
     ranks = metrics.rank_of_positive(scores)
     per_user = {f"hr@{k}": metrics.loo_hit_rate(ranks, k), f"ndcg@{k}": metrics.loo_ndcg(ranks, k)}
     tiers = user_tiers(_train_counts(train, users))

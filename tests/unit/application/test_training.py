@@ -49,6 +49,7 @@ class FakeRegistry:
         default_factory=dict
     )
     rescored_on: list[tuple[str, str, str]] = field(default_factory=list)
+    comparable_rows: int | None = None  # test rows the champion was not trained on
 
     def log_and_register(self, run: TrainedModel) -> tuple[str, str]:
         assert isinstance(run, Run)
@@ -72,7 +73,9 @@ class FakeRegistry:
             "champion_snapshot": held.snapshot_id,
             "champion_protocol": held.protocol_name,
         }
-        return ChampionComparison(self.champion, skill(run), skill(held), data)
+        return ChampionComparison(
+            self.champion, skill(run), skill(held), data, rows=self.comparable_rows
+        )
 
     def promote(
         self, version: str, decision: PromotionDecision, details: Mapping[str, object]
@@ -181,3 +184,19 @@ def test_rating_prediction_is_held_to_the_bias_only_baseline() -> None:
     registry, bus = FakeRegistry(), RecordingBus()
     outcome = register_and_promote(a, registry, bus)
     assert not outcome.decision.promote and "bias_only baseline 0.8400" in outcome.decision.reason
+
+
+def test_a_comparison_on_too_few_rows_keeps_the_champion() -> None:
+    """A champion refitted on all of Monday's ratings has seen nearly every row of Tuesday's
+    snapshot: the few left cannot judge it, however well the candidate does on them."""
+    registry, bus = FakeRegistry(comparable_rows=12), RecordingBus()
+    register_and_promote(Run(0.30, snapshot_id="monday"), registry, bus)
+    tuesday = Run(0.40, skill=0.45, snapshot_id="tuesday")
+    outcome = register_and_promote(tuesday, registry, bus)
+    assert not outcome.decision.promote and registry.champion == "1"
+    assert outcome.decision.reason.startswith("only 12 test rows can compare")
+    assert "at least 50 are needed" in outcome.decision.reason
+    assert registry.recorded["2"][1]["min_comparable_rows"] == 50
+    # The threshold is the caller's (configs/pipeline.yaml): 10 rows are enough here.
+    outcome = register_and_promote(tuesday, registry, bus, min_comparable_rows=10)
+    assert outcome.decision.promote and registry.champion == "3"

@@ -79,3 +79,36 @@ def test_min_improvement_and_nan() -> None:
         min_improvement=0.01,
     ).promote
     assert not decide(math.nan, None, 0.1).promote
+
+
+@pytest.mark.parametrize(
+    ("rows", "min_rows", "promote"),
+    [(49, 50, False), (50, 50, True), (0, 1, False), (None, 50, True), (3, 1, True)],
+)
+def test_a_head_to_head_on_too_few_rows_is_not_won(
+    rows: int | None, min_rows: int, promote: bool
+) -> None:
+    # The candidate wins on the rows compared; whether they are enough decides.
+    decision = decide_promotion(
+        0.5,
+        HeadToHead(0.40, 0.30, rows),
+        0.1,
+        metric="ndcg@10",
+        higher_is_better=True,
+        min_rows=min_rows,
+    )
+    assert decision.promote is promote
+    if not promote:
+        assert decision.reason == (
+            f"only {rows} test rows can compare the candidate with the champion (it was "
+            f"trained on the others); at least {min_rows} are needed"
+        )
+        assert (decision.candidate_same_data, decision.champion) == (0.40, 0.30)
+
+
+def test_too_few_rows_are_checked_before_the_figures() -> None:
+    # NaN figures (no rows at all) are refused for the count, which says more.
+    decision = decide_promotion(
+        0.5, HeadToHead(math.nan, math.nan, 0), 0.1, metric="hr@10", higher_is_better=True
+    )
+    assert not decision.promote and decision.reason.startswith("only 0 test rows")
