@@ -144,8 +144,45 @@ def test_planted_biases_are_learnable(learners: dict[str, float]) -> None:
 
 
 def test_planted_genre_taste_is_learnable(learners: dict[str, float]) -> None:
-    # Per-user genre taste on top of the biases: about -0.014 RMSE at this size.
+    # Per-user genre taste on top of the biases: about -0.017 RMSE at this size.
     assert learners["taste"] < learners["biases"] - 0.005
+
+
+class PureSVD:
+    """Rank-`rank` truncated SVD of the binary user x movie matrix (who rated what)."""
+
+    def __init__(self, rank: int = 8) -> None:
+        self.rank = rank
+
+    def fit(self, ratings: pd.DataFrame) -> PureSVD:
+        self.users = np.unique(ratings["user_id"].to_numpy())
+        self.items = np.unique(ratings["movie_id"].to_numpy())
+        rated = np.zeros((self.users.size, self.items.size))
+        rows = np.searchsorted(self.users, ratings["user_id"].to_numpy())
+        rated[rows, np.searchsorted(self.items, ratings["movie_id"].to_numpy())] = 1.0
+        u, s, vt = np.linalg.svd(rated, full_matrices=False)
+        self.scores = (u[:, : self.rank] * s[: self.rank]) @ vt[: self.rank]
+        return self
+
+    def score(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
+        rows = np.searchsorted(self.users, user_ids)
+        result: np.ndarray = self.scores[rows, np.searchsorted(self.items, item_ids)]
+        return result
+
+    predict = score
+
+
+def test_who_rated_what_is_learnable_beyond_popularity(small: MovieLensData) -> None:
+    # Protocol B (rank the movies each user rated in a held-out quarter): a model of who
+    # rated what must beat "most rated first" by far, or training has nothing to learn there.
+    # The first generator picked movies by genre and popularity only: rank-8 SVD 0.126 against
+    # popularity's 0.159 at this size; it is ~0.17 against ~0.10 now.
+    from recolab.ml.baselines import PopularityRecommender
+    from recolab.ml.evaluation.protocols import run_topk
+
+    svd = run_topk(PureSVD, small.ratings, k=10, test_fraction=0.25, seed=0).summary
+    popular = run_topk(PopularityRecommender, small.ratings, k=10, test_fraction=0.25, seed=0)
+    assert svd["ndcg@10"] > 1.4 * popular.summary["ndcg@10"], (svd, popular.summary)
 
 
 def test_every_user_rated_at_least_once_even_when_sparse(tmp_path: Path) -> None:
