@@ -13,12 +13,19 @@ The spec is labelled OpenAPI 3.0 (BentoML's choice), where a schema's `examples`
 read: each route's examples, written once on its schemas (`serving.schemas`) and parameters
 (`serving.routes`), are copied to where 3.0 tools read them (a parameter's or media type's
 `example`), so the page shows them and schemathesis sends them.
+
+The page at `/` is `docs_page`, mounted by the service ahead of BentoML's own page: the same
+Swagger UI assets, with the app's title in the browser tab and on the page (BentoML's names
+itself in the tab, hides the document's title and adds its GitHub corner).
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Iterator, Mapping
+from html import escape
+from importlib import resources
+from string import Template
 from typing import Any, TypeVar
 
 import attrs
@@ -33,6 +40,10 @@ from bentoml._internal.service.openapi.specification import (
 )
 from bentoml._internal.utils.cattr import bentoml_cattr
 from fastapi import FastAPI
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from starlette.routing import Route
 
 T = TypeVar("T")
 
@@ -50,6 +61,18 @@ class DocumentedService(bentoml.Service[T]):  # type: ignore[misc]  # _bentoml_s
         spec = super().openapi_spec
         app = next((a for a, _path, _name in self.mount_apps if isinstance(a, FastAPI)), None)
         return spec if app is None else document(spec, app)
+
+
+def docs_page(title: str) -> Starlette:
+    """An app answering `GET /` with the Swagger UI page of `/docs.json` titled `title`
+    (`serving/docs.html`; BentoML serves the assets under `/static_content/`)."""
+    template = Template(resources.files("serving").joinpath("docs.html").read_text("utf-8"))
+    page = template.substitute(title=escape(title))
+
+    async def index(_request: Request) -> HTMLResponse:
+        return HTMLResponse(page)
+
+    return Starlette(routes=[Route("/", index, methods=["GET"])])
 
 
 def describe(app: FastAPI) -> str:

@@ -5,8 +5,8 @@ through `recolab.bootstrap.bootstrap_serving()` (settings and overrides from the
 environment, serving knobs from configs/serving.yaml), starts following
 the MLflow `champion` alias, and answers BentoML's probes. BentoML adds `/livez`,
 `/readyz` (503 until a champion is loaded; `GET /status` says why), `/metrics`
-(its own plus `recolab_*`), access logs, tracing and the OpenAPI page at `/` (in RecoLab's
-words: `serving.openapi.DocumentedService`).
+(its own plus `recolab_*`), access logs, tracing and `/docs.json` (in RecoLab's words:
+`serving.openapi.DocumentedService`); the page at `/` is `serving.openapi.docs_page`.
 
 Tracing: set an exporter through BentoML's configuration, e.g.
 `BENTOML_CONFIG_OPTIONS='services.recolab.tracing.exporter_type=otlp
@@ -37,7 +37,7 @@ from recolab.bootstrap import (
 from recolab.config import PROJECT_ROOT
 from serving.app import attach, create_app
 from serving.middleware import UnroutablePathMiddleware
-from serving.openapi import DocumentedService
+from serving.openapi import DocumentedService, docs_page
 
 log = logging.getLogger("serving")
 
@@ -51,6 +51,7 @@ api = create_app()
     service_class=DocumentedService,
 )
 @bentoml.asgi_app(api, name="recolab-api")
+@bentoml.asgi_app(docs_page(api.title), name="recolab-docs")  # `/`, ahead of BentoML's page
 class RecoLab:
     """RecoLab: movie recommendations from the registered champion model and domain rules."""
 

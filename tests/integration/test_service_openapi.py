@@ -11,10 +11,13 @@ example for every route's body, parameters and answer, each valid for its schema
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
+from html.parser import HTMLParser
 from importlib import metadata
 from typing import Any
+from urllib.parse import urljoin
 
 import mlflow
 import pytest
@@ -152,3 +155,61 @@ def test_the_page_still_documents_the_api(spec: dict[str, Any]) -> None:
     assert {"200", "401", "403", "404", "413", "422", "429", "503"} <= set(recommend["responses"])
     assert recommend["security"] == [{"HTTPBearer": []}]
     assert spec["openapi"].startswith("3.0")
+
+
+class _Page(HTMLParser):
+    """A page's title, the stylesheets and scripts it loads and its inline CSS and JS."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.title = ""
+        self.styles: list[str] = []
+        self.scripts: list[str] = []
+        self.inline: list[str] = []
+        self._in: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag == "link" and found.get("rel") == "stylesheet":
+            self.styles.append(found["href"] or "")
+        elif tag == "script" and found.get("src"):
+            self.scripts.append(found["src"] or "")
+        self._in = tag
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in = None
+
+    def handle_data(self, data: str) -> None:
+        if self._in == "title":
+            self.title += data
+        elif self._in in ("style", "script"):
+            self.inline.append(data)
+
+
+HIDDEN_TITLE = re.compile(r"\.title[^{}]*\{[^}]*visibility\s*:\s*hidden", re.IGNORECASE)
+
+
+def test_the_page_at_root_shows_recolabs_title(
+    served: tuple[Any, mlflow.MlflowClient], spec: dict[str, Any]
+) -> None:
+    """BentoML's page said "BentoML Prediction Service" in the tab, hid the spec's title
+    (`.info .main .title { visibility: hidden }` in its index.css) and had BentoML's corner."""
+    client = served[0]
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    page = _Page()
+    page.feed(response.text)
+    assert page.title.strip() == spec["info"]["title"] == "RecoLab API"
+    assert "github-corner" not in response.text and "bentoml" not in response.text.lower()
+    css = list(page.inline)
+    for url in page.styles + page.scripts:  # relative to `/`: BentoML's Swagger UI assets
+        asset = client.get(urljoin("/", url))
+        assert asset.status_code == 200, url
+        if url.endswith(".css"):
+            css.append(asset.text)
+    assert page.styles and page.scripts
+    assert not HIDDEN_TITLE.search("\n".join(css))
+    assert re.search(r"""url:\s*["']\./docs\.json["']""", "\n".join(page.inline))
+    for path in ("/docs.json", "/livez", "/metrics"):  # BentoML's routes still answer
+        assert client.get(path).status_code == 200, path
