@@ -14,12 +14,13 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.common import platform_for, retry_if_transient
 from recolab.application.ingest import DatasetBatch, IngestReport, ValidationOutcome
-from recolab.bootstrap import Platform
+from recolab.bootstrap import Platform, progress_logged_to
 
 
 @task(name="read", cache_policy=NO_CACHE)
 def read(platform: Platform, dataset: str, source: str | None) -> DatasetBatch:
-    batch = platform.dataset_source().read(dataset, Path(source) if source else None)
+    with progress_logged_to(get_run_logger()):  # each phase's lines, with rows/s
+        batch = platform.dataset_source().read(dataset, Path(source) if source else None)
     get_run_logger().info(
         "read %s ratings and %s movies (%s)", batch.n_ratings, batch.n_movies, batch.layout
     )
@@ -29,7 +30,8 @@ def read(platform: Platform, dataset: str, source: str | None) -> DatasetBatch:
 @task(name="validate", cache_policy=NO_CACHE)
 def validate(platform: Platform, batch: DatasetBatch, report_dir: Path) -> ValidationOutcome:
     validator = platform.validator()
-    outcome = validator.validate(batch, report_dir)
+    with progress_logged_to(get_run_logger()):
+        outcome = validator.validate(batch, report_dir)
     get_run_logger().info(
         "validation %s in %.2fs; report in %s",
         "passed" if outcome.success else "FAILED",
@@ -47,7 +49,8 @@ def validate(platform: Platform, batch: DatasetBatch, report_dir: Path) -> Valid
     retry_condition_fn=retry_if_transient,
 )
 def load(platform: Platform, batch: DatasetBatch, dataset: str, source: str) -> dict[str, Any]:
-    result = dict(platform.loader().load(batch, dataset, source))
+    with progress_logged_to(get_run_logger()):
+        result = dict(platform.loader().load(batch, dataset, source))
     get_run_logger().info("loaded: %s", result)
     return result
 

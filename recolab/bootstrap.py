@@ -461,8 +461,8 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def progress_logged_to(target: Any) -> AbstractContextManager[None]:
-    """For a block, training and evaluation progress lines also go to `target` (a Prefect
-    task's `get_run_logger()`: the run's logs and UI); see `recolab.ml.progress`."""
+    """For a block, progress lines (ingest, training, evaluation, registration) also go to
+    `target` (a Prefect task's `get_run_logger()`: the run's logs and UI); see ml.progress."""
     from recolab.ml.progress import forward_to
 
     return forward_to(target)

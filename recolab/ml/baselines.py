@@ -1,11 +1,21 @@
-"""Non-neural baselines with the same fit/predict/score API as the NeuMF recommender."""
+"""Non-neural baselines with the same fit/predict/score API as the NeuMF recommender.
+
+Both also rank whole catalogues (`recolab.ml.ranking.CatalogueScorer`): a block of users'
+scores is the item terms looked up once per catalogue, broadcast over the block (plus the
+users' biases), not a lookup per (user, item) pair; the scores are those of `score`.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import torch
+from torch import Tensor
 
 from recolab.ml.datamodule import IdIndex
+
+# Peak bytes per scored pair of a catalogue block: the float64 block and one temporary.
+CATALOGUE_PAIR_BYTES = 16
 
 
 def _gather(values: np.ndarray, index: np.ndarray, default: float = 0.0) -> np.ndarray:
@@ -37,6 +47,17 @@ class PopularityRecommender:
 
     def score(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
         return _gather(self.counts, self.items.lookup(item_ids), 0.0)
+
+    def score_catalogue(self, user_ids: np.ndarray, catalogue: np.ndarray) -> Tensor:
+        row = torch.from_numpy(self.score(np.empty(0), catalogue))
+        return row.expand(len(user_ids), row.numel()).clone()  # ranking writes into it
+
+    def score_candidates(self, user_ids: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        candidates = np.asarray(candidates)
+        return self.score(np.empty(0), candidates.reshape(-1)).reshape(candidates.shape)
+
+    def pair_bytes(self) -> int:
+        return CATALOGUE_PAIR_BYTES
 
 
 class BiasOnlyRecommender:
@@ -81,3 +102,18 @@ class BiasOnlyRecommender:
 
     def score(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
         return self.predict(user_ids, item_ids)
+
+    def score_catalogue(self, user_ids: np.ndarray, catalogue: np.ndarray) -> Tensor:
+        bu = _gather(self.user_bias, self.users.lookup(np.asarray(user_ids)))
+        bi = _gather(self.item_bias, self.items.lookup(np.asarray(catalogue)))
+        # the same sum, in the same order, as `predict`: mu + b_u, then + b_i
+        block = torch.from_numpy(self.global_mean + bu).unsqueeze(1) + torch.from_numpy(bi)
+        return block.clamp_(0.5, 5.0)
+
+    def score_candidates(self, user_ids: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        candidates = np.asarray(candidates)
+        users = np.repeat(np.asarray(user_ids), candidates.shape[1])
+        return self.predict(users, candidates.reshape(-1)).reshape(candidates.shape)
+
+    def pair_bytes(self) -> int:
+        return CATALOGUE_PAIR_BYTES

@@ -16,6 +16,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from recolab.ml.evaluation.metrics import metric_key
+
 BEST_EPOCH_LABEL = "best epoch"
 _PANEL_SIZE = (4.2, 3.2)  # inches per panel
 _MAX_COLUMNS = 3
@@ -62,7 +64,7 @@ def learning_curve_figure(
             )
         if title != "loss":
             _baseline_lines(ax, title, baselines or {})
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title if title == "loss" else metric_key(title), fontsize=10)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=7)

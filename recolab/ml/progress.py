@@ -1,8 +1,10 @@
 """Progress of long work, in the logs: a line per training epoch (its metrics, its time and an
 estimate of the time left) and, every few seconds, how much of an evaluation is done.
 
-Everything logs through the standard `logging` module, to the logger `recolab.ml.progress`
-at INFO. A Prefect task shows the lines in its run's logs (console and UI) with
+Everything logs through the standard `logging` module at INFO, to the logger `recolab.progress`
+(`PROGRESS_LOGGER`) or one of its children: `recolab.progress.ingest` and
+`recolab.progress.registry` carry the ingest's and the registration's lines, from the
+adapters. A Prefect task shows them all in its run's logs (console and UI) with
 `forward_to(get_run_logger())`; a terminal also gets Lightning's progress bar
 (`TrainConfig.enable_progress_bar`, on by default when the output is a terminal).
 """
@@ -20,9 +22,11 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 
+from recolab.ml.evaluation.metrics import metric_key
 from recolab.ml.ranking import catalogue_scorer
 
-log = logging.getLogger(__name__)
+PROGRESS_LOGGER = "recolab.progress"  # every layer's progress lines, under one name
+log = logging.getLogger(PROGRESS_LOGGER)
 Clock = Callable[[], float]
 
 
@@ -90,7 +94,8 @@ class EpochProgress(pl.Callback):
         done, total = epoch + 1, trainer.max_epochs
         mean = sum(self.durations) / len(self.durations)
         figures = " ".join(
-            f"{name}={float(value):.4f}" for name, value in sorted(trainer.callback_metrics.items())
+            f"{metric_key(name)}={float(value):.4f}"
+            for name, value in sorted(trainer.callback_metrics.items())
         )
         if total is not None and total > 0:
             left = f"at most {duration(mean * max(total - done, 0))} left"
@@ -220,8 +225,8 @@ class _Forward(logging.Handler):
 
 @contextlib.contextmanager
 def forward_to(target: logging.Logger | logging.LoggerAdapter[Any]) -> Iterator[None]:
-    """Send the progress lines to `target` for a block, e.g. a Prefect task's
-    `get_run_logger()`, which shows them in the run's logs and the UI.
+    """Send the progress lines (`recolab.progress` and its children) to `target` for a block,
+    e.g. a Prefect task's `get_run_logger()`, which shows them in the run's logs and the UI.
 
     Meanwhile the lines are logged at INFO whatever the root level, and not propagated, so a
     console that shows the run's logs prints each once. Prefect's own
@@ -242,6 +247,7 @@ def forward_to(target: logging.Logger | logging.LoggerAdapter[Any]) -> Iterator[
 
 
 __all__ = [
+    "PROGRESS_LOGGER",
     "EpochProgress",
     "Progress",
     "Reporting",

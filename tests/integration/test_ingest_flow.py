@@ -117,6 +117,11 @@ def test_cli_ingests_a_local_release_and_updates_changed_ratings(env: str, tmp_p
     folder = write_release(tmp_path / "ml-latest-small")
     done = cli("ingest", "--dataset", "ml-latest-small", "--source", str(folder))
     assert done.returncode == 0, done.stderr
+    # each phase's progress in the run's logs (the console), with its rows/s
+    logs = done.stdout + done.stderr
+    for line in ("read: 3 ratings and 3 movies in", "validate: passed in", "load: 3 ratings in"):
+        assert line in logs, logs
+    assert "load: merging ratings (" in logs and "rows/s" in logs, logs
     assert counts(env) == (2, 3, 3)
     write_release(folder, ratings=RATINGS.replace("1,2,4.0", "1,2,1.5"))
     code, out = run("--dataset", "ml-latest-small", "--source", str(folder))

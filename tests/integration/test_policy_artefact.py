@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,9 @@ SMALL_DEMO = [
 pytestmark = pytest.mark.slow
 
 
-def test_training_run_logs_the_policy_table(tmp_path: Path, sqlite_url: str) -> None:
+def test_training_run_logs_the_policy_table(
+    tmp_path: Path, sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     import mlflow
 
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -41,9 +44,15 @@ def test_training_run_logs_the_policy_table(tmp_path: Path, sqlite_url: str) -> 
             {"policy", "model", "popularity", "content_based"} <= set(t["systems"]) for t in served
         )
         assert all("verdict" in t for t in served)
-        run_id, _ = platform.model_registry().log_and_register(run)
+        with caplog.at_level(logging.INFO, logger="recolab.progress"):
+            run_id, version = platform.model_registry().log_and_register(run)
     finally:
         platform.close()
     client = mlflow.MlflowClient(tracking_uri=tracking)
     logged = {a.path for a in client.list_artifacts(run_id, "policy")}
     assert {"policy/policy_table.json", "policy/policy_table.md"} <= logged
+    # the registration's progress: the run logged, then the model saved and registered
+    said = [r.getMessage() for r in caplog.records if r.name == "recolab.progress.registry"]
+    assert said[0].startswith("register: logging the run to MLflow"), said
+    assert said[1].startswith(f"register: run {run_id} logged in"), said
+    assert said[-1].startswith(f"register: version {version} of recolab-neumf in"), said

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,18 @@ from recolab.adapters.sql.loading import load_dataset
 from recolab.config import DemoConfig
 from recolab.domain.model import TIER_UPPER_BOUNDS, UserClassification
 
-log = logging.getLogger(__name__)
+# Progress lines (each phase's start, its end with rows/s): a flow forwards this logger's
+# parent, `recolab.progress`, to its run logs (`bootstrap.progress_logged_to`).
+progress = logging.getLogger("recolab.progress.ingest")
+
+
+def rate(rows: int, seconds: float) -> str:
+    """`1,234,567 rows/s`; `-` when too quick to measure."""
+    return f"{rows / seconds:,.0f} rows/s" if seconds > 1e-3 else "- rows/s"
+
+
+def since(start: float) -> float:
+    return time.perf_counter() - start
 
 
 @dataclass(frozen=True)
@@ -57,7 +69,7 @@ class MovieLensSource:
                 self.data_dir / "raw" / f"demo-{d.n_users}u-{d.n_movies}m-{d.n_ratings}r-s{d.seed}"
             )
             if not (folder / "ratings.csv").exists():
-                log.info("generating the demo dataset into %s", folder)
+                progress.info("read: generating the demo dataset into %s", folder)
                 generate_demo(
                     folder,
                     n_users=d.n_users,
@@ -79,8 +91,18 @@ class MovieLensSource:
 
     def read(self, dataset: str, source: Path | None) -> MovieLensBatch:
         folder = self.locate(dataset, source)
-        log.info("reading %s from %s", dataset, folder)
-        return MovieLensBatch(read_movielens(folder))
+        progress.info("read: reading %s from %s", dataset, folder)
+        start = time.perf_counter()
+        batch = MovieLensBatch(read_movielens(folder))
+        seconds = since(start)
+        progress.info(
+            "read: %s ratings and %s movies in %.1f s (%s)",
+            f"{batch.n_ratings:,}",
+            f"{batch.n_movies:,}",
+            seconds,
+            rate(batch.n_ratings, seconds),
+        )
+        return batch
 
 
 @dataclass(frozen=True)
@@ -114,12 +136,25 @@ class GxValidator:
 
     def validate(self, batch: Any, report_dir: Path | None) -> GxOutcome:
         data: MovieLensData = batch.data
+        progress.info(
+            "validate: %s ratings and %s movies against the Great Expectations suites",
+            f"{len(data.ratings):,}",
+            f"{len(data.movies):,}",
+        )
+        start = time.perf_counter()
         report = validate_dataset(
             data.ratings,
             data.movies,
             report_dir=report_dir,
             sample_size=self.sample_size,
             data_docs=self.data_docs,
+        )
+        seconds = since(start)
+        progress.info(
+            "validate: %s in %.1f s (%s)",
+            "passed" if report.success else "FAILED",
+            seconds,
+            rate(len(data.ratings), seconds),
         )
         return GxOutcome(report)
 
@@ -133,13 +168,25 @@ class SqlLoader:
 
     def load(self, batch: Any, dataset: str, source: str) -> Mapping[str, Any]:
         data: MovieLensData = batch.data
+        start = time.perf_counter()
+
+        def phase(message: str) -> None:
+            progress.info("load: %s (%.1f s so far)", message, since(start))
+
         result = load_dataset(
             self.engine,
             data.ratings,
             data.movies,
             dataset=dataset,
             source=source,
-            progress=log.info,
+            progress=phase,
+        )
+        progress.info(
+            "load: %s ratings in %.1f s (%s; %s)",
+            f"{len(data.ratings):,}",
+            result.seconds,
+            rate(len(data.ratings), result.seconds),
+            ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.phases.items()),
         )
         return {
             "movies_inserted": result.movies.inserted,

@@ -8,7 +8,9 @@ decided in the domain (`recolab.domain.promotion`).
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -34,6 +36,9 @@ CHAMPION_ALIAS = "champion"
 TAG_CHALLENGER = "challenger"
 COMPARISON_PREFIX = "promotion."
 _NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+# Progress lines of a registration: a flow forwards this logger's parent, `recolab.progress`,
+# to its run logs (`bootstrap.progress_logged_to`).
+progress = logging.getLogger("recolab.progress.registry")
 
 
 def register_model(
@@ -202,6 +207,12 @@ class MlflowModelRegistry:
         about = fitted_and_measured(run)
         report = {"neumf": run.summary, "baselines": run.baselines, "model": about}
         metrics = dict(run.metrics)
+        start = time.perf_counter()
+        progress.info(
+            "register: logging the run to MLflow (%d metrics, %d epochs, artefacts)",
+            len(metrics),
+            len(run.fit_result.history),
+        )
         if run.refitted is not None:
             metrics["refit_seconds"] = run.refitted.fit_seconds  # the refit's cost
         run_id = mlf.log_training_run(
@@ -226,12 +237,30 @@ class MlflowModelRegistry:
             run_name=f"neumf-{run.protocol.mode}-{run.protocol.name}",
             registered=run.refitted,
         )
+        logged = time.perf_counter()
+        fit = run.registered_fit
+        progress.info(
+            "register: run %s logged in %.1f s; saving and registering the model (%s "
+            "parameters, %s users x %s movies)",
+            run_id,
+            logged - start,
+            f"{sum(p.numel() for p in fit.model.parameters()):,}",
+            f"{len(fit.users.ids):,}",
+            f"{len(fit.items.ids):,}",
+        )
         version = register_model(
             tracking_uri=self.tracking_uri,
             run_id=run_id,
-            fit_result=run.registered_fit,
+            fit_result=fit,
             model_name=self.model_name,
             movies=run.snapshot.movies,
+        )
+        progress.info(
+            "register: version %s of %s in %.1f s (%.1f s in all)",
+            version,
+            self.model_name,
+            time.perf_counter() - logged,
+            time.perf_counter() - start,
         )
         return run_id, version
 
@@ -252,6 +281,7 @@ class MlflowModelRegistry:
         if version is None:
             return None
         number = str(version.version)
+        progress.info("register: loading champion version %s to re-score it", number)
         champion = fmt.load_scorer(f"models:/{self.model_name}/{number}", self.tracking_uri, number)
         trained_on, about = champion_training_rows(self.client, version, run.snapshot.path.parent)
         same = compare_on_split(

@@ -26,6 +26,8 @@ import pandas as pd
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
+from recolab.ml.evaluation.metrics import metric_key as metric_key
+
 if TYPE_CHECKING:
     from recolab.ml.features import FeatureSnapshot
     from recolab.ml.fitting import FitResult
@@ -54,11 +56,6 @@ MAX_VALUE = 6000
 def mlflow_client(tracking_uri: str) -> mlflow.MlflowClient:
     """A client whose tracking and registry are both `tracking_uri`."""
     return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-
-
-def metric_key(name: str) -> str:
-    """An MLflow-safe metric/param/tag key: `val/ndcg@10` -> `val/ndcg_at_10`."""
-    return re.sub(r"[^/\w.\- ]", "_", name.replace("@", "_at_"))
 
 
 def _is_server(tracking_uri: str) -> bool:

@@ -7,6 +7,8 @@ throughout; discounts are log2(rank + 1) with ranks starting at 1.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 FloatArray = np.ndarray
@@ -163,3 +165,9 @@ def _safe_divide(num: np.ndarray, den: np.ndarray) -> FloatArray:
     out = np.zeros(np.broadcast(num, den).shape, dtype=np.float64)
     np.divide(num, den, out=out, where=den > 0)
     return out
+
+
+def metric_key(name: str) -> str:
+    """The one name a metric has wherever it is shown (MLflow, artefacts, plots, logs):
+    MLflow allows no `@`, so `val/ndcg@10` is `val/ndcg_at_10`."""
+    return re.sub(r"[^/\w.\- ]", "_", name.replace("@", "_at_"))

@@ -47,7 +47,7 @@ def ys(ln: Line2D) -> list[float]:
 
 def test_loss_and_each_validation_metric_get_their_own_panel() -> None:
     figure = plots.learning_curve_figure(IMPLICIT)
-    assert titles(figure) == ["loss", "val/ndcg@10", "val/hr@10"]
+    assert titles(figure) == ["loss", "val/ndcg_at_10", "val/hr_at_10"]
     for ax, quantity in zip(figure.axes, ["train/loss", "val/ndcg@10", "val/hr@10"], strict=True):
         (curve,) = ax.get_lines()
         assert curve.get_label() == quantity
@@ -112,7 +112,7 @@ def test_missing_values_are_skipped_and_losses_share_one_panel() -> None:
         {"epoch": 2.0, "train/loss": 1.2, "val/loss": 2.0, "val/hr@10": 0.2},
     ]
     figure = plots.learning_curve_figure(history)
-    assert titles(figure) == ["loss", "val/hr@10"]
+    assert titles(figure) == ["loss", "val/hr_at_10"]
     assert [ln.get_label() for ln in figure.axes[0].get_lines()] == ["train/loss", "val/loss"]
     (hr,) = figure.axes[1].get_lines()
     assert xs(hr) == [2.0] and ys(hr) == [0.2]
@@ -153,7 +153,7 @@ def test_train_writes_the_learning_curve_of_its_fit_with_its_baselines(tmp_path:
     assert fitted.best_epoch is not None and len(fitted.history) == 3
 
     figure = learning_curve(fitted, run.baselines)
-    assert titles(figure) == ["loss", "val/ndcg@10", "val/hr@10"]
+    assert titles(figure) == ["loss", "val/ndcg_at_10", "val/hr_at_10"]
     for ax in figure.axes:
         (marker,) = line(ax, plots.BEST_EPOCH_LABEL)
         assert xs(marker) == [float(fitted.best_epoch)] * 2

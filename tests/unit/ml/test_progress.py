@@ -28,7 +28,7 @@ from recolab.ml.progress import (
 )
 from tests.unit.ml.test_metric_names import tiny_snapshot
 
-LOGGER = "recolab.ml.progress"
+LOGGER = "recolab.progress"
 TINY = TrainConfig(
     mode="implicit", gmf_dim=4, mlp_dim=4, mlp_layers=(8, 4), max_epochs=2, val_negatives=10
 )
@@ -83,14 +83,15 @@ def test_an_epoch_line_has_the_metrics_and_the_time_left_at_most() -> None:
             # the module logs the epoch's loss after the callbacks' on_train_epoch_end
             trainer.callback_metrics = {"train/loss": 0.5 - epoch / 10, "val/hr@10": 0.25}
         assert records == [
-            "fit epoch 1/5: train/loss=0.5000 val/hr@10=0.2500 (10 s; at most 40 s left)"
+            "fit epoch 1/5: train/loss=0.5000 val/hr_at_10=0.2500 (10 s; at most 40 s left)"
         ]
         callback.on_train_end(trainer, None)  # type: ignore[arg-type]
     finally:
         logger.removeHandler(handler)
     # mean epoch 15 s, 3 epochs left
     assert (
-        records[1] == "fit epoch 2/5: train/loss=0.4000 val/hr@10=0.2500 (20 s; at most 45 s left)"
+        records[1]
+        == "fit epoch 2/5: train/loss=0.4000 val/hr_at_10=0.2500 (20 s; at most 45 s left)"
     )
 
 
@@ -111,7 +112,7 @@ def test_a_fit_logs_one_line_per_epoch_with_its_metrics(caplog: pytest.LogCaptur
     assert len(found) == len(result.history) == 2
     for epoch, line in enumerate(found, start=1):
         assert line.startswith(f"tiny fit epoch {epoch}/2: ")
-        assert re.search(r"train/loss=\d\.\d{4}", line) and "val/ndcg@10=" in line
+        assert re.search(r"train/loss=\d\.\d{4}", line) and "val/ndcg_at_10=" in line
         assert re.search(r"\([\d.]+ s; at most [\d.]+ s left\)$", line)
     assert found[-1].endswith("at most 0.0 s left)")
 

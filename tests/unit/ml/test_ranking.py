@@ -170,3 +170,40 @@ def test_bootstrap_interval_is_seeded_and_narrows_with_more_users() -> None:
     assert np.isnan(metrics.bootstrap_ci(np.empty(0))[0])
     with pytest.raises(ValueError, match="level"):
         metrics.bootstrap_ci(small, level=1.5)
+
+
+@pytest.mark.parametrize("baseline", ["popularity", "bias_only"])
+def test_baselines_score_whole_catalogues_as_their_per_pair_scores(baseline: str) -> None:
+    from recolab.ml.baselines import BiasOnlyRecommender, PopularityRecommender
+
+    ratings = _ratings()
+    model = (PopularityRecommender() if baseline == "popularity" else BiasOnlyRecommender()).fit(
+        ratings
+    )
+    scorer = ranking.catalogue_scorer(model)
+    assert scorer is model  # ranked by its own catalogue scoring, not the per-pair grid
+    # known and unknown users (0, 999) and items (1, 2: never rated) alike
+    users = np.array([3, 0, 1, 999, 25])
+    catalogue = np.array([0, 1, 2, *np.unique(ratings["movie_id"])[:30]])
+    grid = ranking.GridScorer(model).score_catalogue(users, catalogue)
+    block = scorer.score_catalogue(users, catalogue)
+    assert block.dtype == torch.float64 and block.shape == (5, catalogue.size)
+    assert torch.equal(block, grid)
+    block[0, 0] = -torch.inf  # ranking writes into a block: rows are not views of one
+    assert block[1, 0] == grid[1, 0]
+    candidates = catalogue[: 4 * 5].reshape(5, 4)
+    assert np.array_equal(
+        scorer.score_candidates(users, candidates),
+        ranking.GridScorer(model).score_candidates(users, candidates),
+    )
+    assert scorer.pair_bytes() > 0
+    # protocol B through the blocks: the same lists as through the per-pair grid
+    exclusions = ranking.Exclusions.from_pairs(np.array([0, 2]), np.array([5, 6]), 5)
+    lists = [
+        ranking.top_k(
+            lambda b, s=s: s.score_catalogue(b, catalogue), users, catalogue.size, exclusions, 10, 2
+        )
+        for s in (scorer, ranking.GridScorer(model))
+    ]
+    assert np.array_equal(lists[0][0], lists[1][0])
+    assert np.array_equal(lists[0][1], lists[1][1])
