@@ -22,7 +22,7 @@ from recolab.domain.errors import InvalidValue
 from recolab.domain.events import DomainEvent
 from recolab.domain.model import Movie, RatedMovies, Rating, User
 from recolab.domain.ports import Scorer
-from recolab.domain.services.index import CatalogueIndex
+from recolab.domain.services.catalogue import CatalogueSnapshot
 from recolab.domain.services.strategy import HybridWeights, Strategy
 from recolab.domain.values import MovieId, RatingScore, UserId
 
@@ -138,28 +138,6 @@ class InMemoryUnitOfWork:
         return None
 
 
-class StaticCatalogue:
-    """The catalogue of a training split: its arrays built once."""
-
-    def __init__(self, movies: Sequence[Movie]) -> None:
-        self._movies = list(movies)
-        self._by_id = {m.id: m for m in self._movies}
-        self._ranked = sorted(self._movies, key=lambda m: (-m.popularity_score(), m.id.value))
-        self._index = CatalogueIndex(self._movies)
-
-    def movies(self) -> Sequence[Movie]:
-        return self._movies
-
-    def by_popularity(self) -> Sequence[Movie]:
-        return self._ranked
-
-    def get(self, movie_id: MovieId) -> Movie | None:
-        return self._by_id.get(movie_id)
-
-    def index(self) -> CatalogueIndex:
-        return self._index
-
-
 class NoCache:
     """Nothing is cached: every answer is computed (`None` generation: nothing stored)."""
 
@@ -197,7 +175,7 @@ def offline_recommender(
     """The service's `Recommender` over `view`, with `scorer` as the loaded model."""
     return Recommender(
         uow_factory=lambda: InMemoryUnitOfWork(view),
-        catalogue=StaticCatalogue(view.movies),
+        catalogue=CatalogueSnapshot(view.movies),
         scorer=lambda: scorer,
         cache=NoCache(),
         bus=NoBus(),

@@ -36,6 +36,7 @@ from recolab.adapters.sql.engine import SQLITE_BEGIN
 from recolab.domain.errors import MovieNotFound, UserNotFound
 from recolab.domain.model import Movie, RatedMovies, Rating, User, top_genres
 from recolab.domain.services import CatalogueIndex
+from recolab.domain.services.catalogue import CatalogueSnapshot
 from recolab.domain.values import (
     POSITIVE_THRESHOLD,
     MovieId,
@@ -389,32 +390,22 @@ class SqlCatalogue:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._movies: list[Movie] = []
-        self._by_id: dict[MovieId, Movie] = {}
-        self._ranked: list[Movie] = []
-        self._index = CatalogueIndex(())
+        self._snapshot = CatalogueSnapshot(())
 
     def refresh(self) -> None:
         with self.engine.connect() as conn:
             movies = [movie_from_row(r) for r in conn.execute(select(s.movies))]
-        ranked = sorted(movies, key=lambda m: (-m.popularity_score(), m.id.value))
-        index = CatalogueIndex(movies)
-        # The recommendation path reads the index alone, so it sees one version whole.
-        self._movies, self._by_id, self._ranked, self._index = (
-            movies,
-            {m.id: m for m in movies},
-            ranked,
-            index,
-        )
+        # One assignment: the recommendation path sees one version whole.
+        self._snapshot = CatalogueSnapshot(movies)
 
     def movies(self) -> Sequence[Movie]:
-        return self._movies
+        return self._snapshot.movies()
 
     def by_popularity(self) -> Sequence[Movie]:
-        return self._ranked
+        return self._snapshot.by_popularity()
 
     def get(self, movie_id: MovieId) -> Movie | None:
-        return self._by_id.get(movie_id)
+        return self._snapshot.get(movie_id)
 
     def index(self) -> CatalogueIndex:
-        return self._index
+        return self._snapshot.index()
