@@ -26,7 +26,7 @@ import pandas as pd
 from recolab.domain.model import RatedMovies
 from recolab.domain.values import MIN_RATING, RATING_SPAN, UserId
 from recolab.ml.evaluation import metrics
-from recolab.ml.evaluation.protocols import sample_unrated, top_k_items
+from recolab.ml.evaluation.protocols import loo_candidates, top_k_items
 from recolab.ml.features import FeatureSnapshot
 from recolab.ml.progress import Progress, Reporting
 from recolab.ml.scorer import NeuMFScorer
@@ -251,16 +251,7 @@ def _measure(
         return metrics.rmse(predicted, test[RATING].to_numpy())
     if protocol == "B":
         return _ndcg(model, train, test, ratings)
-    users = test[USER].to_numpy(np.int64)
-    negatives = sample_unrated(
-        users,
-        train[ITEM].to_numpy(),
-        ratings[USER].to_numpy(),
-        ratings[ITEM].to_numpy(),
-        N_NEGATIVES,
-        seed,
-    )
-    candidates = np.concatenate([test[ITEM].to_numpy(np.int64)[:, None], negatives], axis=1)
+    users, candidates = loo_candidates(train, test, ratings, N_NEGATIVES, seed)
     scores = model.score(np.repeat(users, candidates.shape[1]), candidates.reshape(-1))
     ranks = metrics.rank_of_positive(scores.reshape(candidates.shape))
     return float(metrics.loo_hit_rate(ranks, K).mean())

@@ -376,6 +376,23 @@ def run_topk(
 # -- protocol C ---------------------------------------------------------------------------
 
 
+def loo_candidates(
+    train: pd.DataFrame, test: pd.DataFrame, ratings: pd.DataFrame, n_negatives: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Protocol C's lists: each test user (row order) and their candidates, the held-out
+    item first, then `n_negatives` training-catalogue items they never rated."""
+    users = test[USER].to_numpy(np.int64)
+    negatives = sample_unrated(
+        users,
+        train[ITEM].to_numpy(),
+        ratings[USER].to_numpy(),
+        ratings[ITEM].to_numpy(),
+        n_negatives,
+        seed,
+    )
+    return users, np.concatenate([test[ITEM].to_numpy(np.int64)[:, None], negatives], axis=1)
+
+
 def run_leave_one_out(
     factory: RecommenderFactory,
     ratings: pd.DataFrame,
@@ -391,16 +408,7 @@ def run_leave_one_out(
     """
     train, test = leave_latest_out(ratings)
     model, fit_s = _timed_fit(factory, train)
-    users = test[USER].to_numpy(np.int64)
-    negatives = sample_unrated(
-        users,
-        train[ITEM].to_numpy(),
-        ratings[USER].to_numpy(),
-        ratings[ITEM].to_numpy(),
-        n_negatives,
-        seed,
-    )
-    candidates = np.concatenate([test[ITEM].to_numpy(np.int64)[:, None], negatives], axis=1)
+    users, candidates = loo_candidates(train, test, ratings, n_negatives, seed)
     scorer = ranking.catalogue_scorer(model)
     # Each user's own list: the user side once per row (NeuMF), in blocks of about 2M pairs.
     step = max(1, (1 << 21) // candidates.shape[1])
