@@ -26,10 +26,13 @@ def pipeline(
     database_url: str | None = None,
     skip_ingest: bool = False,
     use_tuned: bool = False,
+    challenger: bool = False,
 ) -> dict[str, Any]:
     """Ingest (unless `skip_ingest`: retrain on what the database holds), build features,
     train, evaluate, register and promote. `use_tuned`: train with the dataset's latest
-    tuned settings (the `tune` flow), under `overrides`; the defaults when never tuned."""
+    tuned settings (the `tune` flow), under `overrides`; the defaults when never tuned.
+    `challenger`: a model that passes the promotion gate gets the `challenger` alias instead
+    of `champion`, for an online experiment to decide."""
     loaded = (
         None
         if skip_ingest
@@ -44,5 +47,6 @@ def pipeline(
         max_epochs=max_epochs,
         overrides=[*tuned, *(overrides or [])],
         database_url=database_url,
+        challenger=challenger,
     )
     return {"ingest": loaded, "snapshot": manifest["id"], "train": trained}

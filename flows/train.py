@@ -35,7 +35,7 @@ def fit_and_evaluate(
 
 
 @task(name="register-and-promote", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def register(platform: Platform, run: TrainedModel) -> dict[str, Any]:
+def register(platform: Platform, run: TrainedModel, challenger: bool = False) -> dict[str, Any]:
     registry = platform.model_registry()
     with progress_logged_to(get_run_logger()):  # the champion re-scored on the same data
         outcome = register_and_promote(
@@ -43,13 +43,15 @@ def register(platform: Platform, run: TrainedModel) -> dict[str, Any]:
             registry,
             platform.bus,
             min_comparable_rows=platform.pipeline_config.promotion.min_comparable_rows,
+            as_challenger=challenger,
         )
     get_run_logger().info("version %s: %s", outcome.version, outcome.decision.reason)
     decision = outcome.decision
     return {
         "run_id": outcome.run_id,
         "version": outcome.version,
-        "promoted": decision.promote,
+        "promoted": decision.promote and not challenger,
+        "challenger": challenger and registry.is_challenger(outcome.version),
         "reason": decision.reason,
         "previous_champion": outcome.previous_champion,
         "comparison": {
@@ -71,18 +73,21 @@ def train(
     max_epochs: int | None = None,
     overrides: list[str] | None = None,
     database_url: str | None = None,
+    challenger: bool = False,
 ) -> dict[str, Any]:
     """Train NeuMF under protocol A (ratings, RMSE), B (top-10, nDCG@10) or C (leave-one-out,
     HR@10) on a feature snapshot, log it to MLflow, register it and move the champion alias
     only when it beats the popularity baseline under that protocol and the current champion
-    re-scored on the same test split (whatever snapshot or protocol it was trained under)."""
+    re-scored on the same test split (whatever snapshot or protocol it was trained under).
+    `challenger`: a model that passes that gate gets the `challenger` alias instead, for an
+    online experiment to decide (`recolab experiment start`)."""
     changes = list(overrides or [])
     if max_epochs is not None:
         changes.append(f"max_epochs={max_epochs}")
     platform = platform_for(database_url, changes)
     try:
         run = fit_and_evaluate(platform, protocol, snapshot_id, changes)
-        result = register(platform, run)
+        result = register(platform, run, challenger)
     finally:
         platform.close()
     rows = "\n".join(
@@ -90,7 +95,13 @@ def train(
         for name, value in sorted(run.metrics.items())
         if not name.startswith("tier_")
     )
-    verdict = "promoted to **champion**" if result["promoted"] else "kept as challenger"
+    verdict = (
+        "promoted to **champion**"
+        if result["promoted"]
+        else "given the **challenger** alias (for an online experiment)"
+        if result["challenger"]
+        else "kept as challenger"
+    )
     comparison = "\n".join(f"| {name} | {value} |" for name, value in result["comparison"].items())
     create_markdown_artifact(
         markdown=(

@@ -8,7 +8,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -125,6 +125,16 @@ Tuned = Annotated[
 ]
 
 
+AsChallenger = Annotated[
+    bool,
+    typer.Option(
+        "--challenger",
+        help="a model that passes the promotion gate gets the `challenger` alias, not "
+        "`champion` (then `recolab experiment start`)",
+    ),
+]
+
+
 @app.command()
 def train(
     dataset: Annotated[str, typer.Option(help="the dataset name (MLflow experiment)")] = "demo",
@@ -133,6 +143,7 @@ def train(
     max_epochs: int | None = None,
     override: Overrides = None,
     tuned: Tuned = False,
+    challenger: AsChallenger = False,
 ) -> None:
     """Train NeuMF, evaluate it, log and register it in MLflow (the `train` flow)."""
     from flows.train import train as train_flow
@@ -147,10 +158,10 @@ def train(
             snapshot_id=snapshot,
             max_epochs=max_epochs,
             overrides=overrides,
+            challenger=challenger,
         )
     )
-    verdict = "champion" if result["promoted"] else "challenger"
-    typer.echo(f"model version {result['version']} ({verdict}): {result['reason']}")
+    typer.echo(f"model version {result['version']} ({_verdict(result)}): {result['reason']}")
     typer.echo(f"MLflow run: {result['run_url']}")
 
 
@@ -221,6 +232,7 @@ def pipeline(
     max_epochs: int | None = None,
     override: Overrides = None,
     tuned: Tuned = False,
+    challenger: AsChallenger = False,
 ) -> None:
     """Run the whole pipeline: ingest, validate, features, train, evaluate, promote."""
     from flows.pipeline import pipeline as pipeline_flow
@@ -236,11 +248,19 @@ def pipeline(
             max_epochs=max_epochs,
             overrides=overrides,
             use_tuned=tuned,
+            challenger=challenger,
         )
     )
     trained = result["train"]
-    verdict = "champion" if trained["promoted"] else "challenger"
-    typer.echo(f"snapshot {result['snapshot']}; model version {trained['version']} ({verdict})")
+    typer.echo(
+        f"snapshot {result['snapshot']}; model version {trained['version']} ({_verdict(trained)})"
+    )
+
+
+def _verdict(result: dict[str, Any]) -> str:
+    if result["promoted"]:
+        return "champion"
+    return "challenger alias" if result.get("challenger") else "not promoted"
 
 
 @app.command()

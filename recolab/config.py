@@ -170,7 +170,68 @@ class ServingConfig(_Section):
         return hybrid_weights(self.hybrid_weights)
 
 
-DeployableFlow = Literal["ingest", "features", "train", "pipeline", "tune"]
+DeployableFlow = Literal[
+    "ingest", "features", "train", "pipeline", "tune", "monitor", "online-report"
+]
+
+
+class ExperimentsConfig(_Section):
+    """Online experiments (configs/experiments.yaml): how answers are judged by feedback and
+    when online evidence promotes a challenger. Which experiment runs (name, mode, share)
+    is not here: it is set on the registered model in MLflow (`recolab experiment start`),
+    so the service follows it without a restart."""
+
+    # A rating this long after an answer that contained the movie counts as a hit for the
+    # answer's variant (and its rank as the hit's position).
+    hit_window_s: int = Field(default=86_400, ge=1)
+    rank_cutoffs: list[int] = Field(default_factory=lambda: [1, 3, 5, 10], min_length=1)
+    # Promotion from online evidence: the challenger's hit-rate difference over the champion
+    # must be above zero at this confidence (a one-sided bootstrap bound over users).
+    confidence: float = Field(default=0.99, gt=0.5, lt=1.0)
+    bootstrap_samples: int = Field(default=2000, ge=100)
+    min_users_per_variant: int = Field(default=30, ge=1)
+    # "Not worse offline": the challenger's figure on the same data as the champion's may be
+    # at most this much worse (0: at least as good).
+    offline_tolerance: float = Field(default=0.0, ge=0.0)
+    # Shadow scorings waiting off the request path; past it they are dropped and counted.
+    shadow_max_pending: int = Field(default=256, ge=1)
+    # Answers remembered per worker to count hits in Prometheus (the report is exact).
+    last_served_users: int = Field(default=100_000, ge=1)
+
+    @field_validator("rank_cutoffs")
+    @classmethod
+    def _positive_cutoffs(cls, value: list[int]) -> list[int]:
+        if any(k < 1 for k in value):
+            raise ValueError("rank cut-offs are positive ranks (1 = the first item)")
+        return sorted(set(value))
+
+
+class MonitorConfig(_Section):
+    """Drift and event-driven retraining (configs/monitor.yaml, the `monitor` flow)."""
+
+    # Recent data: ratings that arrived after the champion's training snapshot, and the
+    # answers served in the last `recent_hours`.
+    recent_hours: float = Field(default=24.0, gt=0)
+    # Distribution shifts are judged only on at least this many recent ratings.
+    min_recent_ratings: int = Field(default=200, ge=1)
+    # Population stability index above which a distribution has drifted (0.1 slight,
+    # 0.25 major, by the usual rule of thumb).
+    rating_psi: float = Field(default=0.2, gt=0)
+    popularity_psi: float = Field(default=0.2, gt=0)
+    # Shares of recent ratings by users / of movies the champion has never seen.
+    unseen_users_share: float = Field(default=0.3, ge=0, le=1)
+    unseen_movies_share: float = Field(default=0.2, ge=0, le=1)
+    # Shares of recent answers that fell back or went to cold-start users.
+    fallback_share: float = Field(default=0.2, ge=0, le=1)
+    cold_start_share: float = Field(default=0.5, ge=0, le=1)
+    # Retrain after this many new ratings since the champion's snapshot, drift or not.
+    new_ratings: int = Field(default=10_000, ge=1)
+    # The `pipeline` deployment it triggers and that run's parameters (the last tuned
+    # configuration, on what the database holds).
+    deployment: str = "pipeline/recolab"
+    parameters: dict[str, Any] = Field(
+        default_factory=lambda: {"skip_ingest": True, "use_tuned": True}
+    )
 
 
 class ScheduleConfig(_Section):
@@ -210,6 +271,10 @@ class DeploymentsConfig(_Section):
     retune: ScheduleConfig = Field(
         default_factory=lambda: ScheduleConfig(cron="0 1 * * 0", flow="tune")
     )
+    # The drift monitor (the `monitor` flow, configs/monitor.yaml), hourly.
+    monitor: ScheduleConfig = Field(
+        default_factory=lambda: ScheduleConfig(cron="0 * * * *", flow="monitor")
+    )
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -219,6 +284,8 @@ PLATFORM_SECTIONS: dict[str, type[_Section]] = {
     "pipeline": PipelineConfig,
     "serving": ServingConfig,
     "deployments": DeploymentsConfig,
+    "experiments": ExperimentsConfig,
+    "monitor": MonitorConfig,
 }
 TRAINING_SECTIONS = ("model", "trainer")
 # configs/tune.yaml: validated where it is used (recolab.ml.tuning.TuneConfig needs torch).

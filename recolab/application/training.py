@@ -3,6 +3,7 @@ baseline and the champion measured on the same data."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -65,6 +66,11 @@ class ModelRegistry(Protocol):
     def keep_as_challenger(
         self, version: str, decision: PromotionDecision, details: Mapping[str, object]
     ) -> None: ...
+    def make_challenger(
+        self, version: str, decision: PromotionDecision, details: Mapping[str, object]
+    ) -> None:
+        """Give `version` the `challenger` alias (an online experiment may try it)."""
+        ...
 
 
 P = TypeVar("P")  # an evaluation protocol
@@ -104,6 +110,25 @@ def baseline_of(run: TrainedModel) -> tuple[str, float | None]:
     return BASELINES[0], None
 
 
+def challenger_eligible(
+    run: TrainedModel,
+    decision: PromotionDecision,
+    champion: ChampionComparison | None,
+    min_rows: int,
+) -> bool:
+    """Whether a candidate may be tried online: it would be promoted, or it strictly beats
+    the baseline and only the number of comparable test rows kept the offline head-to-head
+    from being made (a retrain on the champion's own snapshot)."""
+    if decision.promote:
+        return True
+    if champion is None or champion.rows is None or champion.rows >= min_rows:
+        return False
+    baseline, value = decision.baseline, run.primary_value
+    if baseline is None or not (math.isfinite(baseline) and math.isfinite(value)):
+        return False
+    return value > baseline if run.higher_is_better else value < baseline
+
+
 @dataclass(frozen=True, slots=True)
 class TrainingOutcome:
     run_id: str
@@ -120,10 +145,17 @@ def register_and_promote(
     bus: EventPublisher,
     *,
     min_comparable_rows: int = MIN_COMPARABLE_ROWS,
+    as_challenger: bool = False,
 ) -> TrainingOutcome:
     """Register the run's model; move the champion alias only if it beats the baseline under
     its protocol and the champion re-scored on the same data, at least `min_comparable_rows`
-    test rows of it (see `decide_promotion`)."""
+    test rows of it (see `decide_promotion`).
+
+    `as_challenger`: a model that would be promoted gets the `challenger` alias instead, for
+    an online experiment to decide (`recolab experiment start`, `recolab online-report
+    --promote`). So does one the offline comparison cannot judge (too few test rows the
+    champion was not trained on: a retrain on the champion's own snapshot) as long as it
+    beats the baseline: traffic can compare what a held-out split cannot."""
     run_id, version = registry.log_and_register(run)
     baseline_name, baseline = baseline_of(run)
     champion = registry.compare_with_champion(run)
@@ -148,7 +180,12 @@ def register_and_promote(
         "min_comparable_rows": min_comparable_rows,
         **({} if champion is None else {f"same_data.{k}": v for k, v in champion.data.items()}),
     }
-    if decision.promote:
+    if as_challenger:
+        if challenger_eligible(run, decision, champion, min_comparable_rows):
+            registry.make_challenger(version, decision, details)
+        else:
+            registry.keep_as_challenger(version, decision, details)
+    elif decision.promote:
         registry.promote(version, decision, details)
         bus.publish(
             ModelPromoted(

@@ -151,3 +151,30 @@ def test_the_nightly_train_flow_keeps_a_better_champion(flow_env: Platform) -> N
     left_out = comparison["same_data.test_rows_champion_trained_on"]
     assert compared == comparison["same_data.test_rows"] - left_out
     assert 0 < compared <= 39 < left_out
+
+
+@pytest.mark.slow
+def test_a_candidate_registered_as_challenger_gets_that_alias_and_the_champion_stays(
+    platform: Platform,
+) -> None:
+    from recolab.adapters.mlflow.experiments import read_state
+
+    bus = EventBus()
+    promoted: list[ModelPromoted] = []
+    bus.subscribe(ModelPromoted, promoted.append)
+    registry = platform.model_registry()
+    uri = platform.settings.resolved_tracking_uri
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    weak = register_and_promote(platform.train("B", overrides=UNTRAINED), registry, bus)
+    reg.set_champion(client, MODEL, weak.version)  # a weak champion, as on old stacks
+
+    better = platform.train("B", overrides=TRAINED)
+    outcome = register_and_promote(better, registry, bus, as_challenger=True)
+
+    assert outcome.decision.promote, outcome.decision.reason  # the gate passes it...
+    state = read_state(client, MODEL)  # ... but traffic decides: challenger, not champion
+    assert (state.champion_version, state.challenger_version) == (weak.version, outcome.version)
+    assert registry.is_challenger(outcome.version) and not registry.is_challenger(weak.version)
+    assert promoted == []
+    tags = client.get_model_version(MODEL, outcome.version).tags
+    assert tags["promotion.promote"] == "True" and tags["promotion.champion_version"] == "1"

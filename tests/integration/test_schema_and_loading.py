@@ -17,7 +17,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect, select, text, update
+from sqlalchemy import Engine, insert, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from recolab.adapters.sql import loading
@@ -231,6 +231,48 @@ def test_migration_0002_drops_the_user_time_index_and_its_downgrade_restores_it(
     assert rating_indexes() == {"idx_rating_movie"}
     command.downgrade(alembic_config(url=db_url), "0001")
     assert "idx_rating_user_ts" in rating_indexes()
+
+
+def test_migration_0003_keeps_history_rows_as_the_champion_s_and_its_downgrade_removes_the_columns(
+    db_url: str,
+) -> None:
+    def history_columns() -> set[str]:
+        engine = make_engine(db_url)
+        with engine.connect() as conn:
+            names = {c["name"] for c in inspect(conn).get_columns("recommendation_history")}
+            tables = set(inspect(conn).get_table_names())
+        engine.dispose()
+        return names | ({"<retrain_requests>"} if "retrain_requests" in tables else set())
+
+    upgrade(db_url, "0002")
+    engine = make_engine(db_url)
+    with engine.begin() as conn:  # an answer served before experiments existed
+        conn.execute(insert(s.users).values(id=1))
+        conn.execute(insert(s.movies).values(id=10, title="T", genres="Drama"))
+        conn.execute(
+            text(
+                "INSERT INTO recommendation_history (user_id, movie_id, rank, score, strategy,"
+                " source) VALUES (1, 10, 1, 0.5, 'popular', 'popular')"
+            )
+        )
+    engine.dispose()
+    upgrade(db_url, "0003")
+    assert {"tier", "fallback", "experiment", "variant", "<retrain_requests>"} <= history_columns()
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(
+                s.recommendation_history.c.fallback,
+                s.recommendation_history.c.experiment,
+                s.recommendation_history.c.variant,
+            )
+        ).one()
+    engine.dispose()
+    assert tuple(row) == (False, None, None)
+    command.downgrade(alembic_config(url=db_url), "0002")
+    assert (
+        not {"tier", "fallback", "experiment", "variant", "<retrain_requests>"} & history_columns()
+    )
 
 
 def test_concurrent_upgrades_of_a_fresh_database_wait_for_each_other(db_url: str) -> None:

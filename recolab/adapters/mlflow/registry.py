@@ -311,6 +311,22 @@ class MlflowModelRegistry:
         tag_challenger(self.client, self.model_name, version, decision.reason)
         record_comparison(self.client, self.model_name, version, {**asdict(decision), **details})
 
+    def make_challenger(
+        self, version: str, decision: PromotionDecision, details: Mapping[str, object]
+    ) -> None:
+        """The `challenger` alias on `version`, for an online experiment to try it."""
+        from recolab.adapters.mlflow.experiments import CHALLENGER_ALIAS
+
+        self.client.set_registered_model_alias(self.model_name, CHALLENGER_ALIAS, version)
+        tag_challenger(self.client, self.model_name, version, decision.reason)
+        record_comparison(self.client, self.model_name, version, {**asdict(decision), **details})
+
+    def is_challenger(self, version: str) -> bool:
+        """Whether `version` holds the `challenger` alias."""
+        from recolab.adapters.mlflow.experiments import read_state
+
+        return read_state(self.client, self.model_name).challenger_version == str(version)
+
     def run_url(self, run_id: str) -> str:
         run = self.client.get_run(run_id)
         base = (

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -33,6 +34,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
     func,
     insert,
     literal,
@@ -121,7 +123,30 @@ recommendation_history = Table(
     Column("source", String(32), nullable=False),
     Column("model_version", String(64), nullable=True),
     Column("created_at", Timestamp, nullable=False, server_default=func.now()),
+    # Migration 0003: who was answered how, for online metrics and drift reports. `variant`
+    # is champion / challenger (served) or shadow (scored off the request path, not shown);
+    # `experiment` names the experiment the answer belonged to (None: no experiment ran).
+    Column("tier", String(16), nullable=True),
+    Column("fallback", Boolean, nullable=False, server_default=false()),
+    Column("experiment", String(64), nullable=True),
+    Column("variant", String(16), nullable=True),
     Index("idx_rec_history_user_created", "user_id", "created_at"),
+    Index("idx_rec_history_experiment_created", "experiment", "created_at"),
+)
+
+# Migration 0003: retrains the `monitor` flow asked for (drift or new ratings past a
+# threshold), so that one condition triggers one retrain, not one per monitor run.
+retrain_requests = Table(
+    "retrain_requests",
+    metadata,
+    Column("id", Id, Identity(), primary_key=True),
+    Column("requested_at", Timestamp, nullable=False, server_default=func.now()),
+    Column("reason", Text, nullable=False),
+    Column("model_version", String(64), nullable=True),  # the champion when asked
+    Column("snapshot_id", String(64), nullable=True),  # the champion's training snapshot
+    Column("new_ratings", BigInteger, nullable=False, server_default="0"),
+    Column("flow_run_id", String(64), nullable=True),  # the monitor run that asked
+    Index("idx_retrain_requests_requested", "requested_at"),
 )
 
 datasets_loaded = Table(

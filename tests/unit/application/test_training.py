@@ -89,6 +89,14 @@ class FakeRegistry:
         self.challengers.append(version)
         self.recorded[version] = (decision, details)
 
+    def make_challenger(
+        self, version: str, decision: PromotionDecision, details: Mapping[str, object]
+    ) -> None:
+        self.challenger_alias = version
+        self.recorded[version] = (decision, details)
+
+    challenger_alias: str | None = None
+
 
 def promoted(bus: RecordingBus) -> list[tuple[str, str | None, float, float | None]]:
     return [
@@ -200,3 +208,31 @@ def test_a_comparison_on_too_few_rows_keeps_the_champion() -> None:
     # The threshold is the caller's (configs/pipeline.yaml): 10 rows are enough here.
     outcome = register_and_promote(tuesday, registry, bus, min_comparable_rows=10)
     assert outcome.decision.promote and registry.champion == "3"
+
+
+def test_as_challenger_a_better_candidate_gets_the_challenger_alias_not_the_champion() -> None:
+    registry, bus = FakeRegistry(), RecordingBus()
+    register_and_promote(Run(0.30), registry, bus)
+    outcome = register_and_promote(Run(0.35), registry, bus, as_challenger=True)
+    assert outcome.decision.promote  # the offline gate would have promoted it
+    assert registry.champion == "1" and registry.challenger_alias == "2"
+    assert len(promoted(bus)) == 1  # only the first champion: no event for a challenger
+
+
+def test_as_challenger_a_worse_candidate_gets_no_alias() -> None:
+    registry, bus = FakeRegistry(), RecordingBus()
+    register_and_promote(Run(0.30), registry, bus)
+    register_and_promote(Run(0.25), registry, bus, as_challenger=True)
+    assert registry.challenger_alias is None and registry.challengers == ["2"]
+
+
+def test_as_challenger_too_few_comparable_rows_leave_the_decision_to_traffic() -> None:
+    """A retrain on the champion's own (refitted) snapshot: offline cannot compare the two,
+    so a candidate that beats popularity may be tried online; one below it may not."""
+    registry, bus = FakeRegistry(), RecordingBus()
+    register_and_promote(Run(0.30), registry, bus)
+    registry.comparable_rows = 3
+    register_and_promote(Run(0.15, popularity=0.2), registry, bus, as_challenger=True)
+    assert registry.challenger_alias is None
+    register_and_promote(Run(0.31), registry, bus, as_challenger=True)
+    assert registry.champion == "1" and registry.challenger_alias == "3"
