@@ -144,6 +144,38 @@ def generate_demo(
     return out_dir
 
 
+@dataclass(frozen=True)
+class PlantedPreferences:
+    """What each demo user truly likes: the planted score (biases + latent factors + genre
+    affinity, no noise) of every (user, movie) pair, for simulating feedback to answers."""
+
+    user_ids: np.ndarray  # (n_users,) the demo's user ids (1..n_users)
+    movie_ids: np.ndarray  # (n_movies,) the demo's movie ids
+    scores: np.ndarray  # (n_users, n_movies) float32
+
+    def of(self, user_id: int, movie_ids: np.ndarray) -> np.ndarray:
+        """The user's planted scores of `movie_ids` (NaN for a movie not in the demo)."""
+        at = np.searchsorted(self.movie_ids, movie_ids).clip(max=len(self.movie_ids) - 1)
+        row = self.scores[int(user_id) - 1, at].astype(np.float64)
+        return np.where(self.movie_ids[at] == movie_ids, row, np.nan)
+
+
+def planted_preferences(
+    *, n_users: int = 1000, n_movies: int = 2000, seed: int = 42
+) -> PlantedPreferences:
+    """The planted preferences of the demo `generate_demo` writes with the same sizes and
+    seed (the world is the first thing drawn from the seed)."""
+    world = _plant_world(np.random.default_rng(seed), n_users, n_movies)
+    users = np.repeat(np.arange(n_users), n_movies)
+    items = np.tile(np.arange(n_movies), n_users)
+    score = world.user_bias[users] + world.item_bias[items] + _taste(world, users, items)
+    return PlantedPreferences(
+        np.arange(1, n_users + 1, dtype=np.int64),
+        world.movie_ids,
+        score.reshape(n_users, n_movies).astype(np.float32),
+    )
+
+
 def _check_sizes(n_users: int, n_movies: int, n_ratings: int) -> None:
     if n_users < 1 or n_movies < 2:
         raise ValueError("need at least 1 user and 2 movies")

@@ -202,3 +202,24 @@ def test_rejects_impossible_sizes(sizes: dict[str, int], tmp_path: Path) -> None
     with pytest.raises(ValueError):
         generate_demo(tmp_path, **sizes)
     assert not (tmp_path / "ratings.csv").exists()
+
+
+def test_planted_preferences_are_what_the_ratings_were_drawn_from(tmp_path: Path) -> None:
+    """The simulated users of an online experiment like what the demo's users rated well."""
+    from recolab.adapters.ingest.demo import planted_preferences
+
+    sizes = {"n_users": 200, "n_movies": 300, "seed": 42}
+    ratings = pd.read_csv(generate_demo(tmp_path, n_ratings=8000, **sizes) / "ratings.csv")
+    preferences = planted_preferences(**sizes)
+    assert preferences.scores.shape == (200, 300)
+    liking = np.array(
+        [
+            preferences.of(user, np.array([movie]))[0]
+            for user, movie in zip(ratings.userId, ratings.movieId, strict=True)
+        ]
+    )
+    assert not np.isnan(liking).any()
+    assert np.corrcoef(liking, ratings.rating)[0, 1] > 0.8  # noise sd 0.45 aside: the stars
+    other = planted_preferences(n_users=200, n_movies=300, seed=7)
+    assert abs(np.corrcoef(other.scores.ravel(), preferences.scores.ravel())[0, 1]) < 0.1
+    assert np.isnan(preferences.of(1, np.array([10**9])))[0]  # not a demo movie
