@@ -3,14 +3,14 @@ service alike. Nothing connects until called.
 
 The HTTP layer and the flows reach the adapters only through here: `bootstrap_serving`
 (the service's runtime), `bootstrap` (the flows' and the CLI's platform), the database
-error classifiers, and the per-request logging context re-exported below.
+error classifiers, and the per-request logging context re-exported below. The service's
+own wiring is in `recolab.serving_wiring`, which the platform's serving properties call.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -25,6 +25,8 @@ from recolab.adapters.runtime.observability import (
 )
 from recolab.application.handlers import message_bus
 from recolab.config import (
+    ExperimentsConfig,
+    MonitorConfig,
     PipelineConfig,
     ServingConfig,
     Settings,
@@ -32,6 +34,13 @@ from recolab.config import (
     load_section,
 )
 from recolab.domain.events import EventBus
+from recolab.entry_helpers import (
+    configure_torch_threads,
+    database_errors,
+    is_transient,
+    metric_name,
+    progress_logged_to,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -41,11 +50,16 @@ if TYPE_CHECKING:
     from recolab.adapters.mlflow.tuning import MlflowTuningLog
     from recolab.adapters.runtime.champion import ChampionWatcher
     from recolab.adapters.runtime.history import BackgroundHistory
+    from recolab.adapters.runtime.hits import LastServed
     from recolab.adapters.runtime.observability import ServingMetrics
+    from recolab.adapters.runtime.shadow import ShadowScoring
+    from recolab.adapters.runtime.variants import VariantRouter
     from recolab.adapters.sql.queries import SqlQueries
     from recolab.adapters.sql.repositories import SqlAlchemyUnitOfWork, SqlCatalogue
     from recolab.application.ingest import IngestReport
-    from recolab.application.recommend import Recommender
+    from recolab.application.monitor import MonitorSources
+    from recolab.application.online import OnlineReporting
+    from recolab.application.recommend import Recommender, Route, ShadowJobs
     from recolab.application.service import ServingRuntime
     from recolab.application.tuning import TuningOutcome
     from recolab.domain.ports import Cache, Scorer
@@ -93,6 +107,14 @@ class Platform:
         return load_section(ServingConfig, "serving", **self._config_args)
 
     @cached_property
+    def experiments_config(self) -> ExperimentsConfig:
+        return load_section(ExperimentsConfig, "experiments", **self._config_args)
+
+    @cached_property
+    def monitor_config(self) -> MonitorConfig:
+        return load_section(MonitorConfig, "monitor", **self._config_args)
+
+    @cached_property
     def engine(self) -> Engine:
         from recolab.adapters.sql.engine import make_engine
         from recolab.adapters.sql.migrate import upgrade
@@ -128,11 +150,12 @@ class Platform:
     @cached_property
     def bus(self) -> EventBus:
         """The application's event-handler table, bound to this platform's collaborators
-        (the service's metrics and history only in the service)."""
+        (the service's metrics, history and last answers served only in the service)."""
         collaborators: Mapping[str, object | None] = {
             "cache": self.cache,
             "metrics": self.metrics if self.serving else None,
             "history": self.history if self.serving else None,
+            "last_served": self.last_served if self.serving else None,
         }
         return message_bus(collaborators)
 
@@ -152,16 +175,23 @@ class Platform:
     @cached_property
     def history(self) -> BackgroundHistory:
         """Served recommendations, written to the database off the request path."""
-        from recolab.adapters.runtime.history import BackgroundHistory
+        from recolab.serving_wiring import history_writer
 
-        cfg = self.serving_config
-        return BackgroundHistory(
-            self.queries,
-            dropped=self.metrics.history_not_recorded,
-            max_pending=cfg.history_max_pending,
-            batch_size=cfg.history_batch_size,
-            interval_s=cfg.history_flush_interval_s,
-        )
+        return history_writer(self)
+
+    @cached_property
+    def last_served(self) -> LastServed:
+        """The last answer served to each recent user (online hit counters, per worker)."""
+        from recolab.serving_wiring import last_served
+
+        return last_served(self)
+
+    @cached_property
+    def shadow(self) -> ShadowScoring:
+        """Shadow scorings of an experiment's challenger, run off the request path."""
+        from recolab.serving_wiring import shadow_scoring
+
+        return shadow_scoring(self)
 
     @cached_property
     def catalogue(self) -> SqlCatalogue:
@@ -171,8 +201,15 @@ class Platform:
         catalogue.refresh()
         return catalogue
 
-    def recommender(self, scorer: Callable[[], Scorer | None] = lambda: None) -> Recommender:
-        """The recommend use case; `scorer` returns the current model (None: no model yet)."""
+    def recommender(
+        self,
+        scorer: Callable[[], Scorer | None] = lambda: None,
+        *,
+        route: Callable[[int], Route] | None = None,
+        shadow: ShadowJobs | None = None,
+    ) -> Recommender:
+        """The recommend use case; `scorer` returns the current model (None: no model yet),
+        `route` each user's model while an experiment runs, `shadow` runs shadow scorings."""
         from recolab.application.recommend import Recommender
 
         cfg = self.serving_config
@@ -186,27 +223,24 @@ class Platform:
             shortlist=cfg.shortlist_size,
             default_lambda=cfg.mmr_lambda,
             hybrid_weights=cfg.policy_weights(),
+            route=route,
+            shadow=shadow,
         )
 
     @cached_property
     def champion(self) -> ChampionWatcher:
         """Follows `models:/<name>@champion` in MLflow; `.start()` begins polling."""
-        import mlflow
+        from recolab.serving_wiring import model_watcher
 
-        from recolab.adapters.mlflow.model_format import load_scorer
-        from recolab.adapters.mlflow.registry import mlflow_champion_version
-        from recolab.adapters.runtime.champion import ChampionWatcher
+        return model_watcher(self, "champion")
 
-        uri = self.settings.resolved_tracking_uri
-        client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-        return ChampionWatcher(
-            self.settings.model_name,
-            resolve=mlflow_champion_version(client),
-            load=lambda name, version: load_scorer(
-                f"models:/{name}/{version}", self.settings.resolved_tracking_uri, version
-            ),
-            interval_s=self.serving_config.champion_poll_interval_s,
-        )
+    @cached_property
+    def variants(self) -> VariantRouter:
+        """Routes users between the champion and an online experiment's challenger,
+        following both in MLflow (one read per poll); `.start()` begins polling."""
+        from recolab.serving_wiring import variant_router
+
+        return variant_router(self)
 
     # ---- features and training
     def build_features(self, dataset: str) -> FeatureSnapshot:
@@ -225,6 +259,28 @@ class Platform:
 
         root = self.settings.features_dir
         return open_snapshot(root, snapshot_id) if snapshot_id else latest_snapshot(root)
+
+    def monitor_sources(self) -> MonitorSources:
+        """The `monitor` flow's collaborators: the champion and its training snapshot
+        (MLflow, the feature store), the recent ratings and answers (the database)."""
+        from recolab.adapters.mlflow.monitor import monitor_sources
+
+        s = self.settings
+        return monitor_sources(self.engine, s.resolved_tracking_uri, s.model_name, s.features_dir)
+
+    def online_reporting(self) -> OnlineReporting:
+        """The `online-report` flow's collaborators: the experiment's answers and ratings
+        (the database), the registry and the report runs (MLflow), the feature store."""
+        from recolab.adapters.mlflow.online import online_reporting
+
+        s = self.settings
+        return online_reporting(
+            self.engine,
+            tracking_uri=s.resolved_tracking_uri,
+            model_name=s.model_name,
+            artifact_root=s.artifact_root,
+            features_root=s.features_dir,
+        )
 
     def model_registry(self) -> MlflowModelRegistry:
         from recolab.adapters.mlflow.registry import MlflowModelRegistry
@@ -366,53 +422,20 @@ class Platform:
         return self.settings.reports_dir / kind / f"{name}-{stamp}"
 
     def serving_runtime(self) -> ServingRuntime:
-        """Wire the service's use cases and start following the champion model."""
-        from recolab.adapters.runtime.security import (
-            TokenVerifier,
-            issue_token,
-            rate_limiter,
-            serving_secret,
-        )
-        from recolab.adapters.sql.errors import is_conflict
-        from recolab.application.access import FailedAuthentications
-        from recolab.application.service import ServingRuntime
+        """Wire the service's use cases and start following the registry's models."""
+        from recolab.serving_wiring import serving_runtime
 
-        if not self.serving:
-            raise RuntimeError("the service's platform is built by bootstrap(serving=True)")
-        secret = serving_secret(self.settings)  # refuse a default secret before connecting
-        config, champion, metrics = self.serving_config, self.champion, self.metrics
-        runtime = ServingRuntime(
-            recommender=self.recommender(champion.current),
-            uow=self.uow,
-            reader=self.reader,
-            bus=self.bus,
-            queries=self.queries,
-            champion=champion,
-            cache=self.cache,
-            verify=TokenVerifier(secret),
-            limiter=rate_limiter(self.settings, config.rate_limit_per_minute),
-            auth_failures=FailedAuthentications(
-                rate_limiter(self.settings, config.auth_failures_per_minute)
-            ),
-            issue_token=lambda sub, role, ttl: issue_token(sub, role, secret, ttl),
-            pending=self.history,
-            is_conflict=is_conflict,
-            database_backend=self.engine.dialect.name,
-            cache_backend="redis" if self.settings.redis_url else "memory",
-            max_request_bytes=config.max_request_bytes,
-            request_threads=config.request_threads,
-            close=self.close,
-        )
-        champion.on_swap.append(lambda scorer: metrics.model(champion.model_name, scorer.version))
-        champion.start()
-        champion.on_swap.append(lambda _: self.catalogue.refresh())  # movies added since
-        metrics.model(champion.model_name, champion.status().version)
-        return runtime
+        return serving_runtime(self)
 
     def close(self) -> None:
-        """Stop following the champion, finish the pending history writes, disconnect."""
+        """Stop following the registry, finish the pending shadow scorings and history
+        writes (in that order: shadows are recorded in the history), disconnect."""
         if "champion" in self.__dict__:
             self.champion.stop()
+        if "variants" in self.__dict__:
+            self.variants.stop()
+        if "shadow" in self.__dict__:
+            self.shadow.close()
         if "history" in self.__dict__:
             self.history.close()
         if "engine" in self.__dict__:
@@ -451,44 +474,6 @@ def bootstrap_serving(
     """The service's runtime, from settings (the environment by default): the use cases
     wired, the champion model followed, every serving knob read from the configs."""
     return bootstrap(settings, overrides=overrides, serving=True).serving_runtime()
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether an error may pass on retry: lost database connections, timeouts, deadlocks."""
-    from recolab.adapters.sql.errors import is_transient as transient
-
-    return transient(exc)
-
-
-def progress_logged_to(target: Any) -> AbstractContextManager[None]:
-    """For a block, progress lines (ingest, training, evaluation, registration) also go to
-    `target` (a Prefect task's `get_run_logger()`: the run's logs and UI); see ml.progress."""
-    from recolab.ml.progress import forward_to
-
-    return forward_to(target)
-
-
-def metric_name(name: str) -> str:
-    """The one name a metric has wherever it is shown, its MLflow key: `ndcg@10` is
-    `ndcg_at_10` (MLflow allows no `@`)."""
-    from recolab.adapters.mlflow.tracking import metric_key
-
-    return metric_key(name)
-
-
-def database_errors() -> tuple[type[Exception], Callable[[BaseException], bool]]:
-    """The database's base error type and the classifier of those that may pass on retry."""
-    from recolab.adapters.sql.errors import DatabaseError
-    from recolab.adapters.sql.errors import is_transient as transient
-
-    return DatabaseError, transient
-
-
-def configure_torch_threads(environ: Mapping[str, str] | None = None) -> int:
-    """Size this worker's torch intra-op pool from `RECOLAB_TORCH_THREADS` (default 1)."""
-    from recolab.adapters.runtime.threads import configure_torch_threads as configure
-
-    return configure(environ)
 
 
 def local_token(

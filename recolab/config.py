@@ -187,14 +187,17 @@ class ExperimentsConfig(_Section):
     rank_cutoffs: list[int] = Field(default_factory=lambda: [1, 3, 5, 10], min_length=1)
     # Promotion from online evidence: the challenger's hit-rate difference over the champion
     # must be above zero at this confidence (a one-sided bootstrap bound over users).
-    confidence: float = Field(default=0.99, gt=0.5, lt=1.0)
-    bootstrap_samples: int = Field(default=2000, ge=100)
+    confidence: float = Field(default=0.999, gt=0.5, lt=1.0)
+    bootstrap_samples: int = Field(default=10_000, ge=100)
     min_users_per_variant: int = Field(default=30, ge=1)
     # "Not worse offline": the challenger's figure on the same data as the champion's may be
     # at most this much worse (0: at least as good).
     offline_tolerance: float = Field(default=0.0, ge=0.0)
     # Shadow scorings waiting off the request path; past it they are dropped and counted.
     shadow_max_pending: int = Field(default=256, ge=1)
+    # Share of a worker's time the shadow thread may score (it pauses in between): on a
+    # saturated worker the champion's answers lose at most about this much throughput.
+    shadow_max_busy: float = Field(default=0.1, gt=0, le=1)
     # Answers remembered per worker to count hits in Prometheus (the report is exact).
     last_served_users: int = Field(default=100_000, ge=1)
 

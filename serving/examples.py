@@ -22,11 +22,12 @@ MOVIE_LIST: dict[str, Any] = {
 }
 
 RECOMMEND_BODY: dict[str, Any] = {"user_id": USER_ID, "n": 5, "strategy": "auto"}
+EXPERIMENT = "neumf-v2-canary"
 RECOMMEND_RESPONSE: dict[str, Any] = {
     "user_id": USER_ID,
     "classification": "active",
     "strategy_used": "hybrid",
-    "model_version": "1",
+    "model_version": "2",
     "diversity_score": 0.61,
     "cached": False,
     "generated_at": AT,
@@ -40,6 +41,8 @@ RECOMMEND_RESPONSE: dict[str, Any] = {
             "explanation": "Because you rated Final Summer, The 2 (2002) 4.0",
         }
     ],
+    "experiment": EXPERIMENT,
+    "variant": "challenger",
 }
 
 RATE_BODY: dict[str, Any] = {"user_id": USER_ID, "movie_id": MOVIE_ID, "score": 4.5}
@@ -105,4 +108,12 @@ STATUS: dict[str, Any] = {
     "model": {"name": "recolab-neumf", "loaded": True, "version": "1", "error": None},
     "database": {"ok": True, "backend": "postgresql", "error": None},
     "cache": {"ok": True, "backend": "redis", "error": None},
+    "experiment": {
+        "name": EXPERIMENT,
+        "mode": "canary",
+        "share": 0.1,
+        "challenger_version": "2",
+        "running": True,
+        "error": None,
+    },
 }

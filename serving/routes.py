@@ -147,13 +147,16 @@ def recommend(body: sc.RecommendBody, caller: Caller, rt: Runtime) -> Response:
     """Recommend movies to a user; the strategy follows the user's tier unless given.
 
     Header `X-RecoLab-Fallback` says why the requested strategy was replaced, if it was
-    (no ratings yet, no model loaded yet, ...)."""
+    (no ratings yet, no model loaded yet, ...); `X-RecoLab-Variant` which model answered
+    (champion, or an experiment's challenger), as the body's `variant` does."""
     caller.require_access(body.user_id)
     result = rt.recommend(RecommendRequest(**body.model_dump()))
     # Validated and written by the response model itself, once: returned as is, FastAPI
     # neither validates it again nor encodes it a second time (the hot path's largest body).
     answer = sc.RecommendResponse.model_validate(result, from_attributes=True)
-    headers = {"X-RecoLab-Fallback": result.fallback} if result.fallback else None
+    headers = {"X-RecoLab-Variant": result.variant}
+    if result.fallback:
+        headers["X-RecoLab-Fallback"] = result.fallback
     return Response(answer.model_dump_json(), media_type="application/json", headers=headers)
 
 

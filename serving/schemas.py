@@ -130,6 +130,14 @@ class RecommendResponse(BaseModel):
     cached: bool
     generated_at: str
     items: list[RecommendedItem]
+    experiment: str | None = Field(
+        default=None, description="the online experiment the user is in (absent: none runs)"
+    )
+    variant: Literal["champion", "challenger"] = Field(
+        default="champion",
+        description="which model answered: the champion, or the experiment's challenger "
+        "(a canary's share of users, sticky per user)",
+    )
 
     model_config = example(ex.RECOMMEND_RESPONSE)
 
@@ -333,12 +341,28 @@ class ComponentStatus(BaseModel):
     error: str | None = None
 
 
+class ExperimentOut(BaseModel):
+    name: str
+    mode: Literal["canary", "shadow"] = Field(
+        description="canary: the challenger answers the share; shadow: it is only scored"
+    )
+    share: float = Field(ge=0.0, le=1.0, description="of users, by a hash of name and user id")
+    challenger_version: str | None
+    running: bool = Field(description="false: the challenger is not loaded (see error)")
+    error: str | None = None
+
+
 class StatusResponse(BaseModel):
     ready: bool
     reasons: list[str] = Field(description="why the service is not ready (empty when ready)")
     model: ModelStatus
     database: ComponentStatus
     cache: ComponentStatus = Field(description="a cache down degrades to uncached answers")
+    experiment: ExperimentOut | None = Field(
+        default=None,
+        description="the online experiment set in the registry (absent: none); one whose "
+        "challenger is not loaded leaves the champion answering everyone",
+    )
 
     model_config = example(ex.STATUS)
 
@@ -353,4 +377,7 @@ class StatusResponse(BaseModel):
             ),
             database=ComponentStatus.model_validate(report.database, from_attributes=True),
             cache=ComponentStatus.model_validate(report.cache, from_attributes=True),
+            experiment=None
+            if report.experiment is None
+            else ExperimentOut.model_validate(report.experiment, from_attributes=True),
         )

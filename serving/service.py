@@ -2,11 +2,12 @@
 
 A thin shell around the FastAPI app of `serving.app`: at start-up it builds everything
 through `recolab.bootstrap.bootstrap_serving()` (settings and overrides from the
-environment, serving knobs from configs/serving.yaml), starts following
-the MLflow `champion` alias, and answers BentoML's probes. BentoML adds `/livez`,
-`/readyz` (503 until a champion is loaded; `GET /status` says why), `/metrics`
-(its own plus `recolab_*`), access logs, tracing and `/docs.json` (in RecoLab's words:
-`serving.openapi.DocumentedService`); the page at `/` is `serving.openapi.docs_page`.
+environment, serving knobs from configs/serving.yaml), starts following the MLflow
+`champion` alias (and an online experiment's `challenger`, canary or shadow, started and
+stopped in the registry by `recolab experiment`), and answers BentoML's probes. BentoML
+adds `/livez`, `/readyz` (503 until a champion is loaded; `GET /status` says why),
+`/metrics` (its own plus `recolab_*`), access logs, tracing and `/docs.json` (in RecoLab's
+words: `serving.openapi.DocumentedService`); the page at `/` is `serving.openapi.docs_page`.
 
 Tracing: set an exporter through BentoML's configuration, e.g.
 `BENTOML_CONFIG_OPTIONS='services.recolab.tracing.exporter_type=otlp

@@ -1,9 +1,10 @@
 """The event-handler table: what happens after each domain event.
 
 Handlers are plain functions taking the event and, as keyword-only arguments, the
-collaborators they need (by name: `cache`, `metrics`, `history`); `recolab.bootstrap`
-binds them. A collaborator that a process does not have (metrics and the history exist
-only in the service) leaves its handlers out of that process's bus.
+collaborators they need (by name: `cache`, `metrics`, `history`, `last_served`);
+`recolab.bootstrap` binds them. A collaborator that a process does not have (metrics, the
+history and the last answers served exist only in the service) leaves its handlers out of
+that process's bus.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from recolab.application.recommend import cache_group
 from recolab.domain.events import (
@@ -27,6 +28,21 @@ from recolab.domain.ports import Cache, RecommendationHistory, ServiceMetrics
 log = logging.getLogger(__name__)
 
 
+class ExperimentMetrics(Protocol):
+    def variant_answer(
+        self, *, experiment: str | None, variant: str, version: str | None
+    ) -> None: ...
+
+
+class LastServed(Protocol):
+    """The last answers served per user (per worker, bounded), for online hit counters."""
+
+    def remember(self, event: RecommendationsGenerated) -> None: ...
+    def rated(self, event: MovieRated) -> int:
+        """Count the hits the rating makes on the user's remembered answers; how many."""
+        ...
+
+
 def drop_cached_recommendations(event: MovieRated, *, cache: Cache) -> None:
     """A new rating makes the user's cached answers stale (the movie is rated now).
 
@@ -39,6 +55,22 @@ def drop_cached_recommendations(event: MovieRated, *, cache: Cache) -> None:
 
 def count_rating(event: MovieRated, *, metrics: ServiceMetrics) -> None:
     metrics.rating(replaced=event.previous_score is not None)
+
+
+def count_online_hit(event: MovieRated, *, last_served: LastServed) -> None:
+    """A rating of a movie the user was shown shortly before is a hit for that answer's
+    variant (Prometheus, per worker: the `online-report` flow counts them exactly)."""
+    last_served.rated(event)
+
+
+def remember_answer(event: RecommendationsGenerated, *, last_served: LastServed) -> None:
+    last_served.remember(event)
+
+
+def count_variant_answer(event: RecommendationsGenerated, *, metrics: ExperimentMetrics) -> None:
+    metrics.variant_answer(
+        experiment=event.experiment, variant=event.variant, version=event.model_version
+    )
 
 
 def count_recommendations(event: RecommendationsGenerated, *, metrics: ServiceMetrics) -> None:
@@ -64,6 +96,8 @@ def log_recommendations(event: RecommendationsGenerated) -> None:
             "fallback": event.fallback,
             "cached": event.cached,
             "model_version": event.model_version,
+            "experiment": event.experiment,
+            "variant": event.variant,
             "n": event.n_recommendations,
         },
     )
@@ -94,8 +128,14 @@ def log_promotion(event: ModelPromoted) -> None:
 Handler = Callable[..., None]
 
 EVENT_HANDLERS: Mapping[type[DomainEvent], Sequence[Handler]] = {
-    MovieRated: (drop_cached_recommendations, count_rating),
-    RecommendationsGenerated: (count_recommendations, log_recommendations, record_history),
+    MovieRated: (drop_cached_recommendations, count_rating, count_online_hit),
+    RecommendationsGenerated: (
+        count_recommendations,
+        count_variant_answer,
+        log_recommendations,
+        record_history,
+        remember_answer,
+    ),
     UserRegistered: (count_registration,),
     ModelPromoted: (log_promotion,),
 }

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from recolab.application.profiles import PROFILE_KEY, decode_profile, encode_profile
 from recolab.domain.errors import InvalidValue, UserNotFound
 from recolab.domain.events import RecommendationsGenerated
+from recolab.domain.experiments import CHAMPION, SHADOW
 from recolab.domain.model import Movie, RatedMovies, Source, User, UserClassification
 from recolab.domain.ports import Cache, Catalogue, EventPublisher, Scorer, UnitOfWork
 from recolab.domain.services import (
@@ -34,6 +36,8 @@ from recolab.domain.services import (
 )
 from recolab.domain.services.strategy import HybridWeights
 from recolab.domain.values import Timestamp, UserId
+
+log = logging.getLogger(__name__)
 
 AUTO = "auto"  # the strategy of the user's tier
 # What a caller may ask for: the tier's choice or one strategy (diversity is the tier's own).
@@ -89,17 +93,47 @@ class RecommendationResult:
     items: list[RecommendedItem]
     cached: bool = False
     fallback: str | None = None  # why the requested strategy could not be used as is
+    # The online experiment the user is in (None: none runs) and the variant that answered.
+    experiment: str | None = None
+    variant: str = CHAMPION
 
     def to_json(self) -> bytes:
-        data = {k: getattr(self, k) for k in self.__slots__ if k not in ("items", "cached")}
+        """The answer for the cache: without `cached`, and without the experiment and
+        variant, which are the user's routing when it is served (the cache key holds the
+        model version, so the answer itself is that model's whatever the experiment)."""
+        data = {k: getattr(self, k) for k in self.__slots__ if k not in _SERVED_AS}
         data["items"] = [{k: getattr(i, k) for k in i.__slots__} for i in self.items]
         return json.dumps(data).encode()
 
     @classmethod
-    def from_json(cls, raw: bytes) -> RecommendationResult:
+    def from_json(
+        cls, raw: bytes, experiment: str | None = None, variant: str = CHAMPION
+    ) -> RecommendationResult:
         data: dict[str, Any] = json.loads(raw)
         items = [RecommendedItem(**item) for item in data.pop("items")]
-        return cls(**data, items=items, cached=True)
+        return cls(**data, items=items, cached=True, experiment=experiment, variant=variant)
+
+
+_SERVED_AS = ("items", "cached", "experiment", "variant")
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Which model answers a user: their variant's scorer (None: no model), the variant and
+    the experiment (None: none runs); in shadow mode, the challenger to score for them off
+    the request path (`shadow`), while the champion answers."""
+
+    scorer: Scorer | None
+    variant: str = CHAMPION
+    experiment: str | None = None
+    shadow: Scorer | None = None
+
+
+class ShadowJobs(Protocol):
+    """Runs shadow scorings off the request path and records the answers they return;
+    bounded: past the bound a job is dropped (False), never waited for."""
+
+    def submit(self, job: Callable[[], RecommendationsGenerated]) -> bool: ...
 
 
 def cache_group(user_id: int) -> str:
@@ -122,41 +156,71 @@ class Recommender:
     default_lambda: float = 0.7
     # Per-tier hybrid weights from configs/serving.yaml; tiers left out keep the seed's.
     hybrid_weights: HybridWeights | None = None
+    # Which model answers each user while an experiment runs (None: `scorer` for all).
+    route: Callable[[int], Route] | None = None
+    # Where shadow scorings go (None: none are made).
+    shadow: ShadowJobs | None = None
 
     def recommend(self, request: RecommendRequest) -> RecommendationResult:
         """The user's recommendations, from the cache unless `force_refresh`; publishes
-        `RecommendationsGenerated` either way (its handlers record what was served)."""
-        scorer = self.scorer()
+        `RecommendationsGenerated` either way (its handlers record what was served).
+
+        The user's variant's model answers (a canary's challenger, else the champion); in
+        shadow mode the challenger's answer to a freshly built one is scored off the request
+        path and recorded, never shown."""
+        route = self.route(request.user_id) if self.route is not None else Route(self.scorer())
+        scorer = route.scorer
         version = scorer.version if scorer else None
         lam = self.default_lambda if request.diversity_lambda is None else request.diversity_lambda
         group = cache_group(request.user_id)
+        # The version keys the answer: a challenger's answer is never read back by a user the
+        # champion answers (groups are per user, and variants sticky), nor after the
+        # experiment stops (the user's key is the champion's version again).
         key = f"{version}:{request.strategy}:{request.n}:{lam}"
         # The generation comes before the ratings are read: a rating whose drop lands
         # between that read and the store below makes the store a no-op (see `Cache`).
         # The user's profile (their row and rated movies) is in the same group: an uncached
         # answer reads the database only when no rating came since the profile was kept.
         (hit, profile), generation = self.cache.lookup_many(group, (key, PROFILE_KEY))
+        read: tuple[User, RatedMovies] | None = None
         if hit is not None and not request.force_refresh:
-            result = RecommendationResult.from_json(hit)
+            result = RecommendationResult.from_json(hit, route.experiment, route.variant)
         else:
-            user, ratings = self._profile(request.user_id, profile, group, generation)
-            result = self._build(request, user, ratings, scorer, lam)
+            read = self._profile(request.user_id, profile, group, generation)
+            result = self._build(request, *read, scorer, lam, route)
             if generation is not None:  # None: the cache is down, storing could go stale
                 self.cache.store(group, key, result.to_json(), self.ttl_s, generation)
-        self.bus.publish(
-            RecommendationsGenerated(
-                user_id=UserId(result.user_id),
-                tier=result.classification,
-                requested=request.strategy,
-                strategy=result.strategy_used,
-                items=result.items,
-                diversity_score=result.diversity_score,
-                model_version=result.model_version,
-                cached=result.cached,
-                fallback=result.fallback,
-            )
-        )
+        event = _event(request, result)
+        if route.shadow is not None and read is not None:
+            self._shadow(request, *read, route.shadow, lam, event)
+        self.bus.publish(event)
         return result
+
+    def _shadow(
+        self,
+        request: RecommendRequest,
+        user: User,
+        rated: RatedMovies,
+        challenger: Scorer,
+        lam: float,
+        served: RecommendationsGenerated,
+    ) -> None:
+        """Hand the challenger's answer to this request to the shadow jobs: built later, off
+        the request path, from what this request read (no second database read), recorded
+        as variant `shadow` at the served answer's time. Never raises, never waits."""
+        if self.shadow is None:
+            return
+
+        route = Route(challenger, SHADOW, served.experiment)
+
+        def job() -> RecommendationsGenerated:
+            shadow = self._build(request, user, rated, challenger, lam, route, explain=False)
+            return _event(request, shadow, at=served.occurred_at)
+
+        try:
+            self.shadow.submit(job)
+        except Exception:  # the answer must not depend on its shadow
+            log.warning("could not hand off a shadow scoring", exc_info=True)
 
     def _profile(
         self, user_id: int, cached: bytes | None, group: str, generation: object | None
@@ -186,8 +250,12 @@ class Recommender:
         rated: RatedMovies,
         scorer: Scorer | None,
         lam: float,
+        route: Route | None = None,
+        *,
+        explain: bool = True,
     ) -> RecommendationResult:
-        """The answer, on arrays: work in proportion to the shortlist, not the catalogue."""
+        """The answer, on arrays: work in proportion to the shortlist, not the catalogue.
+        `explain=False` leaves the explanations out (an answer nobody reads: shadow)."""
         index = self.catalogue.index()
         tier = user.classify()
         strategy = select_strategy(tier) if request.strategy == AUTO else Strategy(request.strategy)
@@ -213,7 +281,7 @@ class Recommender:
             head = picks.take(np.flatnonzero(served)[: request.n])
         picks = head
         movies = [index.movies[p] for p in picks.positions.tolist()]
-        reasons = _reasons(picks, movies, rated, index)
+        reasons = _reasons(picks, movies, rated, index) if explain else [None] * len(movies)
         return RecommendationResult(
             user_id=request.user_id,
             classification=tier.value,
@@ -228,6 +296,8 @@ class Recommender:
                 )
             ],
             fallback=fallback,
+            experiment=route.experiment if route else None,
+            variant=route.variant if route else CHAMPION,
         )
 
     def _candidates(
@@ -353,7 +423,29 @@ def _reasons(
     return reasons
 
 
-def _item(movie: Movie, score: float, source: Source, reason: Reason, rank: int) -> RecommendedItem:
+def _event(
+    request: RecommendRequest, result: RecommendationResult, at: Timestamp | None = None
+) -> RecommendationsGenerated:
+    """The event of an answer; a shadow's carries its served answer's time (`at`)."""
+    return RecommendationsGenerated(
+        user_id=UserId(result.user_id),
+        tier=result.classification,
+        requested=request.strategy,
+        strategy=result.strategy_used,
+        items=result.items,
+        diversity_score=result.diversity_score,
+        model_version=result.model_version,
+        cached=result.cached,
+        fallback=result.fallback,
+        experiment=result.experiment,
+        variant=result.variant,
+        occurred_at=Timestamp.now() if at is None else at,
+    )
+
+
+def _item(
+    movie: Movie, score: float, source: Source, reason: Reason | None, rank: int
+) -> RecommendedItem:
     return RecommendedItem(
         movie_id=movie.id.value,
         title=movie.title,
@@ -362,5 +454,5 @@ def _item(movie: Movie, score: float, source: Source, reason: Reason, rank: int)
         score=round(min(1.0, max(0.0, score)), 6),
         rank=rank,
         source=source.value,
-        explanation=explain(reason),
+        explanation="" if reason is None else explain(reason),
     )

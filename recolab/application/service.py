@@ -65,6 +65,25 @@ class Champion(Protocol):
     def status(self) -> ModelState: ...
 
 
+@dataclass(frozen=True, slots=True)
+class ExperimentStatus:
+    """The experiment set in the registry as this worker runs it: `running` when its
+    challenger is loaded (else everyone gets the champion, and `error` says why)."""
+
+    name: str
+    mode: str
+    share: float
+    challenger_version: str | None
+    running: bool
+    error: str | None = None
+
+
+class Experiments(Protocol):
+    """The online experiment this worker follows (None: none is set)."""
+
+    def experiment(self) -> ExperimentStatus | None: ...
+
+
 class PendingWrites(Protocol):
     def settle(self, timeout_s: float) -> None:
         """Wait (at most `timeout_s`) for the writes handed off so far."""
@@ -84,6 +103,7 @@ class Readiness:
     model: ModelState
     database: Component
     cache: Component
+    experiment: ExperimentStatus | None = None
 
     @property
     def ready(self) -> bool:
@@ -130,6 +150,8 @@ class ServingRuntime:
     # Failed authentications per client address; by default on `limiter`, in a bucket of
     # their own per address (so at `rate_limit_per_minute`).
     auth_failures: FailedAuthentications | None = None
+    # The online experiment (canary or shadow) the recommender routes by, for `status`.
+    experiments: Experiments | None = None
 
     def __post_init__(self) -> None:
         if self.auth_failures is None:
@@ -189,7 +211,9 @@ class ServingRuntime:
         return self.queries.similar(movie_id, k, embedding)
 
     def status(self) -> Readiness:
-        """Readiness with reasons: database reachable and a champion model loaded."""
+        """Readiness with reasons: database reachable and a champion model loaded; and the
+        experiment, if one is set (a challenger that did not load is no reason: the
+        champion answers everyone meanwhile)."""
         champion = self.champion.status()
         reasons: list[str] = []
         db_error = _probe(self.queries.ping)
@@ -207,6 +231,7 @@ class ServingRuntime:
                 self.cache_backend,
                 None if cache_ok else "cache unavailable: answering uncached",
             ),
+            experiment=_experiment(self.experiments),
         )
 
 
@@ -218,6 +243,13 @@ def _probe(check: Callable[[], object]) -> str | None:
         first = str(exc).splitlines()[0][:200] if str(exc) else ""
         return f"{type(exc).__name__}: {first}"
     return None
+
+
+def _experiment(source: Experiments | None) -> ExperimentStatus | None:
+    try:
+        return None if source is None else source.experiment()
+    except Exception:  # a status page must answer
+        return None
 
 
 def _answers(ping: Callable[[], bool]) -> bool:

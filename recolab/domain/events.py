@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from recolab.domain.experiments import CHAMPION
 from recolab.domain.values import MovieId, RatingScore, Timestamp, UserId
 
 
@@ -51,6 +52,9 @@ class RecommendationsGenerated(DomainEvent):
 
     `requested` is the strategy asked for ("auto" follows the tier), `strategy` the one
     used, and `fallback` says why they differ when the requested one could not be used.
+    `experiment` names the online experiment the answer belongs to (None: none ran) and
+    `variant` which of its models answered (`recolab.domain.experiments`: champion,
+    challenger, or shadow for a challenger's answer scored off the request path, never shown).
     """
 
     user_id: UserId
@@ -62,6 +66,8 @@ class RecommendationsGenerated(DomainEvent):
     model_version: str | None = None
     cached: bool = False
     fallback: str | None = None
+    experiment: str | None = None
+    variant: str = CHAMPION
 
     @property
     def n_recommendations(self) -> int:

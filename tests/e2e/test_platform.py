@@ -279,3 +279,64 @@ def test_a_worse_retrain_stays_a_challenger(
     time.sleep(3 * CHAMPION_POLL_INTERVAL_S)  # a few polls: the service stays where it was
     assert service.alive()
     assert _served_version(service) == "2"
+
+
+def _wait_for_experiment(service: LiveService, expected: dict[str, Any] | None) -> None:
+    """Until /status shows the experiment `expected` describes (None: none)."""
+    deadline = time.monotonic() + SWAP_TIMEOUT_S
+    while True:
+        shown = httpx.get(f"{service.url}/status", timeout=10).json()["experiment"]
+        if expected is None and shown is None:
+            return
+        if shown is not None and expected is not None and expected.items() <= shown.items():
+            return
+        assert service.alive(), service.log.read_text()[-4000:]
+        assert time.monotonic() < deadline, f"/status shows experiment {shown}"
+        time.sleep(CHAMPION_POLL_INTERVAL_S / 2)
+
+
+def test_an_experiment_is_started_changed_and_stopped_without_a_restart(
+    stack: Stack, service: LiveService, users: dict[str, int]
+) -> None:
+    from recolab.adapters.mlflow.experiments import start_experiment, stop_experiment
+    from recolab.domain.experiments import Experiment
+
+    pid, user, client = service.process.pid, users["power_user"], _client(stack)
+    start_experiment(client, MODEL, Experiment("live-canary", "canary", 1.0), version="3")
+    _wait_for_experiment(
+        service, {"name": "live-canary", "challenger_version": "3", "running": True}
+    )
+    response = httpx.post(
+        f"{service.url}/recommend", json={"user_id": user, "n": 10}, headers=_auth(user), timeout=30
+    )
+    assert response.status_code == 200, response.text
+    canary = response.json()
+    assert (canary["model_version"], canary["variant"], canary["experiment"]) == (
+        "3",
+        "challenger",
+        "live-canary",
+    )
+    assert response.headers["X-RecoLab-Variant"] == "challenger"
+
+    start_experiment(client, MODEL, Experiment("live-shadow", "shadow", 1.0))
+    _wait_for_experiment(service, {"name": "live-shadow", "mode": "shadow", "running": True})
+    shadowed = _recommend(service, user, force_refresh=True)
+    assert (shadowed["model_version"], shadowed["variant"]) == ("2", "champion")
+    deadline = time.monotonic() + 30  # the shadow is scored and written behind the answer
+    while True:
+        with psycopg.connect(stack.database_url) as conn:
+            rows = conn.execute(
+                "SELECT variant, model_version, count(*) FROM recommendation_history"
+                " WHERE user_id = %s AND experiment = 'live-shadow' GROUP BY 1, 2 ORDER BY 1",
+                (user,),
+            ).fetchall()
+        if len(rows) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert rows == [("champion", "2", 10), ("shadow", "3", 10)]
+
+    stop_experiment(client, MODEL, drop_challenger=True)
+    _wait_for_experiment(service, None)
+    back = _recommend(service, user)
+    assert (back["model_version"], back["variant"], back["experiment"]) == ("2", "champion", None)
+    assert service.alive() and service.process.pid == pid

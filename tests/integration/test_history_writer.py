@@ -12,6 +12,7 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -208,3 +209,36 @@ def test_a_database_that_is_gone_drops_counts_logs_once_and_recovers(
     finally:
         history.close()
         engine.dispose()
+
+
+def test_rows_carry_tier_fallback_experiment_and_variant(engine: Engine) -> None:
+    plain = answer(user_id=1, n=2)  # no experiment: variant champion
+    canary = replace(
+        answer(user_id=2, n=3), tier="casual", experiment="v2-canary", variant="challenger"
+    )
+    fell_back = replace(
+        answer(user_id=3, n=1), fallback="no model: content-based instead", experiment="v2-canary"
+    )
+    shadow = replace(canary, variant="shadow", model_version="4", tier="casual")
+    SqlQueries(engine).record_answers([plain, canary, fell_back, shadow])
+    h = s.recommendation_history.c
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                h.user_id, h.rank, h.tier, h.fallback, h.experiment, h.variant, h.model_version
+            ).order_by(h.user_id, h.variant, h.rank)
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        (1, 1, "new", False, None, "champion", "3"),
+        (1, 2, "new", False, None, "champion", "3"),
+        (2, 1, "casual", False, "v2-canary", "challenger", "3"),
+        (2, 2, "casual", False, "v2-canary", "challenger", "3"),
+        (2, 3, "casual", False, "v2-canary", "challenger", "3"),
+        (2, 1, "casual", False, "v2-canary", "shadow", "4"),
+        (2, 2, "casual", False, "v2-canary", "shadow", "4"),
+        (2, 3, "casual", False, "v2-canary", "shadow", "4"),
+        (3, 1, "new", True, "v2-canary", "champion", "3"),
+    ]
+    # a shadow's answer was never shown: the user's history lists the served one only
+    shown = SqlQueries(engine).history(2, 10)
+    assert [(e.movie_id, e.model_version) for e in shown] == [(1, "3"), (2, "3"), (3, "3")]

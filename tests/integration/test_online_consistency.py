@@ -100,7 +100,8 @@ def test_an_answer_built_before_a_rating_is_not_stored_after_it(
     cache: Cache, force_refresh: bool
 ) -> None:
     store = make_store()
-    bus = message_bus({"cache": cache, "metrics": None, "history": None})  # the real table
+    # the real table; the service's own collaborators are not part of this test
+    bus = message_bus({"cache": cache, "metrics": None, "history": None, "last_served": None})
     after_read: list[Callable[[], object]] = []
     recommender = Recommender(
         uow_factory=lambda: ReadingUoW(store, after_read),

@@ -150,6 +150,10 @@ def test_history_insert_turns_off_synchronous_commit_for_its_transaction_only(
         "sources": ["popular"],
         "model_versions": [None],
         "created_ats": [datetime(2026, 1, 2, tzinfo=UTC)],
+        "tiers": ["cold_start"],
+        "fallbacks": [False],
+        "experiments": [None],
+        "variants": ["champion"],
     }
     with engine.begin() as conn:
         assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"

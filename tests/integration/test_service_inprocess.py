@@ -59,6 +59,8 @@ ISSUE_FIELDS = {
     "cached",
     "generated_at",
     "items",
+    "experiment",
+    "variant",
 }
 ITEM_FIELDS = {"movie_id", "title", "genres", "year", "score", "rank", "source", "explanation"}
 

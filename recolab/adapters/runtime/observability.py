@@ -4,6 +4,15 @@ Trace ids come from the current OpenTelemetry span (BentoML opens one per reques
 request ids from `request_context`, which the HTTP layer sets per request. Metrics are
 plain `prometheus_client` objects, created on first use (never at import) so that they
 see BentoML's multiprocess directory and show up in its `/metrics` endpoint.
+
+Online experiments: `recolab_experiment_answers_total` counts answers by experiment,
+variant and model version (variant `shadow`: scored off the request path and recorded,
+never shown), `recolab_shadow_dropped_total` the shadow scorings not recorded, and
+`recolab_online_hits_total` / `recolab_online_hits_at_rank_total` the ratings of a movie an
+answer showed shortly before (`recolab.adapters.runtime.hits`). The hit counters are per
+worker and approximate (each worker remembers its own answers, a bounded number of them);
+the `online-report` flow computes the exact figures from the database. Experiment and
+version are `none` when no experiment runs or no model answered.
 """
 
 from __future__ import annotations
@@ -12,7 +21,7 @@ import logging
 import re
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import cache
@@ -132,6 +141,30 @@ class ServingMetrics:
             ["model", "version"],
             multiprocess_mode="livemax",
         )
+        experiment = ["experiment", "variant", "version"]
+        self.experiment_answers = Counter(
+            "recolab_experiment_answers",
+            "Answers by experiment, variant (champion, challenger; shadow: scored off the "
+            "request path, recorded, not shown) and model version",
+            experiment,
+        )
+        self.shadow_dropped = Counter(
+            "recolab_shadow_dropped",
+            "Shadow scorings not recorded: the queue was full, the job failed, or the "
+            "service was shutting down",
+            ["reason"],
+        )
+        self.online_hits = Counter(
+            "recolab_online_hits",
+            "Ratings of a movie an answer showed within the hit window (per worker, "
+            "approximate: the online-report flow is exact)",
+            [*experiment, "strategy", "tier"],
+        )
+        self.online_hits_at = Counter(
+            "recolab_online_hits_at_rank",
+            "Online hits whose movie was ranked at or above `cutoff` (per worker, approximate)",
+            [*experiment, "cutoff"],
+        )
         self._version: tuple[str, str] | None = None
 
     def recommendation(
@@ -141,6 +174,29 @@ class ServingMetrics:
         self.cache.labels(result="hit" if cached else "miss").inc()
         if fallback:
             self.fallbacks.labels(requested=requested, used=strategy).inc()
+
+    def variant_answer(self, *, experiment: str | None, variant: str, version: str | None) -> None:
+        self.experiment_answers.labels(_label(experiment), variant, _label(version)).inc()
+
+    def shadow_not_recorded(self, reason: str) -> None:
+        """Count a shadow scoring dropped (`reason`: full, error or closed)."""
+        self.shadow_dropped.labels(reason=reason).inc()
+
+    def online_hit(
+        self,
+        *,
+        experiment: str | None,
+        variant: str,
+        version: str | None,
+        strategy: str,
+        tier: str,
+        within: Sequence[int],
+    ) -> None:
+        """Count a hit; `within`: the rank cut-offs its rank is within."""
+        labels = (_label(experiment), variant, _label(version))
+        self.online_hits.labels(*labels, strategy, tier).inc()
+        for cutoff in within:
+            self.online_hits_at.labels(*labels, str(cutoff)).inc()
 
     def rating(self, *, replaced: bool) -> None:
         self.ratings.labels(kind="update" if replaced else "new").inc()
@@ -160,6 +216,10 @@ class ServingMetrics:
         if self._version is not None:
             self.model_info.labels(*self._version).set(1)
         self.model_loaded.set(0 if version is None else 1)
+
+
+def _label(value: str | None) -> str:
+    return "none" if value is None else value
 
 
 @cache

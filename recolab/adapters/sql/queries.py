@@ -18,6 +18,7 @@ from sqlalchemy import Engine, Float, Row, case, cast, func, insert, literal, se
 from recolab.adapters.sql import schema as s
 from recolab.domain.errors import InvalidValue
 from recolab.domain.events import RankedItem, RecommendationsGenerated
+from recolab.domain.experiments import SHADOW
 from recolab.domain.values import NEGATIVE_THRESHOLD, POSITIVE_THRESHOLD, MovieId
 
 SimilarFn = Callable[[MovieId, int], Sequence[tuple[MovieId, float]]]
@@ -106,12 +107,15 @@ def _contains(text: str) -> str:
 # sends a statement per item, and a multi-row VALUES is a new statement to compile each time.
 _PG_HISTORY = text(
     "INSERT INTO recommendation_history"
-    " (user_id, movie_id, rank, score, strategy, source, model_version, created_at)"
-    " SELECT u, m, r, sc, st, src, mv, at"
+    " (user_id, movie_id, rank, score, strategy, source, model_version, created_at,"
+    " tier, fallback, experiment, variant)"
+    " SELECT u, m, r, sc, st, src, mv, at, ti, fb, ex, va"
     " FROM unnest(CAST(:user_ids AS bigint[]), CAST(:movie_ids AS bigint[]),"
     " CAST(:ranks AS integer[]), CAST(:scores AS double precision[]),"
     " CAST(:strategies AS text[]), CAST(:sources AS text[]), CAST(:model_versions AS text[]),"
-    " CAST(:created_ats AS timestamptz[])) AS t(u, m, r, sc, st, src, mv, at)"
+    " CAST(:created_ats AS timestamptz[]), CAST(:tiers AS text[]),"
+    " CAST(:fallbacks AS boolean[]), CAST(:experiments AS text[]),"
+    " CAST(:variants AS text[])) AS t(u, m, r, sc, st, src, mv, at, ti, fb, ex, va)"
     # A log of what was served, written after the answer: a crash may lose its last few
     # hundred ms, which is no reason to wait for a WAL flush per batch. SET LOCAL in
     # this statement, as a one-row join, saves a round trip.
@@ -220,18 +224,11 @@ class SqlQueries:
 
     def record_answers(self, answers: Sequence[RecommendationsGenerated]) -> None:
         """Append many responses' items to the history: one statement, one transaction
-        (the service's history writer flushes its batches here)."""
-        self._insert_history(
-            [
-                (a.user_id.value, item, a.strategy, a.model_version, a.occurred_at.value)
-                for a in answers
-                for item in a.items
-            ]
-        )
+        (the service's history writer flushes its batches here). Each row says the answer's
+        tier, whether it fell back, and its experiment and variant."""
+        self._insert_history([(a, item) for a in answers for item in a.items])
 
-    def _insert_history(
-        self, rows: list[tuple[int, RankedItem, str, str | None, datetime]]
-    ) -> None:
+    def _insert_history(self, rows: list[tuple[RecommendationsGenerated, RankedItem]]) -> None:
         if not rows:
             return
         with self.engine.begin() as conn:
@@ -240,16 +237,20 @@ class SqlQueries:
                     insert(s.recommendation_history),
                     [
                         {
-                            "user_id": user_id,
+                            "user_id": a.user_id.value,
                             "movie_id": item.movie_id,
                             "rank": item.rank,
                             "score": item.score,
-                            "strategy": strategy,
+                            "strategy": a.strategy,
                             "source": item.source,
-                            "model_version": version,
-                            "created_at": at,
+                            "model_version": a.model_version,
+                            "created_at": a.occurred_at.value,
+                            "tier": a.tier,
+                            "fallback": a.fallback is not None,
+                            "experiment": a.experiment,
+                            "variant": a.variant,
                         }
-                        for user_id, item, strategy, version, at in rows
+                        for a, item in rows
                     ],
                 )
                 return
@@ -257,24 +258,29 @@ class SqlQueries:
             conn.execute(
                 _PG_HISTORY,
                 {
-                    "user_ids": [r[0] for r in rows],
-                    "movie_ids": [r[1].movie_id for r in rows],
-                    "ranks": [r[1].rank for r in rows],
-                    "scores": [r[1].score for r in rows],
-                    "strategies": [r[2] for r in rows],
-                    "sources": [r[1].source for r in rows],
-                    "model_versions": [r[3] for r in rows],
-                    "created_ats": [r[4] for r in rows],
+                    "user_ids": [a.user_id.value for a, _ in rows],
+                    "movie_ids": [item.movie_id for _, item in rows],
+                    "ranks": [item.rank for _, item in rows],
+                    "scores": [item.score for _, item in rows],
+                    "strategies": [a.strategy for a, _ in rows],
+                    "sources": [item.source for _, item in rows],
+                    "model_versions": [a.model_version for a, _ in rows],
+                    "created_ats": [a.occurred_at.value for a, _ in rows],
+                    "tiers": [a.tier for a, _ in rows],
+                    "fallbacks": [a.fallback is not None for a, _ in rows],
+                    "experiments": [a.experiment for a, _ in rows],
+                    "variants": [a.variant for a, _ in rows],
                 },
             )
 
     def history(self, user_id: int, limit: int) -> list[HistoryEntry]:
-        """The user's most recent recommended items, newest response first, in rank order."""
+        """The user's most recent recommended items, newest response first, in rank order
+        (answers they were shown: a shadow's answer was not)."""
         h, m = s.recommendation_history.c, s.movies.c
         query = (
             select(s.recommendation_history, m.title)
             .join(s.movies, m.id == h.movie_id)
-            .where(h.user_id == user_id)
+            .where(h.user_id == user_id, func.coalesce(h.variant, "") != SHADOW)
             .order_by(h.created_at.desc(), h.rank, h.id.desc())
             .limit(limit)
         )

@@ -32,6 +32,9 @@ class FakeMetrics:
     def registration(self) -> None:
         self.calls.append(("registration", {}))
 
+    def variant_answer(self, **labels: Any) -> None:
+        self.calls.append(("variant_answer", labels))
+
 
 class FakeHistory:
     def __init__(self) -> None:
@@ -41,14 +44,31 @@ class FakeHistory:
         self.recorded.append(event)
 
 
+class FakeLastServed:
+    def __init__(self) -> None:
+        self.remembered: list[RecommendationsGenerated] = []
+        self.ratings: list[MovieRated] = []
+
+    def remember(self, event: RecommendationsGenerated) -> None:
+        self.remembered.append(event)
+
+    def rated(self, event: MovieRated) -> int:
+        self.ratings.append(event)
+        return 0
+
+
 def test_every_published_event_has_a_handler() -> None:
     for event_type in (MovieRated, RecommendationsGenerated, UserRegistered, ModelPromoted):
         assert EVENT_HANDLERS[event_type], event_type.__name__
 
 
-def _service(cache: FakeCache, metrics: Any, history: Any) -> tuple[Recommender, EventBus, Any]:
+def _service(
+    cache: FakeCache, metrics: Any, history: Any, last_served: Any = None
+) -> tuple[Recommender, EventBus, Any]:
     store = make_store()
-    bus = message_bus({"cache": cache, "metrics": metrics, "history": history})
+    bus = message_bus(
+        {"cache": cache, "metrics": metrics, "history": history, "last_served": last_served}
+    )
     rec = Recommender(
         uow_factory=lambda: FakeUoW(store),
         catalogue=FakeCatalogue(store),
@@ -102,3 +122,18 @@ def test_handlers_whose_collaborators_a_process_lacks_are_left_out() -> None:
     first = rec.recommend(RecommendRequest(user_id=3, n=5))
     rate_movie(RateMovie(3, first.items[0].movie_id, 4.5), FakeUoW(store), bus)
     assert cache_group(3) not in cache.data  # invalidation still runs
+
+
+def test_answers_are_counted_by_variant_remembered_and_ratings_checked_for_hits() -> None:
+    cache, metrics, served = FakeCache(), FakeMetrics(), FakeLastServed()
+    rec, bus, store = _service(cache, metrics, FakeHistory(), served)
+    fresh = rec.recommend(RecommendRequest(user_id=3, n=5))
+    rec.recommend(RecommendRequest(user_id=3, n=5))  # cached: served again, remembered again
+    by_variant = [labels for name, labels in metrics.calls if name == "variant_answer"]
+    assert by_variant == [{"experiment": None, "variant": "champion", "version": "7"}] * 2
+    assert [e.cached for e in served.remembered] == [False, True]
+    assert [i.movie_id for i in served.remembered[0].items] == [i.movie_id for i in fresh.items]
+    rate_movie(RateMovie(3, fresh.items[1].movie_id, 4.5), FakeUoW(store), bus)
+    assert [(e.user_id.value, e.movie_id.value) for e in served.ratings] == [
+        (3, fresh.items[1].movie_id)
+    ]

@@ -90,7 +90,7 @@ def test_database_is_read_again_only_after_a_rating() -> None:
     rate_movie(
         RateMovie(3, top, 4.5),
         FakeUoW(store),
-        message_bus({"cache": cache, "metrics": None, "history": None}),
+        message_bus({"cache": cache, "metrics": None, "history": None, "last_served": None}),
     )
     assert cache.get("rec:3", PROFILE_KEY) is None  # the rating dropped it with the answers
     after = rec.recommend(refresh)

@@ -187,7 +187,8 @@ def test_cache_hit_refresh_and_invalidation_on_rating() -> None:
     assert [i.movie_id for i in again.items] == [i.movie_id for i in first.items]
     assert not rec.recommend(RecommendRequest(user_id=3, n=10, force_refresh=True)).cached
 
-    events = message_bus({"cache": cache, "metrics": None, "history": None})  # the real table
+    # the real table; the service's own collaborators are not part of this test
+    events = message_bus({"cache": cache, "metrics": None, "history": None, "last_served": None})
     top = first.items[0].movie_id
     rate_movie(RateMovie(3, top, 4.5), FakeUoW(store), events)
     after = rec.recommend(RecommendRequest(user_id=3, n=10))
