@@ -12,6 +12,8 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from recolab.cli_experiment import experiment_app, online_report
+
 T = TypeVar("T")
 
 app = typer.Typer(
@@ -359,6 +361,28 @@ def deploy(
     typer.echo(f"serving RecoLab's deployments on {api_url}")
     overrides = _checked(override)
     _guard(lambda: serve_deployments(overrides=overrides, nightly=nightly, limit=limit))
+
+
+@app.command()
+def monitor(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="report only: never ask for a retrain")
+    ] = False,
+    override: Overrides = None,
+) -> None:
+    """Compare recent data with the champion's training snapshot (the `monitor` flow); past
+    a threshold of configs/monitor.yaml, ask once for a retrain (a Prefect event that runs
+    the `pipeline` deployment: needs a Prefect server with `recolab deploy`)."""
+    from flows.monitor import monitor as monitor_flow
+
+    overrides = _checked(override)
+    result = _run_flow(lambda: monitor_flow(overrides=overrides, dry_run=dry_run))
+    typer.echo(json.dumps(result, indent=2, default=str))
+
+
+# Online experiments: `recolab experiment start|stop|status`, `recolab online-report`.
+app.add_typer(experiment_app, name="experiment")
+app.command("online-report")(online_report)
 
 
 @data_app.command("download")
