@@ -1,12 +1,18 @@
 """Serve every flow as a Prefect deployment (`recolab deploy`), with the nightly retrain.
 
 One long-running process registers `ingest/recolab`, `features/recolab`, `train/recolab`,
-`pipeline/recolab` and `tune/recolab` with the Prefect server at `PREFECT_API_URL`, then
-polls for their runs and executes them in subprocesses: trigger them with parameters from the
-UI, with `prefect deployment run pipeline/recolab -p max_epochs=3`, or through the API
-(`run_deployment`). Names, default parameters, the nightly retrain's cron and the weekly
-re-tune's (the `tune` flow, whose best settings the nightly retrain applies) come from
-configs/deployments.yaml. For a work pool instead of a serving process, see prefect.yaml.
+`pipeline/recolab`, `tune/recolab`, `monitor/recolab` and `online-report/recolab` (no
+schedule: run it when an experiment has had its traffic) with the Prefect server at
+`PREFECT_API_URL`, then polls for their runs and executes them in subprocesses: trigger them
+with parameters from the UI, with `prefect deployment run pipeline/recolab -p max_epochs=3`,
+or through the API (`run_deployment`). Names, default parameters, the nightly retrain's cron,
+the weekly re-tune's (the `tune` flow, whose best settings the nightly retrain applies) and
+the hourly drift monitor's come from configs/deployments.yaml.
+
+The pipeline deployment also carries an event trigger (an automation in the UI): when the
+monitor emits `recolab.retrain.requested` for this model, it runs with configs/monitor.yaml's
+`parameters` (by default on what the database holds, with the last tuned settings) and the
+champion's dataset. For a work pool instead of a serving process, see prefect.yaml.
 """
 
 from __future__ import annotations
@@ -14,11 +20,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron, Schedule
 from prefect.types.entrypoint import EntrypointType
 
 from flows.features import features
 from flows.ingest import ingest
+from flows.monitor import RETRAIN_EVENT, model_resource, monitor
+from flows.online_report import online_report
 from flows.pipeline import pipeline
 from flows.train import train
 from flows.tune import tune
@@ -26,6 +35,7 @@ from recolab.bootstrap import environment_settings
 from recolab.config import (
     ConfigError,
     DeploymentsConfig,
+    MonitorConfig,
     ScheduleConfig,
     Settings,
     load_section,
@@ -40,9 +50,16 @@ FLOWS: dict[str, Any] = {
     "train": train,
     "pipeline": pipeline,
     "tune": tune,
+    "monitor": monitor,
+    "online-report": online_report,
 }
 NIGHTLY_SLUG = "nightly-retrain"
 RETUNE_SLUG = "weekly-retune"
+MONITOR_SLUG = "hourly-monitor"
+SCHEDULES = (("nightly_retrain", NIGHTLY_SLUG), ("retune", RETUNE_SLUG), ("monitor", MONITOR_SLUG))
+# The retrained run's dataset: the champion's (the event's payload), unless configs/monitor.yaml
+# `parameters` names one. A Jinja template that Prefect renders from the triggering event.
+EVENT_DATASET = "{{ event.payload.dataset }}"
 
 
 def deployments_config(
@@ -60,7 +77,8 @@ def build_deployments(
     overrides: Iterable[str] = (),
     nightly: bool | None = None,
 ) -> list[RunnerDeployment]:
-    """One deployment per flow; the nightly retrain and the weekly re-tune crons on theirs.
+    """One deployment per flow; the nightly retrain, the weekly re-tune and the hourly drift
+    monitor crons on theirs; the retrain trigger on the deployment the monitor names.
 
     The schedules are always attached, so the UI shows them; they are active only when
     enabled (`nightly`, else RECOLAB_NIGHTLY_RETRAIN, else the config file, else
@@ -69,7 +87,7 @@ def build_deployments(
     settings = settings or environment_settings()
     config = deployments_config(settings, overrides)
     crons: dict[str, list[Schedule]] = {}
-    for key, slug in (("nightly_retrain", NIGHTLY_SLUG), ("retune", RETUNE_SLUG)):
+    for key, slug in SCHEDULES:
         schedule: ScheduleConfig = getattr(config, key)
         unknown = set(schedule.parameters) - set(_parameter_names(FLOWS[schedule.flow]))
         if unknown:
@@ -88,16 +106,52 @@ def build_deployments(
         except ValueError as exc:
             raise ConfigError(f"deployments.{key}: {exc}") from None
         crons.setdefault(schedule.flow, []).append(cron)
+    retrained, trigger = retrain_trigger(settings, overrides)
     return [
         flow.to_deployment(
             name=config.name,
             tags=list(config.tags),
             parameters=dict(config.parameters.get(name, {})),  # type: ignore[call-overload]
             schedules=crons.get(name),
+            triggers=[trigger] if name == retrained else None,
             entrypoint_type=EntrypointType.MODULE_PATH,
         )
         for name, flow in FLOWS.items()
     ]
+
+
+def retrain_trigger(
+    settings: Settings, overrides: Iterable[str] = ()
+) -> tuple[str, DeploymentEventTrigger]:
+    """The flow whose deployment retrains (configs/monitor.yaml `deployment`, <flow>/<name>)
+    and its trigger: on the monitor's `recolab.retrain.requested` event for this model, run
+    with the monitor's `parameters` and the champion's dataset."""
+    config = load_section(
+        MonitorConfig, "monitor", config_dir=settings.config_dir, overrides=overrides
+    )
+    flow_name = config.deployment.partition("/")[0]
+    if flow_name not in FLOWS:
+        raise ConfigError(
+            f"monitor.deployment = {config.deployment!r}: expected <flow>/<name> with flow "
+            f"in {', '.join(FLOWS)}"
+        )
+    known = _parameter_names(FLOWS[flow_name])
+    parameters = {**({"dataset": EVENT_DATASET} if "dataset" in known else {}), **config.parameters}
+    unknown = set(parameters) - set(known)
+    if unknown:
+        raise ConfigError(
+            f"monitor.parameters: {sorted(unknown)} are not parameters of the {flow_name} flow"
+        )
+    return flow_name, DeploymentEventTrigger(
+        name=f"retrain {settings.model_name} on drift",
+        description=(
+            f"Runs {flow_name} when the monitor flow asks for a retrain of "
+            f"{settings.model_name} (drift or new ratings past configs/monitor.yaml)."
+        ),
+        expect={RETRAIN_EVENT},
+        match={"prefect.resource.id": model_resource(settings.model_name)},
+        parameters=parameters,
+    )
 
 
 def serve_deployments(

@@ -119,7 +119,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
             },
             deploy_log,
         )
-        names = [f"{flow}/recolab" for flow in ("ingest", "features", "train", "pipeline", "tune")]
+        flows = ("ingest", "features", "train", "pipeline", "tune", "monitor", "online-report")
+        names = [f"{flow}/recolab" for flow in flows]
         _wait(
             "recolab deploy",
             lambda: all(
@@ -166,3 +167,19 @@ def test_nightly_schedule_is_registered_and_off_in_dev(served: tuple[str, str]) 
     assert schedule["schedule"]["cron"] == "0 3 * * *"
     assert schedule["active"] is False
     assert schedule["parameters"] == {"skip_ingest": True, "use_tuned": True}
+
+
+def test_the_monitor_runs_hourly_and_its_event_retrains(served: tuple[str, str]) -> None:
+    api_url, _ = served
+    monitor = httpx.get(f"{api_url}/deployments/name/monitor/recolab", timeout=10).json()
+    (schedule,) = monitor["schedules"]
+    assert schedule["schedule"]["cron"] == "0 * * * *" and schedule["active"] is False
+    pipeline = httpx.get(f"{api_url}/deployments/name/pipeline/recolab", timeout=10).json()
+    related = f"{api_url}/automations/related-to/prefect.deployment.{pipeline['id']}"
+    (automation,) = httpx.get(related, timeout=10).json()
+    assert automation["enabled"]
+    assert automation["trigger"]["expect"] == ["recolab.retrain.requested"]
+    assert automation["trigger"]["match"] == {"prefect.resource.id": "recolab.model.recolab-neumf"}
+    (action,) = automation["actions"]
+    assert action["type"] == "run-deployment" and action["deployment_id"] == pipeline["id"]
+    assert action["parameters"]["skip_ingest"] is True and action["parameters"]["use_tuned"]

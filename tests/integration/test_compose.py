@@ -138,8 +138,10 @@ def _urls(compose: dict[str, Any]) -> list[str]:
 def test_bentofile_and_prefect_yaml_name_real_entrypoints() -> None:
     prefect = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())
     entrypoints = {d["entrypoint"] for d in prefect["deployments"]}
-    flows = ("ingest", "features", "train", "pipeline", "tune")
-    assert entrypoints == {f"flows/{n}.py:{n}" for n in flows}
+    flows = ("ingest", "features", "train", "pipeline", "tune", "monitor")
+    assert entrypoints == {f"flows/{n}.py:{n}" for n in flows} | {
+        "flows/online_report.py:online_report"
+    }
     for entry in entrypoints:
         path, func = entry.split(":")
         assert f"def {func}(" in Path(PROJECT_ROOT / path).read_text()

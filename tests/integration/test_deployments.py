@@ -1,7 +1,9 @@
-"""The Prefect deployments `recolab deploy` serves: names, parameters, the nightly schedule."""
+"""The Prefect deployments `recolab deploy` serves: names, parameters, the nightly schedule,
+the hourly drift monitor and the pipeline's retrain trigger."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +11,13 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from flows.deploy import NIGHTLY_SLUG, RETUNE_SLUG, build_deployments, deployments_config
+from flows.deploy import (
+    MONITOR_SLUG,
+    NIGHTLY_SLUG,
+    RETUNE_SLUG,
+    build_deployments,
+    deployments_config,
+)
 from recolab.cli import app
 from recolab.config import PROJECT_ROOT, ConfigError, Settings
 
@@ -24,13 +32,22 @@ def by_flow(**kwargs: Any) -> dict[str, Any]:
 
 def test_every_flow_is_a_deployment_with_the_configured_defaults() -> None:
     deployments = by_flow(settings=settings())
-    assert sorted(deployments) == ["features", "ingest", "pipeline", "train", "tune"]
+    assert sorted(deployments) == [
+        "features",
+        "ingest",
+        "monitor",
+        "online-report",
+        "pipeline",
+        "train",
+        "tune",
+    ]
     defaults: dict[str, Any] = {
         str(k): v for k, v in deployments_config(settings()).parameters.items()
     }
     for name, deployment in deployments.items():
         assert deployment.name == "recolab"
-        assert deployment.entrypoint == f"flows.{name}.{name}"
+        module = name.replace("-", "_")
+        assert deployment.entrypoint == f"flows.{module}.{module}"
         assert deployment.parameters == defaults.get(name, {})
         assert "recolab" in deployment.tags
     # typed parameters: the UI renders a form and the API validates what it is sent
@@ -56,8 +73,9 @@ def test_nightly_retrain_is_off_in_dev_and_on_in_prod() -> None:
     )
     assert parameters == {"skip_ingest": True, "use_tuned": True}
     assert nightly(settings=settings(env="prod"))[0]
-    for name in ("ingest", "features", "train"):
+    for name in ("ingest", "features", "train", "online-report"):
         assert not by_flow(settings=settings())[name].schedules
+        assert not by_flow(settings=settings())[name].triggers
 
 
 def test_settings_are_retuned_weekly_on_a_schedule_of_their_own() -> None:
@@ -112,3 +130,68 @@ def test_deploy_needs_a_prefect_server(tmp_path: Path) -> None:
         result = CliRunner().invoke(app, ["deploy"])
     assert result.exit_code == 2
     assert "PREFECT_API_URL" in result.output
+
+
+def test_the_drift_monitor_runs_hourly_under_the_nightly_rule() -> None:
+    (schedule,) = by_flow(settings=settings())["monitor"].schedules
+    shipped = yaml.safe_load((PROJECT_ROOT / "configs/deployments.yaml").read_text())["monitor"]
+    assert schedule.slug == MONITOR_SLUG
+    assert schedule.schedule.cron == shipped["cron"] == "0 * * * *"
+    assert not schedule.active
+    assert by_flow(settings=settings(env="prod"))["monitor"].schedules[0].active
+    assert by_flow(settings=settings(), nightly=True)["monitor"].schedules[0].active
+    off = by_flow(settings=settings(env="prod"), overrides=["deployments.monitor.enabled=false"])
+    assert not off["monitor"].schedules[0].active and off["pipeline"].schedules[0].active
+    schema = by_flow(settings=settings())["monitor"]._parameter_openapi_schema
+    assert {"database_url", "overrides", "dry_run"} <= set(schema.properties)
+
+
+def test_the_pipeline_retrains_on_the_monitors_event_with_the_tuned_parameters() -> None:
+    from flows.monitor import RETRAIN_EVENT
+
+    deployments = by_flow(settings=settings(model_name="my-model"))
+    (trigger,) = deployments["pipeline"].triggers
+    assert trigger.expect == {RETRAIN_EVENT} == {"recolab.retrain.requested"}
+    assert trigger.match.model_dump() == {"prefect.resource.id": "recolab.model.my-model"}
+    assert trigger.enabled and trigger.posture == "Reactive" and trigger.threshold == 1
+    # configs/monitor.yaml's parameters; the dataset is the champion's, from the event
+    assert trigger.parameters == {
+        "dataset": "{{ event.payload.dataset }}",
+        "skip_ingest": True,
+        "use_tuned": True,
+    }
+    assert all(not d.triggers for name, d in deployments.items() if name != "pipeline")
+    named = by_flow(settings=settings(), overrides=["monitor.parameters.dataset=ml-1m"])
+    assert named["pipeline"].triggers[0].parameters == {
+        "dataset": "ml-1m",
+        "skip_ingest": True,
+        "use_tuned": True,
+    }
+    # the automation Prefect creates from it runs this deployment with those parameters
+    deployment_id = uuid.uuid4()
+    trigger.set_deployment_id(deployment_id)
+    (action,) = trigger.as_automation().actions
+    assert action.type == "run-deployment" and action.deployment_id == deployment_id
+    assert action.parameters == trigger.parameters
+    with pytest.raises(ConfigError, match=r"monitor\.parameters.*epochs"):
+        build_deployments(settings=settings(), overrides=["monitor.parameters={epochs: 3}"])
+    with pytest.raises(ConfigError, match=r"monitor\.deployment"):
+        build_deployments(settings=settings(), overrides=["monitor.deployment=serve/recolab"])
+
+
+def test_prefect_yaml_declares_the_monitor_and_the_retrain_trigger() -> None:
+    from prefect.events.schemas.deployment_triggers import DeploymentTriggerTypes
+    from pydantic import TypeAdapter
+
+    shipped = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())["deployments"]
+    by_entry = {d["entrypoint"]: d for d in shipped}
+    (monitor_schedule,) = by_entry["flows/monitor.py:monitor"]["schedules"]
+    assert monitor_schedule["cron"] == "0 * * * *" and monitor_schedule["slug"] == MONITOR_SLUG
+    (raw,) = by_entry["flows/pipeline.py:pipeline"]["triggers"]
+    trigger = TypeAdapter(DeploymentTriggerTypes).validate_python(raw)
+    assert trigger.expect == {"recolab.retrain.requested"}
+    assert trigger.parameters == {
+        "dataset": "{{ event.payload.dataset }}",
+        "skip_ingest": True,
+        "use_tuned": True,
+    }
