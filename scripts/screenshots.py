@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -32,6 +33,7 @@ MLFLOW = f"http://127.0.0.1:{os.environ.get('STACK_MLFLOW_PORT', '5000')}"
 SERVE = f"http://127.0.0.1:{os.environ.get('STACK_SERVE_PORT', '3000')}"
 MODEL = "recolab-neumf"
 LEARNING_CURVE = "learning_curve/learning_curve.png"
+ONLINE, ONLINE_PLOT = "recolab-online", "online/hit_rate.png"  # the online report runs
 # MLflow 3 opens an experiment in its GenAI view unless the URL asks for the training one
 ML_VIEW = "?workflowType=machine_learning"
 
@@ -172,13 +174,37 @@ def _latest_run(experiment_id: str) -> str:
     return run_id
 
 
+def online_report(browser: Browser, out: Path) -> None:
+    """The latest online report run (experiment `recolab-online`): its plot, in MLflow."""
+    found = _get(f"{MLFLOW}/api/2.0/mlflow/experiments/get-by-name?experiment_name={ONLINE}")
+    experiment_id = found["experiment"]["experiment_id"]
+    run_id = _latest_run(experiment_id)
+    browser.shot(
+        f"{MLFLOW}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/{ONLINE_PLOT}{ML_VIEW}",
+        out / "mlflow-online-report.png",
+        height=900,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("docs"))
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=800)
+    parser.add_argument(
+        "--online-only",
+        action="store_true",
+        help="only the latest online report in MLflow (e.g. after scripts/online_demo.py)",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.online_only:
+        browser = Browser(args.width, args.height)
+        try:
+            online_report(browser, args.out)
+        finally:
+            browser.close()
+        return
     pipeline = _get(f"{PREFECT}/api/deployments/name/pipeline/recolab")
     ingest = _get(
         f"{PREFECT}/api/artifacts/filter",
@@ -211,6 +237,10 @@ def main() -> None:
         browser.shot(
             f"{MLFLOW}/#/models/{MODEL}{ML_VIEW}", args.out / "mlflow-model.png", height=1300
         )
+        try:
+            online_report(browser, args.out)
+        except (urllib.error.HTTPError, StopIteration, SystemExit) as exc:
+            print(f"no online report to show yet ({exc}): run an experiment's report first")
         browser.shot(f"{SERVE}/", args.out / "service-openapi.png", height=1300)
         browser.shot(
             f"{SERVE}/",

@@ -100,7 +100,6 @@ def simulate(
 def http_backend(url: str, secret: str) -> tuple[Recommend, Rate]:
     """`recommend` and `rate` over the service's HTTP API, as each user (their own token)."""
     import httpx
-
     from pydantic import SecretStr
 
     from recolab.bootstrap import local_token
@@ -128,6 +127,23 @@ def http_backend(url: str, secret: str) -> tuple[Recommend, Rate]:
     return recommend, rate
 
 
+def wait_for_experiment(url: str, timeout_s: float) -> str | None:
+    """Wait (at most `timeout_s`) until the service runs the experiment set in the registry
+    (it checks every `serving.champion_poll_interval_s`); what it runs then, in words."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        experiment = httpx.get(f"{url}/status", timeout=30).json().get("experiment")
+        if experiment is None or experiment.get("running"):
+            return None if experiment is None else f"{experiment['name']} ({experiment['mode']})"
+        if time.monotonic() > deadline:
+            return f"{experiment['name']}: not running yet ({experiment.get('error')})"
+        time.sleep(1.0)
+
+
 def main(argv: list[str] | None = None) -> int:
     import os
 
@@ -139,7 +155,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demo-users", type=int, default=1000)
     parser.add_argument("--demo-movies", type=int, default=2000)
     parser.add_argument("--demo-seed", type=int, default=42)
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=60.0,
+        help="seconds to wait for the service to pick up an experiment just started",
+    )
     args = parser.parse_args(argv)
+    running = wait_for_experiment(args.url, args.wait)
+    print(f"experiment: {running or 'none'}", file=sys.stderr)
     preferences = planted_preferences(
         n_users=args.demo_users, n_movies=args.demo_movies, seed=args.demo_seed
     )

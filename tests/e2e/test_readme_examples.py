@@ -52,8 +52,17 @@ NOT_RUN = {
     "make stack-stop": "stops the processes `make stack` started",
     "docker compose": "needs Docker; tests/integration/test_compose.py checks the compose file",
 }
-# CLI commands that are safe to run here (no server, no download, nothing long-running).
-RUNNABLE_CLI = ("recolab token",)
+# CLI commands run here (no download, no server of their own): a token, and the "Ship a
+# challenger" loop on `make run`'s state and service (a challenger trained and registered, the
+# experiment started, simulated users answered by the live service, the online report).
+RUNNABLE_CLI = (
+    "recolab token",
+    "recolab train --challenger",
+    "recolab experiment",
+    "python scripts/simulate_traffic.py",
+    "recolab online-report",
+)
+CLI_TIMEOUT_S = 900  # training the challenger takes a minute or two on a busy 2-core machine
 
 ASSIGNMENT = re.compile(r"^(?P<name>[A-Za-z_]\w*)=\$\((?P<command>[^()]+)\)$")
 VARIABLE = re.compile(r"\$(?:\{(?P<braced>\w+)\}|(?P<bare>[A-Za-z_]\w*))")
@@ -165,7 +174,7 @@ class Session:
                 text=True,
                 env=self.env,
                 cwd=PROJECT_ROOT,
-                timeout=120,
+                timeout=CLI_TIMEOUT_S,
                 check=False,
             )
             if done.returncode != 0 or not done.stdout.strip():
