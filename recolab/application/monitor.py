@@ -93,9 +93,10 @@ class MonitorData(Protocol):
         """The latest retrain request recorded for this champion version and snapshot."""
         ...
 
-    def record_request(self, request: RetrainRequest) -> RetrainRequest | None:
-        """Record `request` (with its id and time) unless one for the same version and
-        snapshot exists already (a concurrent run): then None. Atomic."""
+    def record_request(self, request: RetrainRequest, every: int) -> RetrainRequest | None:
+        """Record `request` (with its id and time) unless the latest one for the same version
+        and snapshot already asked (`drift.already_asked` with `every`: a concurrent run):
+        then None. Atomic."""
         ...
 
     def withdraw_request(self, request_id: int) -> None: ...
@@ -297,7 +298,7 @@ def _ask_for_retrain(
         requested_at=now,
         flow_run_id=requested_by,
     )
-    recorded = data.record_request(wanted)
+    recorded = data.record_request(wanted, outcome.thresholds.new_ratings)
     if recorded is None:  # another run recorded it between our read and our write
         earlier = data.last_request(report.model_version, report.snapshot_id)
         moot = RetrainDecision(False, decision.reasons, decision.notes, earlier or wanted)

@@ -91,12 +91,17 @@ def test_recent_answers_are_counted_once_each_without_shadow_scorings(engine: En
     assert (empty.answers, empty.fallbacks, empty.cold_start) == (0, 0, 0)
 
 
-def request(version: str = "1", snapshot: str = "snap-a", run: str = "run-1") -> RetrainRequest:
+EVERY = 10_000  # monitor.new_ratings: another request once this many more ratings came
+
+
+def request(
+    version: str = "1", snapshot: str = "snap-a", run: str = "run-1", new_ratings: int = 500
+) -> RetrainRequest:
     return RetrainRequest(
         model_version=version,
         snapshot_id=snapshot,
         reason="rating PSI 0.310 > 0.200 (on 500 ratings)",
-        new_ratings=500,
+        new_ratings=new_ratings,
         requested_at=NOW,
         flow_run_id=run,
     )
@@ -105,22 +110,22 @@ def request(version: str = "1", snapshot: str = "snap-a", run: str = "run-1") ->
 def test_a_request_is_recorded_once_per_champion_and_snapshot(engine: Engine) -> None:
     data = SqlMonitorData(engine)
     assert data.last_request("1", "snap-a") is None
-    first = data.record_request(request())
+    first = data.record_request(request(), EVERY)
     assert first is not None and first.id is not None
     assert first.requested_at == NOW and first.reason.startswith("rating PSI")
     assert data.last_request("1", "snap-a") == first
-    assert data.record_request(request(run="run-2")) is None
+    assert data.record_request(request(run="run-2"), EVERY) is None
     assert [r.flow_run_id for r in data.requests()] == ["run-1"]
     # another champion version, or the same version on another snapshot: a request of its own
-    second = data.record_request(request("2"))
-    third = data.record_request(request("1", "snap-b"))
+    second = data.record_request(request("2"), EVERY)
+    third = data.record_request(request("1", "snap-b"), EVERY)
     assert second is not None and third is not None
     assert len({first.id, second.id, third.id}) == 3
     assert data.last_request("2", "snap-a") == second
     # a withdrawn request (its trigger failed) no longer stands in the way
     data.withdraw_request(first.id)
     assert data.last_request("1", "snap-a") is None
-    again = data.record_request(request(run="run-3"))
+    again = data.record_request(request(run="run-3"), EVERY)
     assert again is not None and again.flow_run_id == "run-3"
     stored = data.requests()
     assert [(r.model_version, r.snapshot_id) for r in stored] == [
@@ -128,6 +133,11 @@ def test_a_request_is_recorded_once_per_champion_and_snapshot(engine: Engine) ->
         ("1", "snap-b"),
         ("1", "snap-a"),
     ]
+    # the same champion still serving (the retrain was not promoted) and the data kept
+    # growing: one more request once another EVERY ratings came, not before
+    assert data.record_request(request(run="run-4", new_ratings=500 + EVERY - 1), EVERY) is None
+    later = data.record_request(request(run="run-5", new_ratings=500 + EVERY), EVERY)
+    assert later is not None and data.last_request("1", "snap-a") == later
     assert all(r.requested_at is not None and r.requested_at.tzinfo is not None for r in stored)
 
 
@@ -148,7 +158,7 @@ def test_runs_racing_to_record_the_same_request_record_it_once(engine: Engine) -
     def record(i: int) -> None:
         try:
             barrier.wait()
-            results.append(data.record_request(request(run=f"run-{i}")))
+            results.append(data.record_request(request(run=f"run-{i}"), EVERY))
         except BaseException as exc:  # reported below
             errors.append(exc)
 

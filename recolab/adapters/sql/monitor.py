@@ -34,7 +34,12 @@ from recolab.adapters.sql import schema as s
 from recolab.adapters.sql.engine import SQLITE_BEGIN
 from recolab.domain.experiments import SHADOW
 from recolab.domain.model import UserClassification
-from recolab.domain.services.drift import AnswerCounts, RatingSample, RetrainRequest
+from recolab.domain.services.drift import (
+    AnswerCounts,
+    RatingSample,
+    RetrainRequest,
+    already_asked,
+)
 
 # pg_advisory_xact_lock key of "recording a retrain request" (any fixed 64-bit number).
 _REQUEST_LOCK = 0x7265_636F_6C61_6201
@@ -91,14 +96,17 @@ class SqlMonitorData:
         with self.engine.connect() as conn:
             return _last(conn, model_version, snapshot_id)
 
-    def record_request(self, request: RetrainRequest) -> RetrainRequest | None:
+    def record_request(self, request: RetrainRequest, every: int) -> RetrainRequest | None:
         with self.engine.connect() as conn:
             if conn.dialect.name == "sqlite":
                 conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
             with conn.begin():
                 if conn.dialect.name == "postgresql":
                     conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _REQUEST_LOCK})
-                if _last(conn, request.model_version, request.snapshot_id) is not None:
+                last = _last(conn, request.model_version, request.snapshot_id)
+                if already_asked(
+                    last, request.model_version, request.snapshot_id, request.new_ratings, every
+                ):
                     return None
                 at = _utc(request.requested_at or datetime.now(UTC))
                 result = conn.execute(

@@ -272,8 +272,9 @@ def decide_retrain(
 ) -> RetrainDecision:
     """Retrain when a judged figure passes its threshold, or when at least
     `thresholds.new_ratings` ratings arrived since the snapshot; but never twice for one
-    champion version and snapshot: a request recorded for them (`last_request`) means
-    "already asked" until a new champion (another version, or another snapshot) serves."""
+    champion version and snapshot on the same data: a request recorded for them
+    (`last_request`) means "already asked" until a new champion (another version, or another
+    snapshot) serves or another `thresholds.new_ratings` ratings arrived (`already_asked`)."""
     reasons: list[str] = []
     notes: list[str] = []
     for figure in report.figures(thresholds):
@@ -294,13 +295,31 @@ def decide_retrain(
         )
     if not reasons:
         return RetrainDecision(False, (), tuple(notes))
-    if (
-        last_request is not None
-        and last_request.model_version == report.model_version
-        and last_request.snapshot_id == report.snapshot_id
+    if already_asked(
+        last_request,
+        report.model_version,
+        report.snapshot_id,
+        report.new_ratings,
+        thresholds.new_ratings,
     ):
         return RetrainDecision(False, tuple(reasons), tuple(notes), last_request)
     return RetrainDecision(True, tuple(reasons), tuple(notes))
+
+
+def already_asked(
+    last: RetrainRequest | None,
+    model_version: str,
+    snapshot_id: str,
+    new_ratings: int,
+    every: int,
+) -> bool:
+    """Whether `last` already asked for this champion and snapshot: it did, unless `every`
+    more new ratings arrived since (a retrain that was asked for and not promoted leaves the
+    same champion serving; the data it missed keeps growing, so the monitor may ask again
+    once per `every` ratings, never once per run)."""
+    if last is None or (last.model_version, last.snapshot_id) != (model_version, snapshot_id):
+        return False
+    return new_ratings < last.new_ratings + every
 
 
 def _fmt(value: float | None) -> str:

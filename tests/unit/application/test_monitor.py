@@ -18,7 +18,13 @@ from recolab.application.monitor import (
     SnapshotData,
     check_drift,
 )
-from recolab.domain.services.drift import AnswerCounts, DriftReport, RatingSample, RetrainRequest
+from recolab.domain.services.drift import (
+    AnswerCounts,
+    DriftReport,
+    RatingSample,
+    RetrainRequest,
+    already_asked,
+)
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
 SNAPSHOT_TS = 1_700_000_000
@@ -101,10 +107,13 @@ class FakeData:
         ]
         return mine[-1] if mine else None
 
-    def record_request(self, request: RetrainRequest) -> RetrainRequest | None:
+    def record_request(self, request: RetrainRequest, every: int) -> RetrainRequest | None:
         if self.concurrent:
             self.recorded.append(replace(request, id=99, flow_run_id="other"))
-        if self.last_request(request.model_version, request.snapshot_id) is not None:
+        last = self.last_request(request.model_version, request.snapshot_id)
+        if already_asked(
+            last, request.model_version, request.snapshot_id, request.new_ratings, every
+        ):
             return None
         stored = replace(request, id=len(self.recorded) + 1)
         self.recorded.append(stored)

@@ -200,3 +200,17 @@ def test_never_twice_for_the_same_champion_and_snapshot() -> None:
     for other in (("4", "snap"), ("3", "snap2")):
         older = RetrainRequest(other[0], other[1], "x", 1, id=1)
         assert decide_retrain(drifted, DriftThresholds(), older).retrain
+
+
+def test_the_same_champion_may_ask_again_once_another_n_ratings_came() -> None:
+    """A retrain that was asked for and not promoted leaves the same champion serving: the
+    drift stays, and so does the answer (no request per run), until another
+    `new_ratings` ratings arrived since the last request."""
+    asked = RetrainRequest("3", "snap", "rating PSI", 500, id=7)
+    thresholds = DriftThresholds()
+    drifted = {**CALM, "rating_psi": 0.5}
+    assert not decide_retrain(report(**drifted), thresholds, asked).retrain
+    almost = report(**drifted, new_ratings=500 + thresholds.new_ratings - 1)
+    assert not decide_retrain(almost, thresholds, asked).retrain
+    grown = report(**drifted, new_ratings=500 + thresholds.new_ratings)
+    assert decide_retrain(grown, thresholds, asked).retrain
