@@ -44,6 +44,22 @@ class Dimension:
     step: float | None = None
     choices: tuple[Any, ...] = ()
 
+    def label(self, value: Any) -> Any | None:
+        """`value` as this dimension's trial parameter, or None when the space cannot draw
+        it (out of range, off the step, not a choice)."""
+        if self.kind == "categorical":
+            label = label_of(list(value) if isinstance(value, tuple) else value)
+            return label if label in [label_of(c) for c in self.choices] else None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        if not self.low <= value <= self.high:
+            return None
+        if self.step:
+            steps = (value - self.low) / self.step
+            if abs(steps - round(steps)) > 1e-9:
+                return None
+        return int(value) if self.kind == "int" else float(value)
+
     def suggest(self, trial: optuna.Trial) -> Any:
         if self.kind == "float":
             return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
@@ -158,6 +174,9 @@ class TuneConfig(_Section):
     pruner: PrunerConfig = Field(default_factory=PrunerConfig)
     fixed: dict[str, Any] = Field(default_factory=dict)
     space: dict[str, Any] = Field(default_factory=dict)
+    # Trial 0 is the shipped configuration (each setting the space can draw), so the best of
+    # a search is never worse than the defaults on the inner validation split.
+    start_from_defaults: bool = True
 
     @field_validator("fixed")
     @classmethod

@@ -19,7 +19,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol
 
@@ -245,6 +245,20 @@ def _training_rows(data: SelectionData) -> pd.DataFrame:
     return data.train
 
 
+def default_trial(base: TrainConfig, dimensions: Sequence[Dimension]) -> dict[str, Any]:
+    """The shipped configuration as a trial's parameters: every dimension whose default the
+    space can draw (the others are sampled as usual, and logged)."""
+    params: dict[str, Any] = {}
+    for dimension in dimensions:
+        value = getattr(base, dimension.name)
+        label = dimension.label(value)
+        if label is None:
+            log.info("trial 0: the default %s=%r is outside the space", dimension.name, value)
+        else:
+            params[dimension.name] = label
+    return params
+
+
 def run_search(
     data: SelectionData,
     base: TrainConfig,
@@ -310,6 +324,10 @@ def run_search(
         sampler=make_sampler(tune),
         pruner=make_pruner(tune.pruner),
     )
+    if tune.start_from_defaults:
+        defaults = default_trial(base, dimensions)
+        if defaults:
+            study.enqueue_trial(defaults)
     timeout = None if tune.timeout_minutes is None else tune.timeout_minutes * 60
     study.optimize(objective, n_trials=tune.n_trials, timeout=timeout)
     states = [t.state for t in study.trials]

@@ -269,3 +269,29 @@ def test_a_search_on_the_training_split_finds_a_best_configuration() -> None:
     # seeded TPE: the same search draws the same settings
     again = run_search(data, base, tune)
     assert again.params == found.params
+
+
+def test_trial_zero_is_the_shipped_configuration_so_the_best_is_never_worse() -> None:
+    """With the shipped space every default can be drawn: trial 0 trains exactly them."""
+    from recolab.ml.tuning import default_trial
+
+    base = load_config(CONFIGS, PROTOCOLS["B"], [])
+    shipped = load_tune_config(CONFIGS, [])
+    assert shipped.start_from_defaults
+    defaults = default_trial(base, shipped.dimensions())
+    assert set(defaults) == {d.name for d in shipped.dimensions()}
+    assert defaults["lr"] == base.lr and defaults["mlp_layers"] == "[32, 16]"
+    # a default the space cannot draw is left to the sampler
+    tiny = load_tune_config(CONFIGS, TINY_SEARCH)
+    assert default_trial(base, tiny.dimensions()) == {"lr": base.lr}  # gmf_dim 128 not in [8, 16]
+
+    data = selection_data(ratings(), "B", SPLITS)
+    fast = load_config(CONFIGS, PROTOCOLS["B"], [*FAST, "lr=0.02", "gmf_dim=16"])
+    trials: list[Any] = []
+    run_search(data, fast, load_tune_config(CONFIGS, TINY_SEARCH, n_trials=2), trials.append)
+    assert trials[0].params == {"lr": 0.02, "gmf_dim": 16}
+    assert trials[1].params != trials[0].params
+    off = load_tune_config(CONFIGS, [*TINY_SEARCH, "tune.start_from_defaults=false"], n_trials=1)
+    first: list[Any] = []
+    run_search(data, fast, off, first.append)
+    assert first[0].params != {"lr": 0.02, "gmf_dim": 16}
