@@ -20,7 +20,6 @@ from recolab.application.online import (
     VariantReport,
 )
 from recolab.bootstrap import Platform
-from recolab.config import ExperimentsConfig, load_section
 
 
 def reporting(platform: Platform) -> OnlineReporting:
@@ -32,12 +31,7 @@ def reporting(platform: Platform) -> OnlineReporting:
 def report_and_decide(
     platform: Platform, experiment: str | None, promote: bool, since: float | None
 ) -> OnlineOutcome:
-    config = load_section(
-        ExperimentsConfig,
-        "experiments",
-        config_dir=platform.settings.config_dir,
-        overrides=platform.overrides,
-    )
+    config = platform.experiments_config
     outcome = reporting(platform).run(
         config,
         experiment=experiment,

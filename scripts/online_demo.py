@@ -26,7 +26,7 @@ from recolab.application.recommend import RecommendRequest  # noqa: E402
 from recolab.application.training import register_and_promote  # noqa: E402
 from recolab.application.users import RateMovie  # noqa: E402
 from recolab.bootstrap import bootstrap  # noqa: E402
-from recolab.config import PROJECT_ROOT, ExperimentsConfig, Settings, load_section  # noqa: E402
+from recolab.config import PROJECT_ROOT, Settings  # noqa: E402
 from recolab.domain import EventBus  # noqa: E402
 from scripts.simulate_traffic import Behaviour, simulate  # noqa: E402
 
@@ -118,12 +118,7 @@ def report(settings: Settings, *, promote: bool, seed: int = 0) -> Any:
     """The online report and decision (the use case the `online-report` flow runs)."""
     platform = bootstrap(settings)
     try:
-        config = load_section(
-            ExperimentsConfig,
-            "experiments",
-            config_dir=settings.config_dir,
-            overrides=platform.overrides,
-        )
+        config = platform.experiments_config
         return platform.online_reporting().run(
             config,
             promote=promote,
