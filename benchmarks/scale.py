@@ -27,8 +27,8 @@ The issue's goals (issue 16), at 5M ratings: end to end (the stages' sum, startu
 <= 8 minutes, peak memory <= 4 GiB, evaluation <= 1 minute; at 32M peak memory <= 16 GiB and
 every exponent <= 1.15 between 5M and 32M.
 
-Usage: python benchmarks/scale.py [--sizes 1000000 5000000] [--no-refit] [--keep]
-    [--commands ingest features train]
+Usage: python benchmarks/scale.py [--sizes 1000000 5000000] [--no-refit] [--keep] [--set K=V]
+    [--commands ingest features train | --commands pipeline]
     [--admin-url postgresql://postgres@127.0.0.1:5432/postgres] [--out PATH]
 Prints one JSON object and writes benchmarks/results/scale.json.
 """
@@ -84,6 +84,10 @@ COMMANDS: dict[str, list[tuple[str, str]]] = {
         ("register", r"Task run 'register-and-promote-.*Finished"),
     ],
 }
+# `recolab pipeline` (--commands pipeline): the three commands' stages in one process, which
+# starts up (imports, Prefect's temporary server) once.
+COMMANDS["pipeline"] = [*COMMANDS["ingest"], *COMMANDS["features"], *COMMANDS["train"]]
+SEPARATE = ["ingest", "features", "train"]
 
 
 def shape(n_ratings: int) -> dict[str, int]:
@@ -230,10 +234,12 @@ def run_size(n_ratings: int, args: argparse.Namespace, work: Path) -> dict[str, 
             raise RuntimeError(f"demo generation failed: {gen.stderr[-2000:]}")
         result["generate_demo_s"] = round(time.monotonic() - start, 2)
         refit = [] if args.refit else ["--set=trainer.refit=false"]
+        refit += [f"--set={setting}" for setting in args.settings]
         commands = {
             "ingest": [*cli, "ingest", "--dataset", "demo", *demo],
             "features": [*cli, "features", "--dataset", "demo"],
             "train": [*cli, "train", "--dataset", "demo", "--max-epochs", "1", *refit],
+            "pipeline": [*cli, "pipeline", "--dataset", "demo", "--max-epochs", "1", *demo, *refit],
         }
         per_stage: dict[str, dict[str, float]] = {}
         for command, cmd in commands.items():
@@ -283,15 +289,27 @@ def main() -> None:
         "--commands",
         nargs="+",
         choices=list(COMMANDS),
-        default=list(COMMANDS),
-        help="run only these (in order; train needs features' snapshot, features ingest's data)",
+        default=SEPARATE,
+        help="run only these (in order; train needs features' snapshot, features ingest's "
+        "data); pipeline: `recolab pipeline`, every stage in one command",
     )
     parser.add_argument("--keep", action="store_true", help="keep the database and data folder")
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override for the train and pipeline commands, said in the results "
+        "(e.g. trainer.eval_sample_users=20000 at 32M)",
+    )
     parser.add_argument(
         "--admin-url", default=os.environ.get("RECOLAB_BENCH_POSTGRES_URL", DEFAULT_ADMIN)
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
+    if "pipeline" in args.commands and len(args.commands) > 1:
+        parser.error("--commands pipeline runs every stage: name it alone")
 
     import torch
 
@@ -308,6 +326,7 @@ def main() -> None:
         "what": "recolab ingest, features and train (1 epoch) on the demo at ml-32m's "
         "proportions, PostgreSQL; per stage seconds and peak RSS of the command's process tree",
         "refit": args.refit,
+        "settings": args.settings,
         "commands": args.commands,
         "sizes": results,
         "growth_exponents": exponents(results),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import difflib
+import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -81,10 +82,11 @@ class TrainConfig:
     precision: str = "32-true"
     deterministic: bool | Literal["warn"] = "warn"
     enable_progress_bar: bool | None = None  # None: when the output is a terminal
-    # torch intra-op CPU threads during fit (None = leave torch's setting). A small model's
-    # ops are too short to split: on a shared machine every op then waits at a barrier for
-    # the slowest thread, which made CPU steps 10-30x slower (benchmarks/results/train.json).
-    num_threads: int | None = 1
+    # torch intra-op CPU threads during fit (None = leave torch's setting; "auto": see
+    # `fit_threads`). A small model's ops are too short to split: on a shared machine every op
+    # then waits at a barrier for the slowest thread, which made CPU steps 10-30x slower
+    # (benchmarks/results/train.json).
+    num_threads: int | Literal["auto"] | None = 1
     # Register a model refitted on all the snapshot's ratings for the epochs the protocol's
     # fit kept (recolab.ml.experiment.refit); False registers the protocol's fit itself.
     refit: bool = True
@@ -113,6 +115,12 @@ class TrainConfig:
             values["mlp_layers"] = tuple(values["mlp_layers"])
         if values.get("mode", "explicit") not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {values['mode']!r}")
+        threads = values.get("num_threads", 1)
+        counted = isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1
+        if threads is not None and threads != "auto" and not counted:
+            raise ValueError(
+                f"num_threads must be an integer >= 1, 'auto' or null, got {threads!r}"
+            )
         steps = values.get("steps_per_execution", 1)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps_per_execution must be an integer >= 1, got {steps!r}")
@@ -374,8 +382,34 @@ def fit(
     `config.num_threads` torch CPU threads and restores the caller's setting afterwards.
     Each epoch is logged (`recolab.ml.progress.EpochProgress`, its lines start with `label`).
     """
-    with _torch_threads(config.num_threads):
+    with _torch_threads(fit_threads(config, len(ratings))):
         return _fit(ratings, config, label, **trainer_overrides)
+
+
+# "auto" threads: every core once an epoch has this many rows and a step this many scored
+# pairs. At 5M ratings (implicit, 24 negatives: 51k pairs a step) 2 threads trained 1.3-1.7x
+# faster than 1 on 2 idle cores; a small fit keeps one (see `TrainConfig.num_threads`).
+AUTO_THREADS_MIN_ROWS = 1_000_000
+AUTO_THREADS_MIN_STEP_PAIRS = 16_384
+
+
+def fit_threads(config: TrainConfig, n_rows: int) -> int | None:
+    """The torch CPU threads a fit of `n_rows` ratings runs with (None: torch's setting)."""
+    if config.num_threads != "auto":
+        return config.num_threads
+    negatives = config.num_negatives if config.mode == "implicit" else 0
+    big = (
+        n_rows >= AUTO_THREADS_MIN_ROWS
+        and config.batch_size * (1 + negatives) >= AUTO_THREADS_MIN_STEP_PAIRS
+    )
+    return _usable_cores() if big else 1
+
+
+def _usable_cores() -> int:
+    """Cores this process may run on (its affinity), not the host's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
 
 
 @contextlib.contextmanager

@@ -113,17 +113,35 @@ def rank_block(
 
 def _top_k_lowest_ties(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """`torch.topk`, except that among items tied with the k-th score the lowest positions
-    are taken (topk picks any): the lists do not depend on blocks, devices or threads."""
-    values, index = torch.topk(scores, k, dim=1)
-    kth = values[:, -1:]
-    split = ((scores == kth).sum(dim=1) > (values == kth).sum(dim=1)).nonzero().squeeze(1)
-    if split.numel():  # rows whose tie at the k-th score goes on beyond the top k
-        sub, cut = scores[split], kth[split]
-        equal = sub == cut
-        need = k - (sub > cut).sum(dim=1, keepdim=True)
-        chosen = (sub > cut) | (equal & (equal.cumsum(dim=1) <= need))
-        index[split] = chosen.nonzero()[:, 1].view(-1, k)
-        values[split] = sub.gather(1, index[split])
+    are taken (topk picks any): the lists do not depend on blocks, devices or threads.
+
+    A row's tie goes on beyond the top k exactly when its (k+1)-th score equals its k-th, so
+    one `topk` of k+1 finds those rows; only they are read again, and the lowest positions
+    among their tied items are a second `topk`, of minus the position, over the tied ones.
+    """
+    n = scores.shape[1]
+    values, index = torch.topk(scores, min(k + 1, n), dim=1)
+    if values.shape[1] == k:  # the whole catalogue is the top k
+        return values, index
+    kth = values[:, k - 1]
+    split = (values[:, k] == kth).nonzero().squeeze(1)
+    values, index = values[:, :k].contiguous(), index[:, :k].contiguous()
+    if split.numel():
+        whole = split.numel() == scores.shape[0]
+        sub = scores if whole else scores[split]
+        cut = kth[split].unsqueeze(1)
+        # topk sorts descending: each split row starts with its scores above the cut
+        above = (values[split] > cut).sum(dim=1)
+        minus_position = -torch.arange(n, device=scores.device, dtype=torch.float32)
+        key = torch.where(sub == cut, minus_position, -torch.inf)
+        lowest = torch.topk(key, k, dim=1).indices  # tied positions, lowest first
+        rows, j = (torch.arange(k, device=scores.device) < (k - above).unsqueeze(1)).nonzero(
+            as_tuple=True
+        )
+        chosen = index[split]
+        chosen[rows, above[rows] + j] = lowest[rows, j]
+        index[split] = chosen
+        values[split] = sub.gather(1, chosen)
     return values, index
 
 

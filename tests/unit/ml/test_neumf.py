@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from recolab.ml import neumf as neumf_module
 from recolab.ml.datamodule import (
     IdIndex,
     IndexBatches,
@@ -74,6 +75,23 @@ def test_full_catalogue_scores_match_pairwise_forward(paths: tuple[int, int]) ->
     torch.testing.assert_close(grid, pairs)
     grouped = model(users, torch.arange(7).repeat(3, 1))
     torch.testing.assert_close(grouped, pairs)
+
+
+@pytest.mark.parametrize("tile", [3, 7, 14, 1 << 14])
+def test_cpu_tiles_of_a_full_catalogue_pass_give_the_one_pass_scores(
+    tile: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without autograd on the CPU the MLP runs in tiles (slices of the catalogue for one
+    user, whole rows for several users): the scores are the single pass's."""
+    model = _model()
+    users = torch.tensor([0, 1, 3, 4])
+    one_pass = model.score_all_items(users)  # autograd on: one pass
+    monkeypatch.setattr(neumf_module, "_CPU_TILE_PAIRS", tile)
+    with torch.no_grad():
+        tiled = model.score_all_items(users)
+    torch.testing.assert_close(tiled, one_pass.detach())
+    pairs = model(users.repeat_interleave(7), torch.arange(7).repeat(4)).view(4, 7)
+    torch.testing.assert_close(tiled, pairs.detach())
 
 
 def test_first_mlp_layer_is_one_linear_over_the_concatenated_embeddings() -> None:

@@ -98,6 +98,22 @@ def test_rank_block_excludes_breaks_ties_by_position_and_ranks_pessimistically()
     assert out.held_out_rank is not None and out.held_out_rank.tolist() == [1, 3]
 
 
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("k", [1, 3, 10])
+def test_top_k_with_many_ties_is_a_stable_sort_by_score_then_position(seed: int, k: int) -> None:
+    """Scores drawn from a few values (ties everywhere, excluded items at -inf, rows with
+    fewer rankable items than k): each list is the first k of a stable descending sort."""
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(0, 4, size=(40, 12)).astype(np.float32)
+    scores[rng.random(scores.shape) < 0.3] = -np.inf
+    scores[:3, 2:] = -np.inf  # rows with only 2 rankable items
+    out = ranking.rank_block(torch.from_numpy(scores.copy()), k=k)
+    assert out.top is not None and out.top_scores is not None
+    expected = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    assert out.top.numpy().tolist() == expected.tolist()
+    assert out.top_scores.numpy().tolist() == np.take_along_axis(scores, expected, 1).tolist()
+
+
 def test_blocks_follow_the_memory_budget() -> None:
     model = NeuMF(NeuMFConfig(n_users=3, n_items=10, gmf_dim=4, mlp_dim=4, mlp_layers=(64, 32)))
     assert model.pair_bytes() == 4 * (64 + 32 + 3)

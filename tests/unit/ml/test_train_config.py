@@ -103,3 +103,20 @@ def test_platform_train_uses_the_platforms_overrides_and_refuses_a_typo(
             platform.train("B")
     finally:
         platform.close()
+
+
+def test_auto_threads_split_only_large_implicit_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    from recolab.ml import fitting
+
+    monkeypatch.setattr(fitting, "_usable_cores", lambda: 2)
+    implicit = load_config(CONFIGS, PROTOCOLS["B"], [])
+    explicit = load_config(CONFIGS, PROTOCOLS["A"], [])
+    assert implicit.num_threads == explicit.num_threads == "auto"  # as shipped
+    assert fitting.fit_threads(implicit, 5_000_000) == 2  # 2048 x 25 pairs a step
+    assert fitting.fit_threads(implicit, 100_000) == 1  # a small fit
+    assert fitting.fit_threads(explicit, 5_000_000) == 1  # 2048 ratings a step
+    assert fitting.fit_threads(with_overrides(implicit, num_threads=3), 10) == 3
+    assert fitting.fit_threads(with_overrides(implicit, num_threads=None), 10) is None
+    for bad in (0, "two", True):
+        with pytest.raises(ValueError, match="num_threads"):
+            with_overrides(implicit, num_threads=bad)
