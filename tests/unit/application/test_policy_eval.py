@@ -137,3 +137,33 @@ def test_hybrid_weights_knob_changes_what_a_casual_user_is_served() -> None:
     # with the content-based weight at 0, the hybrid list is the model's own
     assert pure["policy"]([3], 10).tolist() == pure["model"]([3], 10).tolist()
     assert seed.tolist() != pure["policy"]([3], 10).tolist()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_sampled_table_profiles_only_its_users_and_samples_as_the_evaluation_does(
+    seed: int,
+) -> None:
+    """`write_policy_table` profiles only the users it samples (the split's sort and the
+    per-user objects were most of its cost at 5M ratings): they are the users the evaluation
+    samples, with the same profiles and catalogue as when every user is profiled."""
+    from recolab.ml.evaluation.policy import _sample, evaluate_split
+    from recolab.ml.evaluation.protocols import stratified_user_split
+
+    train, test = stratified_user_split(ratings_frame(), 0.3, seed=seed)
+    movies = movies_frame()
+    full = split_profiles(train, movies)
+    chosen = _sample(train, test, 2, seed)
+    assert chosen is not None and chosen.size == 2
+    run = evaluate_split(
+        train, test, full, offline_systems(full, scorer(), PolicyKnobs()), max_users=2, seed=seed
+    )
+    assert sorted(set(run.per_user["user_id"])) == chosen.tolist()
+    part = split_profiles(train, movies, chosen)
+    assert sorted(part.users) == chosen.tolist()
+    assert part.movies == full.movies
+    for uid in chosen.tolist():
+        assert part.users[uid] == full.users[uid]
+        mine, whole = part.ratings[uid], full.ratings[uid]
+        for name in ("movie_ids", "scores", "timestamps"):
+            assert np.array_equal(getattr(mine, name), getattr(whole, name)), name
+    assert _sample(train, test, 10_000, seed) is None  # fewer users than that: all of them

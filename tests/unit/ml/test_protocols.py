@@ -1,6 +1,7 @@
 """Splits hold no leakage; protocol runners score what they claim to score."""
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -134,6 +135,27 @@ def test_topk_perfect_recommender_reaches_full_precision_and_ndcg() -> None:
     assert result.summary["recall@3"] == pytest.approx(1.0)
     assert result.summary["map@3"] == pytest.approx(1.0)
     assert 0 <= result.summary["ild"] <= 1
+
+
+@pytest.mark.parametrize("sample_users", [None, 12])
+def test_topk_on_a_split_made_once_gives_what_each_run_splitting_alone_gives(
+    sample_users: int | None,
+) -> None:
+    """A training run makes protocol B's split once for NeuMF and its baselines: the same
+    figures, lists and sample as a run that splits by itself."""
+    ratings = _ratings()
+    movies = pd.DataFrame({"movie_id": np.arange(1, 41), "genres": ["Action|Drama", "Comedy"] * 20})
+    items = P.ItemFeatures.from_movies(movies)
+    options: dict[str, Any] = {"seed": 3, "items": items, "sample_users": sample_users}
+    split = P.topk_split(ratings, test_fraction=0.25, **options)
+    for factory in (PopularityRecommender, BiasOnlyRecommender):
+        alone = P.run_topk(factory, ratings, k=5, **options)
+        shared = P.run_topk(factory, ratings, k=5, split=split)
+        fit_free = {k: v for k, v in alone.summary.items() if k != "fit_seconds"}
+        assert {k: v for k, v in shared.summary.items() if k != "fit_seconds"} == fit_free
+        pd.testing.assert_frame_equal(shared.scored, alone.scored)
+        pd.testing.assert_frame_equal(shared.per_user, alone.per_user)
+    assert ("users_sampled" in alone.summary) == (sample_users is not None)
 
 
 def test_rating_cv_bias_only_beats_the_global_mean(tmp_path: Path) -> None:
