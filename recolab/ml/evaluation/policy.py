@@ -51,12 +51,12 @@ class SplitProfiles:
 
 
 def split_profiles(
-    train: pd.DataFrame, movies: pd.DataFrame, users: np.ndarray | None = None
+    train: pd.DataFrame, movies: pd.DataFrame, only: np.ndarray | None = None
 ) -> SplitProfiles:
     """Users (n_ratings, mean rating), their ratings most recent first (ties by movie id)
-    and every movie of `movies` with rating count and mean from `train` alone. `users`:
-    profile only these (the movies' figures still count every training row)."""
-    mine = train if users is None else train[train[USER].isin(users)]
+    and every movie of `movies` with rating count and mean from `train` alone. `only`:
+    profile only these users (the movies' figures still count every training row)."""
+    mine = train if only is None else train[train[USER].isin(only)]
     ordered = mine.sort_values([USER, TIME, ITEM], ascending=[True, False, True], kind="stable")
     users_col = ordered[USER].to_numpy(np.int64)
     items = ordered[ITEM].to_numpy(np.int64)
