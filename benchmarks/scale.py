@@ -281,6 +281,23 @@ def exponents(results: list[dict[str, Any]]) -> dict[str, dict[str, float | None
     return out
 
 
+def _commit() -> str | None:
+    """The checkout's commit (the code measured), with '+dirty' when it has changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return None
+    return f"{head}+dirty" if head and dirty else head or None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 5_000_000])
@@ -331,6 +348,7 @@ def main() -> None:
         "sizes": results,
         "growth_exponents": exponents(results),
         "goals_at_5m": GOALS_5M,
+        "commit": _commit(),
         "machine": {
             "cpus": os.cpu_count(),
             "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),

@@ -33,6 +33,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from recolab.domain.promotion import MIN_COMPARABLE_ROWS
+from recolab.domain.services.drift import DriftThresholds
 from recolab.domain.services.strategy import (
     DEFAULT_MMR_LAMBDA,
     HYBRID_TIERS,
@@ -209,6 +210,9 @@ class ExperimentsConfig(_Section):
         return sorted(set(value))
 
 
+_DRIFT = DriftThresholds()
+
+
 class MonitorConfig(_Section):
     """Drift and event-driven retraining (configs/monitor.yaml, the `monitor` flow)."""
 
@@ -216,19 +220,20 @@ class MonitorConfig(_Section):
     # answers served in the last `recent_hours`.
     recent_hours: float = Field(default=24.0, gt=0)
     # Distribution shifts are judged only on at least this many recent ratings.
-    min_recent_ratings: int = Field(default=200, ge=1)
+    # (Every threshold's default is the domain rule's own: `DriftThresholds`.)
+    min_recent_ratings: int = Field(default=_DRIFT.min_sample, ge=1)
     # Population stability index above which a distribution has drifted (0.1 slight,
     # 0.25 major, by the usual rule of thumb).
-    rating_psi: float = Field(default=0.2, gt=0)
-    popularity_psi: float = Field(default=0.2, gt=0)
+    rating_psi: float = Field(default=_DRIFT.rating_psi, gt=0)
+    popularity_psi: float = Field(default=_DRIFT.popularity_psi, gt=0)
     # Shares of recent ratings by users / of movies the champion has never seen.
-    unseen_users_share: float = Field(default=0.3, ge=0, le=1)
-    unseen_movies_share: float = Field(default=0.2, ge=0, le=1)
+    unseen_users_share: float = Field(default=_DRIFT.unseen_users_share, ge=0, le=1)
+    unseen_movies_share: float = Field(default=_DRIFT.unseen_movies_share, ge=0, le=1)
     # Shares of recent answers that fell back or went to cold-start users.
-    fallback_share: float = Field(default=0.2, ge=0, le=1)
-    cold_start_share: float = Field(default=0.5, ge=0, le=1)
+    fallback_share: float = Field(default=_DRIFT.fallback_share, ge=0, le=1)
+    cold_start_share: float = Field(default=_DRIFT.cold_start_share, ge=0, le=1)
     # Retrain after this many new ratings since the champion's snapshot, drift or not.
-    new_ratings: int = Field(default=10_000, ge=1)
+    new_ratings: int = Field(default=_DRIFT.new_ratings, ge=1)
     # The `pipeline` deployment it triggers and that run's parameters (the last tuned
     # configuration, on what the database holds).
     deployment: str = "pipeline/recolab"

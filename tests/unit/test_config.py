@@ -323,3 +323,15 @@ def test_refit_and_the_progress_bar_are_training_settings() -> None:
     assert shipped.refit is True and shipped.enable_progress_bar is None
     quick = load_config(CONFIGS, PROTOCOLS["B"], ["refit=false", "enable_progress_bar=true"])
     assert quick.refit is False and quick.enable_progress_bar is True
+
+
+def test_monitor_defaults_are_the_drift_rules_own_and_the_shipped_file_reads() -> None:
+    """configs/monitor.yaml's section and the domain's `DriftThresholds` agree by default:
+    the thresholds come from one place (the domain), the file may change them."""
+    from recolab.application.monitor import drift_thresholds
+    from recolab.config import MonitorConfig
+    from recolab.domain.services.drift import DriftThresholds
+
+    assert drift_thresholds(MonitorConfig()) == DriftThresholds()
+    changed = MonitorConfig(rating_psi=0.4, min_recent_ratings=50)
+    assert drift_thresholds(changed) == DriftThresholds(rating_psi=0.4, min_sample=50)
