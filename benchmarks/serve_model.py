@@ -10,8 +10,8 @@ strategy's call, nothing cached), and for as many users it never saw, the fold-i
 The rest of a recommendation (the database reads, the policy, the answer) is not included:
 `benchmarks/serve.py` measures the whole request over HTTP.
 
-Usage: python benchmarks/serve_model.py --tracking-uri URI [--model NAME] [--alias champion]
-    [--users 200] [--out PATH]
+Usage: python benchmarks/serve_model.py --tracking-uri URI [--model NAME]
+    [--alias champion | --version N] [--users 200] [--out PATH]
 Prints one JSON object (and writes it to --out when given).
 """
 
@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--tracking-uri", required=True)
     parser.add_argument("--model", default="recolab-neumf")
     parser.add_argument("--alias", default="champion")
+    parser.add_argument("--version", default=None, help="a version number instead of --alias")
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -60,7 +61,8 @@ def main() -> None:
     torch.set_num_threads(1)
     before = _mib()
     start = time.perf_counter()
-    scorer = load_scorer(f"models:/{args.model}@{args.alias}", args.tracking_uri, args.alias)
+    ref = f"{args.model}/{args.version}" if args.version else f"{args.model}@{args.alias}"
+    scorer = load_scorer(f"models:/{ref}", args.tracking_uri, args.version or args.alias)
     load_s = time.perf_counter() - start
     after = _mib()
 
@@ -88,7 +90,7 @@ def main() -> None:
         unseen.append(time.perf_counter() - t)
     report: dict[str, Any] = {
         "benchmark": "serve_model",
-        "model": f"{args.model}@{args.alias}",
+        "model": ref,
         "n_users": int(known.size),
         "n_movies": int(items.size),
         "load_s": round(load_s, 2),

@@ -15,7 +15,6 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
@@ -30,6 +29,7 @@ from recolab.adapters.sql.stats import recompute_statistics
 from recolab.application.users import RateMovie, rate_movie
 from recolab.domain import EventBus
 from recolab.domain.values import RATING_VALUES
+from tests.integration.statistics_data import differences, stored_statistics
 from tests.integration.test_service_inprocess import _dataset, _serve, make_workspace, token
 
 with warnings.catch_warnings():
@@ -40,7 +40,6 @@ WRITERS = 64
 USERS = range(1, 9)
 N_MOVIES = 12
 GENRES = ["Action", "Comedy", "Drama", "Romance"]
-TOLERANCE = 1e-9
 
 
 def _data() -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -66,50 +65,13 @@ def _work(seed: int) -> list[tuple[int, int, float]]:
     return [(rng.choice(USERS), rng.randint(1, 6), rng.choice(RATING_VALUES)) for _ in range(3)]
 
 
-def _statistics(engine: Engine) -> tuple[dict[int, tuple[Any, ...]], dict[int, tuple[Any, ...]]]:
-    with engine.connect() as conn:
-        users = {
-            int(row[0]): tuple(row[1:])
-            for row in conn.execute(
-                select(
-                    s.users.c.id,
-                    s.users.c.n_ratings,
-                    s.users.c.avg_rating,
-                    s.users.c.favorite_genres,
-                )
-            )
-        }
-        movies = {
-            int(row[0]): tuple(row[1:])
-            for row in conn.execute(
-                select(
-                    s.movies.c.id,
-                    s.movies.c.rating_count,
-                    s.movies.c.avg_rating,
-                    s.movies.c.popularity_score,
-                )
-            )
-        }
-    return users, movies
-
-
-def _assert_close(a: dict[int, tuple[Any, ...]], b: dict[int, tuple[Any, ...]]) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        for x, y in zip(a[key], b[key], strict=True):
-            if isinstance(x, float) or isinstance(y, float):
-                assert abs(float(x) - float(y)) <= TOLERANCE, (key, a[key], b[key])
-            else:
-                assert x == y, (key, a[key], b[key])
-
-
 def _assert_statistics_equal_a_recount(engine: Engine) -> None:
-    incremented = _statistics(engine)
+    incremented = stored_statistics(engine)
     with engine.begin() as conn:
         recompute_statistics(conn)
-    recounted = _statistics(engine)
-    _assert_close(incremented[0], recounted[0])
-    _assert_close(incremented[1], recounted[1])
+    recounted = stored_statistics(engine)
+    assert not differences(incremented[0], recounted[0])
+    assert not differences(incremented[1], recounted[1])
 
 
 def _race(work: Callable[[int], None], n: int = WRITERS) -> list[BaseException]:

@@ -18,10 +18,8 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, select
 
 from recolab.adapters.ingest.steps import SqlLoader
-from recolab.adapters.sql import schema as s
 from recolab.adapters.sql.engine import make_engine
 from recolab.adapters.sql.loading import load_dataset
 from recolab.adapters.sql.migrate import upgrade
@@ -31,6 +29,7 @@ from recolab.application.users import RateMovie, rate_movie
 from recolab.domain import EventBus, Movie, MovieId, Rating, RatingScore, User, UserId
 from recolab.domain.model import TIER_UPPER_BOUNDS, UserClassification, favorite_genres
 from recolab.domain.values import RATING_VALUES, Timestamp
+from tests.integration.statistics_data import differences, stored_statistics
 
 USERS = (1, 2, 3)
 GENRES = {1: ("Action", "Crime"), 2: ("Comedy", "Romance"), 3: ("Romance",), 4: ("Drama",)}
@@ -50,7 +49,6 @@ NO_RATINGS = pd.DataFrame(
         "timestamp": pd.Series([], dtype="int64"),
     }
 )
-TOLERANCE = 1e-9
 
 ratings_steps = st.lists(
     st.tuples(
@@ -75,41 +73,6 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
         uow.commit()
     engine.dispose()  # the last connection checkpoints the WAL into the file
     return path
-
-
-def _stored(engine: Engine) -> tuple[dict[int, tuple[int, float, str]], dict[int, tuple]]:
-    with engine.connect() as conn:
-        users = {
-            int(u): (int(n), float(a), str(g))
-            for u, n, a, g in conn.execute(
-                select(
-                    s.users.c.id,
-                    s.users.c.n_ratings,
-                    s.users.c.avg_rating,
-                    s.users.c.favorite_genres,
-                )
-            )
-        }
-        movies = {
-            int(m): (int(n), float(a), float(p))
-            for m, n, a, p in conn.execute(
-                select(
-                    s.movies.c.id,
-                    s.movies.c.rating_count,
-                    s.movies.c.avg_rating,
-                    s.movies.c.popularity_score,
-                )
-            )
-        }
-    return users, movies
-
-
-def _close(a: dict[int, tuple], b: dict[int, tuple]) -> bool:
-    return a.keys() == b.keys() and all(
-        x == y if isinstance(x, int | str) else abs(x - y) <= TOLERANCE
-        for key in a
-        for x, y in zip(a[key], b[key], strict=True)
-    )
 
 
 @settings(
@@ -155,15 +118,15 @@ def test_sql_increments_follow_the_domain_running_mean_and_both_recounts(
             m: (movie.rating_count, movie.avg_rating, movie.popularity_score())
             for m, movie in movies.items()
         }
-        incremented = _stored(engine)
-        assert _close(incremented[0], domain_users)
-        assert _close(incremented[1], domain_movies)
+        incremented = stored_statistics(engine)
+        assert not differences(incremented[0], domain_users)
+        assert not differences(incremented[1], domain_movies)
 
         with engine.begin() as conn:
             recompute_statistics(conn)
-        recounted = _stored(engine)
-        assert _close(recounted[0], domain_users)
-        assert _close(recounted[1], domain_movies)
+        recounted = stored_statistics(engine)
+        assert not differences(recounted[0], domain_users)
+        assert not differences(recounted[1], domain_movies)
     finally:
         engine.dispose()
 
@@ -181,11 +144,11 @@ def test_sql_increments_follow_the_domain_running_mean_and_both_recounts(
     )
     try:
         load_dataset(engine, final, MOVIES, dataset="final", source="test")
-        loaded = _stored(engine)
+        loaded = stored_statistics(engine)
     finally:
         engine.dispose()
-    assert _close(loaded[0], domain_users)
-    assert _close(loaded[1], domain_movies)
+    assert not differences(loaded[0], domain_users)
+    assert not differences(loaded[1], domain_movies)
 
 
 def test_the_ingest_report_counts_users_by_the_domain_tiers(sqlite_url: str) -> None:
