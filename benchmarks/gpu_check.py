@@ -3,12 +3,14 @@
 Generates the demo dataset (default 1M ratings with ml-32m's proportions: 6,300 users,
 2,700 movies), trains the default implicit NeuMF for one epoch on the GPU (batches built on
 the device, `precision: bf16-mixed`) and, for the ratio, `--cpu-batches` batches of the same
-epoch on the CPU with one thread. Pairs/s counts scored pairs (a positive and its sampled
+epoch on the CPU, with one thread and with the threads a CPU fit would use (`trainer.num_threads`,
+auto: every usable core at this size). Pairs/s counts scored pairs (a positive and its sampled
 negatives). Writes benchmarks/results/gpu_check.json with the device's name.
 
 Without a CUDA GPU it says so, writes nothing and exits 0.
 
 Usage: python benchmarks/gpu_check.py [--ratings N] [--batch-size B] [--cpu-batches N]
+(issue 16's figure: --ratings 32000000, one epoch of the 32M-rating demo)
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from recolab.ml.fitting import (
     build_system,
     build_trainer,
     encode,
+    fit_threads,
     load_train_config,
     with_overrides,
 )
@@ -111,12 +114,14 @@ def main() -> int:
         "dataset": {"demo_ratings": len(ratings), "users": n_users, "movies": n_movies},
         "gpu": one_epoch(ratings, gpu, 1.0),
     }
-    torch.set_num_threads(1)
     cpu = with_overrides(config, accelerator="cpu", precision="32-true", enable_progress_bar=False)
-    result["cpu_one_thread"] = one_epoch(ratings, cpu, args.cpu_batches)
-    result["gpu_over_cpu_pairs_per_s"] = round(
-        result["gpu"]["pairs_per_s"] / result["cpu_one_thread"]["pairs_per_s"], 1
-    )
+    shipped = fit_threads(cpu, len(ratings)) or torch.get_num_threads()
+    for name, threads in (("cpu_one_thread", 1), ("cpu_shipped_threads", shipped)):
+        torch.set_num_threads(threads)
+        result[name] = {**one_epoch(ratings, cpu, args.cpu_batches), "threads": threads}
+        result[f"gpu_over_{name}"] = round(
+            result["gpu"]["pairs_per_s"] / result[name]["pairs_per_s"], 1
+        )
     result["versions"] = {"torch": torch.__version__, "cuda": torch.version.cuda}
     text = json.dumps(result, indent=2)
     print(text)
