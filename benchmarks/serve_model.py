@@ -34,7 +34,7 @@ from recolab.domain.values import UserId
 
 
 def _mib() -> float:
-    return round(psutil.Process().memory_info().rss / 2**20, 1)
+    return round(float(psutil.Process().memory_info().rss) / 2**20, 1)
 
 
 def _summary(seconds: list[float]) -> dict[str, float]:
