@@ -95,6 +95,46 @@ def test_an_epoch_line_has_the_metrics_and_the_time_left_at_most() -> None:
     )
 
 
+def test_a_long_epoch_says_how_far_it_is_every_interval() -> None:
+    clock = FakeClock()
+    logger = logging.getLogger("test.within")
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    trainer: Any = SimpleNamespace(
+        is_global_zero=True,
+        max_epochs=2,
+        current_epoch=0,
+        callback_metrics={},
+        num_training_batches=2000,
+    )
+    callback = EpochProgress("fit", logger=logger, clock=clock, every=60.0)
+    try:
+        callback.on_train_start(trainer, None)  # type: ignore[arg-type]
+        callback.on_train_epoch_start(trainer, None)  # type: ignore[arg-type]
+        for batch in range(2000):
+            clock.now += 0.125  # 250 s in all: a line at 60, 120, 180 and 240 s
+            callback.on_train_batch_end(trainer, None, None, None, batch)  # type: ignore[arg-type]
+        trainer.num_training_batches = float("inf")  # an iterable of unknown length
+        clock.now += 60
+        callback.on_train_batch_end(trainer, None, None, None, 2000)  # type: ignore[arg-type]
+    finally:
+        logger.removeHandler(handler)
+    assert len(records) == 5
+    assert records[0] == (
+        "fit epoch 1/2 at 24%: 480/2,000 batches, 1 min 00 s so far, "
+        "about 3 min 10 s left in the epoch"
+    )
+    assert records[3] == (
+        "fit epoch 1/2 at 96%: 1,920/2,000 batches, 4 min 00 s so far, about 10 s left in the epoch"
+    )
+    assert records[4] == "fit epoch 1/2 at 2,001 batches, 5 min 10 s so far"
+    # none of them reads as an epoch's end line ("fit epoch N/M:")
+    assert not any(re.search(r"fit epoch \d+/\d+:", line) for line in records)
+
+
 def tiny_ratings(n_users: int = 30, per_user: int = 10) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     rows = [
