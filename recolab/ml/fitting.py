@@ -7,12 +7,10 @@ shared, and an `explicit:` or `implicit:` section overrides them for that mode. 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import difflib
-import os
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +22,7 @@ import torch
 import yaml
 from torch import Tensor
 
+from recolab.ml import hardware
 from recolab.ml.datamodule import (
     HeldOut,
     IdIndex,
@@ -32,7 +31,8 @@ from recolab.ml.datamodule import (
     known_pairs,
     sample_negatives,
 )
-from recolab.ml.hardware import resolve_precision
+from recolab.ml.evaluation.splits import by_user_then_key
+from recolab.ml.hardware import resolve_precision, torch_threads
 from recolab.ml.neumf import NeuMF, NeuMFConfig
 from recolab.ml.progress import EpochProgress, output_is_terminal
 from recolab.ml.ranking import NeuMFCatalogue, rows_per_block
@@ -272,7 +272,7 @@ def _holdout_ranking(
     """
     if config.val_negatives == 0 or config.val_max_users <= 0:
         return data, None
-    order = np.lexsort((rng.random(len(data)), data.users))
+    order = by_user_then_key(data.users, rng.random(len(data)))  # np.lexsort's order
     users_sorted = data.users[order]
     first = np.r_[True, users_sorted[1:] != users_sorted[:-1]]
     counts = np.bincount(data.users)
@@ -382,46 +382,14 @@ def fit(
     `config.num_threads` torch CPU threads and restores the caller's setting afterwards.
     Each epoch is logged (`recolab.ml.progress.EpochProgress`, its lines start with `label`).
     """
-    with _torch_threads(fit_threads(config, len(ratings))):
+    with torch_threads(fit_threads(config, len(ratings))):
         return _fit(ratings, config, label, **trainer_overrides)
-
-
-# "auto" threads: every core once an epoch has this many rows and a step this many scored
-# pairs. At 5M ratings (implicit, 24 negatives: 51k pairs a step) 2 threads trained 1.3-1.7x
-# faster than 1 on 2 idle cores; a small fit keeps one (see `TrainConfig.num_threads`).
-AUTO_THREADS_MIN_ROWS = 1_000_000
-AUTO_THREADS_MIN_STEP_PAIRS = 16_384
 
 
 def fit_threads(config: TrainConfig, n_rows: int) -> int | None:
     """The torch CPU threads a fit of `n_rows` ratings runs with (None: torch's setting)."""
-    if config.num_threads != "auto":
-        return config.num_threads
     negatives = config.num_negatives if config.mode == "implicit" else 0
-    big = (
-        n_rows >= AUTO_THREADS_MIN_ROWS
-        and config.batch_size * (1 + negatives) >= AUTO_THREADS_MIN_STEP_PAIRS
-    )
-    return _usable_cores() if big else 1
-
-
-def _usable_cores() -> int:
-    """Cores this process may run on (its affinity), not the host's count."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
-
-
-@contextlib.contextmanager
-def _torch_threads(count: int | None) -> Iterator[None]:
-    """Run with `count` torch intra-op threads, then restore the previous setting."""
-    previous = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    return hardware.fit_threads(config.num_threads, n_rows, config.batch_size * (1 + negatives))
 
 
 def _fit(

@@ -21,6 +21,10 @@ import pandas as pd
 
 from recolab.ml import ranking
 from recolab.ml.evaluation import metrics
+from recolab.ml.evaluation.splits import by_user_then_key as by_user_then_key  # re-exported
+from recolab.ml.evaluation.splits import kfold_indices as kfold_indices
+from recolab.ml.evaluation.splits import leave_latest_out as leave_latest_out
+from recolab.ml.evaluation.splits import stratified_user_split as stratified_user_split
 from recolab.ml.evaluation.tiers import TIERS, by_tier, user_tiers
 
 USER, ITEM, RATING, TIME = "user_id", "movie_id", "rating", "timestamp"
@@ -44,46 +48,6 @@ RecommenderFactory = Callable[[], OfflineRecommender]
 
 
 # -- splits -------------------------------------------------------------------------------
-
-
-def kfold_indices(n_rows: int, n_folds: int, seed: int) -> list[np.ndarray]:
-    """Row positions of `n_folds` disjoint random folds that together cover every row."""
-    if n_folds < 2:
-        raise ValueError("n_folds must be at least 2")
-    perm = np.random.default_rng(seed).permutation(n_rows)
-    return [np.sort(perm[f::n_folds]) for f in range(n_folds)]
-
-
-def stratified_user_split(
-    ratings: pd.DataFrame, test_fraction: float, seed: int
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per user, a random `test_fraction` of their ratings (rounded) goes to test.
-
-    Every user keeps at least one training rating.
-    """
-    rng = np.random.default_rng(seed)
-    users = ratings[USER].to_numpy()
-    order = np.lexsort((rng.random(len(ratings)), users))
-    sorted_users = users[order]
-    starts = np.r_[0, np.flatnonzero(sorted_users[1:] != sorted_users[:-1]) + 1]
-    sizes = np.diff(np.r_[starts, len(order)])
-    position = np.arange(len(order)) - np.repeat(starts, sizes)
-    n_test = np.minimum(np.rint(sizes * test_fraction).astype(np.int64), sizes - 1)
-    is_test = np.zeros(len(ratings), dtype=bool)
-    is_test[order] = position < np.repeat(n_test, sizes)
-    return ratings[~is_test], ratings[is_test]
-
-
-def leave_latest_out(ratings: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Each user's latest rating (ties: highest movie_id) is the test row.
-
-    Users with a single rating stay entirely in training.
-    """
-    ordered = ratings.sort_values([USER, TIME, ITEM], kind="stable")
-    last = ~ordered[USER].duplicated(keep="last")
-    multi = ordered[USER].map(ordered[USER].value_counts()) > 1
-    test_mask = (last & multi).to_numpy()
-    return ordered[~test_mask], ordered[test_mask]
 
 
 def sample_unrated(

@@ -108,6 +108,44 @@ def test_leave_one_out_scores_a_perfect_and_a_worst_recommender() -> None:
     assert len(best.scored) == 30 * 21
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_the_stratified_split_is_the_lexsort_one(seed: int) -> None:
+    """The split's order (two sorts) is np.lexsort((random, users))'s, so snapshots and
+    reports made before keep their test rows."""
+    rng = np.random.default_rng(100 + seed)
+    n = 5000
+    ratings = pd.DataFrame(
+        {
+            "user_id": rng.permutation(
+                np.repeat(rng.integers(1, 10**6, 300), rng.integers(1, 40, 300))
+            )[:n],
+            "movie_id": np.arange(n),
+            "rating": 4.0,
+            "timestamp": 0,
+        }
+    )
+    train, test = P.stratified_user_split(ratings, 0.25, seed)
+    users = ratings["user_id"].to_numpy()
+    order = np.lexsort((np.random.default_rng(seed).random(len(ratings)), users))
+    sorted_users = users[order]
+    starts = np.r_[0, np.flatnonzero(sorted_users[1:] != sorted_users[:-1]) + 1]
+    sizes = np.diff(np.r_[starts, len(order)])
+    position = np.arange(len(order)) - np.repeat(starts, sizes)
+    n_test = np.minimum(np.rint(sizes * 0.25).astype(np.int64), sizes - 1)
+    is_test = np.zeros(len(ratings), dtype=bool)
+    is_test[order] = position < np.repeat(n_test, sizes)
+    assert test.index.tolist() == np.flatnonzero(is_test).tolist()
+    assert train.index.tolist() == np.flatnonzero(~is_test).tolist()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_ordering_by_user_then_a_key_is_lexsorts(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    users = rng.integers(0, 50, 3000)
+    for keys in (rng.random(3000), rng.integers(0, 5, 3000)):  # ties in the key too
+        assert np.array_equal(P.by_user_then_key(users, keys), np.lexsort((keys, users)))
+
+
 def test_topk_never_recommends_training_items_and_matches_a_recount() -> None:
     ratings = _ratings()
     train, test = P.stratified_user_split(ratings, 0.25, seed=0)

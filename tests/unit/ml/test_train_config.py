@@ -106,9 +106,9 @@ def test_platform_train_uses_the_platforms_overrides_and_refuses_a_typo(
 
 
 def test_auto_threads_split_only_large_implicit_steps(monkeypatch: pytest.MonkeyPatch) -> None:
-    from recolab.ml import fitting
+    from recolab.ml import fitting, hardware
 
-    monkeypatch.setattr(fitting, "_usable_cores", lambda: 2)
+    monkeypatch.setattr(hardware, "usable_cores", lambda: 2)
     implicit = load_config(CONFIGS, PROTOCOLS["B"], [])
     explicit = load_config(CONFIGS, PROTOCOLS["A"], [])
     assert implicit.num_threads == explicit.num_threads == "auto"  # as shipped
