@@ -172,6 +172,7 @@ def _shared_split(
         seed=spec["split_seed"],
         items=items,
         sample_users=config.eval_sample_users,
+        max_pairs=config.eval_max_pairs,
     )
 
 
@@ -204,6 +205,7 @@ def _run(
             memory_mb=config.ranking_memory_mb,
             sample_users=config.eval_sample_users,
             split=split,
+            max_pairs=config.eval_max_pairs,
         )
     return run_leave_one_out(counted, ratings, k=10, n_negatives=100, seed=spec["split_seed"])
 

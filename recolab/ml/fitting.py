@@ -65,12 +65,14 @@ class TrainConfig:
     max_epochs: int = 20
     min_epochs: int = 1
     num_negatives: int = 4
+    sparse_rows: bool | Literal["auto"] = "auto"  # lazy Adam on big embedding tables (system.py)
     # validation and early stopping
     val_fraction: float = 0.05
     val_negatives: int | None = None  # implicit: None = full-catalogue ranking, 0 = off
     val_max_users: int = 5000
     ranking_memory_mb: float = 256  # per block of full-catalogue scores (validation, protocols)
     eval_sample_users: int | None = None  # protocol B: None = every test user, N = a sample
+    eval_max_pairs: int | None = 1_000_000_000  # None: no limit; else users x movies above it
     patience: int = 2
     top_k: int = 10
     # hardware and reproducibility
@@ -341,6 +343,7 @@ def build_trainer(
 
 def build_system(config: TrainConfig, model: NeuMF) -> NeuMFSystem:
     """The LightningModule that trains `model` with `config`'s optimisation settings."""
+    negatives = config.num_negatives if config.mode == "implicit" else 0
     return NeuMFSystem(
         model,
         mode=config.mode,
@@ -349,6 +352,8 @@ def build_system(config: TrainConfig, model: NeuMF) -> NeuMFSystem:
         embedding_reg=config.embedding_reg,
         lr_gamma=config.lr_gamma,
         top_k=config.top_k,
+        sparse_rows=config.sparse_rows,
+        rows_per_step=(config.batch_size, config.batch_size * (1 + negatives)),
     )
 
 

@@ -316,9 +316,11 @@ def _rows_l2(table: nn.Embedding, rows: Tensor, looked_up: Tensor) -> Tensor:
     A batch with sampled negatives looks up many more item rows than the table holds: then
     each table row's squared norm weighted by how often the batch used it gives the same sum
     (and gradient) from table-sized work instead of batch-sized; on ml-latest-small with 32
-    negatives this L2 and its backward had been ~40% of a training step.
+    negatives this L2 and its backward had been ~40% of a training step. A table trained with
+    sparse gradients (`table.sparse`) keeps the per-lookup sum: a table-sized term would give
+    it a dense gradient.
     """
-    if rows.numel() <= table.num_embeddings:
+    if table.sparse or rows.numel() <= table.num_embeddings:
         return looked_up.pow(2).sum()
     counts = torch.bincount(rows.reshape(-1), minlength=table.num_embeddings)
     return counts.to(table.weight.dtype) @ table.weight.pow(2).sum(-1)

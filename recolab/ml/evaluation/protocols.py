@@ -10,6 +10,7 @@ Every protocol also reports its figures by user tier (n_ratings in the training 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from recolab.ml.evaluation.splits import stratified_user_split as stratified_use
 from recolab.ml.evaluation.tiers import TIERS, by_tier, user_tiers
 
 USER, ITEM, RATING, TIME = "user_id", "movie_id", "rating", "timestamp"
+log = logging.getLogger(__name__)
 
 
 class OfflineRecommender(Protocol):
@@ -264,14 +266,32 @@ def topk_split(
     relevance_threshold: float | None = None,
     items: ItemFeatures | None = None,
     sample_users: int | None = None,
+    max_pairs: int | None = None,
 ) -> TopkSplit:
-    """Protocol B's split of `ratings` (see `run_topk`) with its system-independent parts."""
+    """Protocol B's split of `ratings` (see `run_topk`) with its system-independent parts.
+
+    `max_pairs`: when no `sample_users` is given and every test user times the catalogue is
+    more (user, movie) scores than this, a seeded sample of `max_pairs // catalogue` users is
+    ranked instead (logged, and reported by `run_topk` as `users_sampled`)."""
     train, test = stratified_user_split(ratings, test_fraction, seed)
     if relevance_threshold is not None:
         test = test[test[RATING] >= relevance_threshold]
     catalogue = np.unique(train[ITEM].to_numpy(np.int64))
     users = np.unique(test[USER].to_numpy(np.int64))
     n_test_users = int(users.size)
+    if sample_users is None and max_pairs is not None:
+        if max_pairs < 1:
+            raise ValueError(f"max_pairs must be a positive number of scores, got {max_pairs}")
+        if users.size * catalogue.size > max_pairs:
+            sample_users = max(1, max_pairs // max(catalogue.size, 1))
+            log.info(
+                "protocol B: %d test users x %d movies is more than %d scores (eval_max_pairs);"
+                " ranking a seeded sample of %d users",
+                users.size,
+                catalogue.size,
+                max_pairs,
+                sample_users,
+            )
     if sample_users is not None:
         if sample_users < 1:
             raise ValueError(f"sample_users must be a positive number of users, got {sample_users}")
@@ -326,6 +346,7 @@ def run_topk(
     memory_mb: float = ranking.DEFAULT_MEMORY_MB,
     sample_users: int | None = None,
     split: TopkSplit | None = None,
+    max_pairs: int | None = None,
 ) -> ProtocolResult:
     """Protocol B: top-k over all training items a user has not rated in training.
 
@@ -333,7 +354,8 @@ def run_topk(
     those rated >= threshold). AP@k divides by the number of relevant test items. Users
     with no relevant test item are skipped. Ranking runs in blocks of users that fit
     `memory_mb` (see `top_k_items`). With `sample_users` = N, a seeded random N of the test
-    users are ranked instead of all of them, and the summary says so (`users_sampled`)
+    users are ranked instead of all of them (with `max_pairs`, only when every user would be
+    more scores than that; see `topk_split`), and the summary says so (`users_sampled`)
     with a 95% bootstrap interval of each ranking metric's mean. `split`: the split already
     made by `topk_split` (then `ratings` and the split's arguments are not read again), so
     that systems compared on one split do not each make it.
@@ -346,6 +368,7 @@ def run_topk(
             relevance_threshold=relevance_threshold,
             items=items,
             sample_users=sample_users,
+            max_pairs=max_pairs,
         )
     model, fit_s = _timed_fit(factory, split.train)
     catalogue, users = split.catalogue, split.users

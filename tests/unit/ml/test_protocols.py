@@ -196,6 +196,30 @@ def test_topk_on_a_split_made_once_gives_what_each_run_splitting_alone_gives(
     assert ("users_sampled" in alone.summary) == (sample_users is not None)
 
 
+def test_topk_samples_users_only_when_every_user_is_over_the_pair_budget() -> None:
+    """`max_pairs` (trainer `eval_max_pairs`): every test user while users x catalogue fits;
+    above it, a seeded sample of max_pairs // catalogue users, reported as a sample."""
+    ratings = _ratings()
+    full = P.topk_split(ratings, test_fraction=0.25, seed=3)
+    pairs = full.users.size * full.catalogue.size
+    within = P.topk_split(ratings, test_fraction=0.25, seed=3, max_pairs=pairs)
+    np.testing.assert_array_equal(within.users, full.users)
+    over = P.topk_split(ratings, test_fraction=0.25, seed=3, max_pairs=pairs - 1)
+    assert over.users.size == (pairs - 1) // full.catalogue.size < full.users.size
+    assert set(over.users) <= set(full.users)
+    assert over.n_test_users == full.users.size
+    budget = 5 * full.catalogue.size
+    same_as_asked = P.topk_split(ratings, test_fraction=0.25, seed=3, sample_users=5)
+    np.testing.assert_array_equal(
+        P.topk_split(ratings, test_fraction=0.25, seed=3, max_pairs=budget).users,
+        same_as_asked.users,
+    )
+    result = P.run_topk(PopularityRecommender, ratings, k=5, seed=3, max_pairs=budget)
+    assert result.summary["users_sampled"]["evaluated"] == 5
+    with pytest.raises(ValueError, match="max_pairs"):
+        P.topk_split(ratings, test_fraction=0.25, seed=3, max_pairs=0)
+
+
 def test_rating_cv_bias_only_beats_the_global_mean(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     users = rng.integers(1, 60, 3000)

@@ -79,6 +79,80 @@ def test_lightning_fit_matches_a_plain_loop_step_for_step(mode: str, steps: int)
     )
 
 
+def test_lazy_tables_are_those_far_larger_than_a_step_in_one_process() -> None:
+    model = NeuMF(NeuMFConfig(n_users=5000, n_items=300, gmf_dim=4, mlp_dim=4, mlp_layers=(4,)))
+
+    def lazy(setting: object, per_step: tuple[int, int]) -> list[str]:
+        system = NeuMFSystem(model, sparse_rows=setting, rows_per_step=per_step)  # type: ignore[arg-type]
+        return system.lazy_tables()
+
+    users = ["user_gmf", "user_mlp", "user_bias"]
+    items = ["item_gmf", "item_mlp", "item_bias"]
+    assert lazy("auto", (64, 64 * 5)) == users  # 5000 >= 32 x 64; 300 < 32 x 320
+    assert lazy("auto", (157, 157)) == []  # 5000 < 32 x 157
+    assert lazy("auto", (8, 8)) == users + items
+    assert lazy(True, (10_000, 10_000)) == users + items
+    assert lazy(False, (1, 1)) == []
+    with pytest.raises(ValueError, match="sparse_rows"):
+        lazy("yes", (1, 1))
+
+
+@pytest.mark.parametrize("mode", ["explicit", "implicit"])
+def test_lazy_rows_match_a_plain_sparse_adam_loop_and_touch_only_the_rows_looked_up(
+    mode: str,
+) -> None:
+    data, n_items = _data(mode)
+    negatives = 2 if mode == "implicit" else 0
+
+    def system() -> NeuMFSystem:
+        made = _system(mode, n_items)
+        made.sparse_rows = True
+        return made
+
+    plain = system()
+    optimizers, schedulers = plain.configure_optimizers()
+    assert [type(o).__name__ for o in optimizers] == ["AdamW", "SparseAdam"]
+    assert plain.model.user_gmf is not None and plain.model.user_gmf.sparse
+    before = plain.model.user_gmf.weight.detach().clone()
+    plain.train()
+    batches = IndexBatches(data, batch_size=64, n_items=n_items, num_negatives=negatives)
+    first = True
+    for batch in batches:
+        loss = plain.loss(batch)
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        assert plain.model.user_gmf.weight.grad is not None
+        assert plain.model.user_gmf.weight.grad.is_sparse
+        for optimizer in optimizers:
+            optimizer.step()
+        if first:  # lazy: a user row no step looked up has not moved
+            moved = (plain.model.user_gmf.weight != before).any(dim=1)
+            assert torch.equal(moved, torch.isin(torch.arange(15), batch[0].unique()))
+            first = False
+    for scheduler in schedulers:
+        scheduler["scheduler"].step()
+
+    lightning = system()
+    trainer = pl.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+    )
+    batches = IndexBatches(data, batch_size=64, n_items=n_items, num_negatives=negatives)
+    trainer.fit(lightning, train_dataloaders=StepGroups(batches, 2))
+    for name, value in plain.model.state_dict().items():
+        torch.testing.assert_close(lightning.model.state_dict()[name], value, rtol=0, atol=0)
+    assert [o.param_groups[0]["lr"] for o in trainer.optimizers] == [0.005, 0.005]
+    assert trainer.global_step == 2 * len(batches)  # Lightning counts each optimiser's steps
+    assert lightning.model.user_gmf is not None and not lightning.model.user_gmf.sparse
+
+
 def test_attribute_fast_path_leaves_module_registration_alone() -> None:
     system = _system("explicit", 5)
     system._current_fx_name = "training_step"
