@@ -331,17 +331,29 @@ def main() -> None:
     import torch
 
     work = Path(tempfile.mkdtemp(prefix="recolab-scale-"))
-    results = []
+    results: list[dict[str, Any]] = []
     for n in sorted(args.sizes):
         load_before = os.getloadavg()
         figures = run_size(n, args, work)
         figures["load_average_before"] = [round(x, 2) for x in load_before]
         figures["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
         results.append(figures)
-    report: dict[str, Any] = {
+        # Written after every size, so that a run stopped during a long size keeps the others.
+        text = json.dumps(report(args, results, torch.__version__), indent=2)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    print(text)
+
+
+def report(
+    args: argparse.Namespace, results: list[dict[str, Any]], torch_version: str
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
         "benchmark": "scale",
         "what": "recolab ingest, features and train (1 epoch) on the demo at ml-32m's "
         "proportions, PostgreSQL; per stage seconds and peak RSS of the command's process tree",
+        "complete": len(results) == len(args.sizes),
+        "sizes_asked": sorted(args.sizes),
         "refit": args.refit,
         "settings": args.settings,
         "commands": args.commands,
@@ -354,23 +366,19 @@ def main() -> None:
             "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
             "platform": platform.platform(),
             "python": platform.python_version(),
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
+            "torch": torch_version,
         },
         "note": "shared 2-core machine: compare sizes within one run",
     }
     at_5m = next((r for r in results if r["n_ratings"] == 5_000_000), None)
     if at_5m is not None:
-        report["goals_met_at_5m"] = {
+        out["goals_met_at_5m"] = {
             "end_to_end": at_5m["end_to_end_s"] <= GOALS_5M["end_to_end_s"],
             "peak_memory": at_5m["peak_mib"] / 1024 <= GOALS_5M["peak_gib"],
             "evaluation": at_5m["stages"].get("evaluate", {}).get("s", math.inf)
             <= GOALS_5M["evaluate_s"],
         }
-    text = json.dumps(report, indent=2)
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
+    return out
 
 
 if __name__ == "__main__":
