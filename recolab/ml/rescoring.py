@@ -190,10 +190,16 @@ def compare_on_split(
     protocol: str,
     *,
     champion_trained_on: pd.DataFrame | None = None,
+    max_pairs: int | None = None,
 ) -> SameData:
     """Both models' primary figure (A: RMSE, B: nDCG@10, C: HR@10) on the candidate's
     `protocol` split of `snapshot`, leaving out the test rows in `champion_trained_on`
     (None: the champion's training rows are unknown, every test row counts).
+
+    Under B, when the test users times the catalogue are more than `max_pairs` scores (the
+    trainer's `eval_max_pairs`), both models rank the same seeded sample of
+    `max_pairs // catalogue` users (`rows["users_sampled"]`), as the protocol's own
+    evaluation does.
 
     A model that cannot be measured under the protocol (an implicit model under A, which
     predicts no ratings) gets NaN."""
@@ -203,6 +209,9 @@ def compare_on_split(
         test = test[~_pairs_in(test, champion_trained_on)]
     ratings = snapshot.ratings[CONTRACT]
     seed = int(snapshot.manifest["splits"]["split_seed"])
+    sampled: dict[str, int] = {}
+    if protocol == "B" and max_pairs is not None:
+        test, sampled = _sample_users(test, int(train[ITEM].nunique()), max_pairs, seed)
     metric = {"A": "rmse", "B": f"ndcg@{K}", "C": f"hr@{K}"}[protocol]
     figures: list[float] = []
     folded: list[int] = []
@@ -233,7 +242,22 @@ def compare_on_split(
         "users_compared": int(test[USER].nunique()),
         "users_folded_in_for_champion": folded[1],
     }
+    if sampled:
+        rows["users_sampled"] = sampled
     return SameData(metric, figures[0], figures[1], rows)
+
+
+def _sample_users(
+    test: pd.DataFrame, n_catalogue: int, max_pairs: int, seed: int
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """`test`'s rows of a seeded sample of its users when all of them would be more than
+    `max_pairs` scores against the catalogue; else `test` as it is."""
+    users = np.unique(test[USER].to_numpy(np.int64))
+    if users.size * n_catalogue <= max_pairs:
+        return test, {}
+    n = max(1, max_pairs // max(n_catalogue, 1))
+    chosen = np.random.default_rng([seed, 1]).choice(users, n, replace=False)
+    return test[test[USER].isin(chosen)], {"evaluated": n, "of": int(users.size)}
 
 
 def _measure(

@@ -290,6 +290,7 @@ class MlflowModelRegistry:
             run.snapshot,
             run.protocol_name,
             champion_trained_on=trained_on,
+            max_pairs=run.config.eval_max_pairs,
         )
         return ChampionComparison(
             number,

@@ -106,6 +106,26 @@ def test_rescoring_reproduces_the_protocol_figure(
     assert same.rows["test_rows_champion_trained_on"] is None
 
 
+def test_rescoring_ranks_a_seeded_user_sample_only_over_the_pair_budget(
+    ratings: pd.DataFrame, scorer: NeuMFScorer, tmp_path: Path
+) -> None:
+    snapshot = snapshot_of(ratings, tmp_path / "features")
+    train_b, test_b = protocol_split(snapshot, "B")
+    candidate = NeuMFScorer.from_fit_result(fit(train_b, TINY))
+    n_users, n_catalogue = test_b["user_id"].nunique(), train_b["movie_id"].nunique()
+    whole = compare_on_split(candidate, scorer, snapshot, "B")
+    fits = compare_on_split(candidate, scorer, snapshot, "B", max_pairs=n_users * n_catalogue)
+    assert (fits.candidate, fits.champion) == (whole.candidate, whole.champion)
+    assert "users_sampled" not in fits.rows
+    budget = 3 * n_catalogue + n_catalogue - 1  # room for 3 users, not 4
+    sampled = compare_on_split(candidate, scorer, snapshot, "B", max_pairs=budget)
+    assert sampled.rows["users_sampled"] == {"evaluated": 3, "of": n_users}
+    assert sampled.rows["users_compared"] == 3 < n_users
+    again = compare_on_split(candidate, scorer, snapshot, "B", max_pairs=budget)
+    assert (again.candidate, again.champion) == (sampled.candidate, sampled.champion)
+    assert 0.0 <= sampled.candidate <= 1.0 and 0.0 <= sampled.champion <= 1.0
+
+
 def test_rows_the_champion_was_trained_on_are_left_out(
     ratings: pd.DataFrame, scorer: NeuMFScorer, tmp_path: Path
 ) -> None:
