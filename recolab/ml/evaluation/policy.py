@@ -185,8 +185,7 @@ def evaluate_split(
     if tiers_only is not None:
         found = user_tiers(pd.Series(users).map(counts).fillna(0).to_numpy(np.int64))
         users = users[np.isin(found, list(tiers_only))]
-    if max_users is not None and users.size > max_users:
-        users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
+    users = _draw(users, max_users, seed)
     relevant = {
         int(u): g[ITEM].to_numpy(np.int64) for u, g in test[test[USER].isin(users)].groupby(USER)
     }
@@ -398,8 +397,14 @@ def _sample(
         return None
     users = np.unique(test[USER].to_numpy(np.int64))
     users = users[np.isin(users, train[USER].unique())]
-    if users.size <= max_users:
-        return None
+    drawn = _draw(users, max_users, seed)
+    return None if drawn is users else drawn
+
+
+def _draw(users: np.ndarray, max_users: int | None, seed: int) -> np.ndarray:
+    """A seeded `max_users` of `users` (sorted), or `users` itself when there are no more."""
+    if max_users is None or users.size <= max_users:
+        return users
     return np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -61,33 +62,40 @@ def test_duration(seconds: float, text: str) -> None:
     assert duration(seconds) == text
 
 
-def test_an_epoch_line_has_the_metrics_and_the_time_left_at_most() -> None:
-    clock = FakeClock()
-    logger = logging.getLogger("test.epochs")
+@pytest.fixture
+def captured(request: pytest.FixtureRequest) -> Iterator[tuple[logging.Logger, list[str]]]:
+    """A logger of the test's own (INFO) and the messages it logged."""
+    logger = logging.getLogger(f"test.{request.node.name}")
     records: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    yield logger, records
+    logger.removeHandler(handler)
+
+
+def test_an_epoch_line_has_the_metrics_and_the_time_left_at_most(
+    captured: tuple[logging.Logger, list[str]],
+) -> None:
+    clock = FakeClock()
+    logger, records = captured
     trainer: Any = SimpleNamespace(
         is_global_zero=True, max_epochs=5, current_epoch=0, callback_metrics={}
     )
     callback = EpochProgress("fit", logger=logger, clock=clock)
-    try:
-        callback.on_train_start(trainer, None)  # type: ignore[arg-type]
-        for epoch, seconds in enumerate((10.0, 20.0)):
-            trainer.current_epoch = epoch
-            callback.on_train_epoch_start(trainer, None)  # type: ignore[arg-type]
-            clock.now += seconds
-            callback.on_train_epoch_end(trainer, None)  # type: ignore[arg-type]
-            # the module logs the epoch's loss after the callbacks' on_train_epoch_end
-            trainer.callback_metrics = {"train/loss": 0.5 - epoch / 10, "val/hr@10": 0.25}
-        assert records == [
-            "fit epoch 1/5: train/loss=0.5000 val/hr_at_10=0.2500 (10 s; at most 40 s left)"
-        ]
-        callback.on_train_end(trainer, None)  # type: ignore[arg-type]
-    finally:
-        logger.removeHandler(handler)
+    callback.on_train_start(trainer, None)  # type: ignore[arg-type]
+    for epoch, seconds in enumerate((10.0, 20.0)):
+        trainer.current_epoch = epoch
+        callback.on_train_epoch_start(trainer, None)  # type: ignore[arg-type]
+        clock.now += seconds
+        callback.on_train_epoch_end(trainer, None)  # type: ignore[arg-type]
+        # the module logs the epoch's loss after the callbacks' on_train_epoch_end
+        trainer.callback_metrics = {"train/loss": 0.5 - epoch / 10, "val/hr@10": 0.25}
+    assert records == [
+        "fit epoch 1/5: train/loss=0.5000 val/hr_at_10=0.2500 (10 s; at most 40 s left)"
+    ]
+    callback.on_train_end(trainer, None)  # type: ignore[arg-type]
     # mean epoch 15 s, 3 epochs left
     assert (
         records[1]
@@ -95,14 +103,11 @@ def test_an_epoch_line_has_the_metrics_and_the_time_left_at_most() -> None:
     )
 
 
-def test_a_long_epoch_says_how_far_it_is_every_interval() -> None:
+def test_a_long_epoch_says_how_far_it_is_every_interval(
+    captured: tuple[logging.Logger, list[str]],
+) -> None:
     clock = FakeClock()
-    logger = logging.getLogger("test.within")
-    records: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    logger, records = captured
     trainer: Any = SimpleNamespace(
         is_global_zero=True,
         max_epochs=2,
@@ -111,17 +116,14 @@ def test_a_long_epoch_says_how_far_it_is_every_interval() -> None:
         num_training_batches=2000,
     )
     callback = EpochProgress("fit", logger=logger, clock=clock, every=60.0)
-    try:
-        callback.on_train_start(trainer, None)  # type: ignore[arg-type]
-        callback.on_train_epoch_start(trainer, None)  # type: ignore[arg-type]
-        for batch in range(2000):
-            clock.now += 0.125  # 250 s in all: a line at 60, 120, 180 and 240 s
-            callback.on_train_batch_end(trainer, None, None, None, batch)  # type: ignore[arg-type]
-        trainer.num_training_batches = float("inf")  # an iterable of unknown length
-        clock.now += 60
-        callback.on_train_batch_end(trainer, None, None, None, 2000)  # type: ignore[arg-type]
-    finally:
-        logger.removeHandler(handler)
+    callback.on_train_start(trainer, None)  # type: ignore[arg-type]
+    callback.on_train_epoch_start(trainer, None)  # type: ignore[arg-type]
+    for batch in range(2000):
+        clock.now += 0.125  # 250 s in all: a line at 60, 120, 180 and 240 s
+        callback.on_train_batch_end(trainer, None, None, None, batch)  # type: ignore[arg-type]
+    trainer.num_training_batches = float("inf")  # an iterable of unknown length
+    clock.now += 60
+    callback.on_train_batch_end(trainer, None, None, None, 2000)  # type: ignore[arg-type]
     assert len(records) == 5
     assert records[0] == (
         "fit epoch 1/2 at 24%: 480/2,000 batches, 1 min 00 s so far, "
@@ -157,25 +159,19 @@ def test_a_fit_logs_one_line_per_epoch_with_its_metrics(caplog: pytest.LogCaptur
     assert found[-1].endswith("at most 0.0 s left)")
 
 
-def test_progress_is_logged_every_few_seconds_and_at_the_end() -> None:
+def test_progress_is_logged_every_few_seconds_and_at_the_end(
+    captured: tuple[logging.Logger, list[str]],
+) -> None:
     clock = FakeClock()
-    records: list[str] = []
-    logger = logging.getLogger("test.progress")
-    handler = logging.Handler()
-    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    logger, records = captured
     counter = Progress("scoring", 100, "users ranked", every_s=5, logger=logger, clock=clock)
-    try:
-        counter.start()
-        for _ in range(9):  # 10 users a second
-            clock.now += 1
-            counter.advance(10)
+    counter.start()
+    for _ in range(9):  # 10 users a second
         clock.now += 1
-        counter.advance(30)  # past the total: counted up to it, logged once
-        counter.advance(5)
-    finally:
-        logger.removeHandler(handler)
+        counter.advance(10)
+    clock.now += 1
+    counter.advance(30)  # past the total: counted up to it, logged once
+    counter.advance(5)
     assert records == [
         "scoring: 50/100 users ranked (50%), 5.0 s so far, about 5.0 s left",
         "scoring: 100/100 users ranked (100%), 10 s so far",
