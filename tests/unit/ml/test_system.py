@@ -1,6 +1,7 @@
 """NeuMFSystem's manual optimisation against a hand-written PyTorch loop."""
 
 import copy
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -95,6 +96,14 @@ def test_lazy_tables_are_those_far_larger_than_a_step_in_one_process() -> None:
     assert lazy(False, (1, 1)) == []
     with pytest.raises(ValueError, match="sparse_rows"):
         lazy("yes", (1, 1))
+
+    # Several processes (DDP) all-reduce dense gradients: auto keeps every table dense.
+    ddp = NeuMFSystem(model, sparse_rows="auto", rows_per_step=(8, 8))
+    ddp._trainer = SimpleNamespace(world_size=2)  # type: ignore[assignment]
+    assert ddp.lazy_tables() == []
+    ddp.sparse_rows = True
+    with pytest.raises(ValueError, match="one process"):
+        ddp.lazy_tables()
 
 
 @pytest.mark.parametrize("mode", ["explicit", "implicit"])
