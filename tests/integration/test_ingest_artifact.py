@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,13 +23,7 @@ SMALL_DEMO = [
 MOVIES = "movieId,title,genres\n1,Heat (1995),Action|Crime\n2,Alien (1979),Horror|Sci-Fi\n"
 RATINGS = "userId,movieId,rating,timestamp\n1,1,5.0,964982703\n2,2,5.5,964982224\n"  # 5.5: bad
 
-
-@pytest.fixture(scope="module", autouse=True)
-def prefect_server() -> Iterator[None]:
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
+pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
 @pytest.fixture

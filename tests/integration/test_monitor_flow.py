@@ -21,17 +21,9 @@ from sqlalchemy import insert, select
 
 from recolab.config import PROJECT_ROOT, Settings
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 DATASET = "mini"  # the champion's snapshot's dataset: the retrain's, not the deployment's demo
 MONITOR = ["monitor.min_recent_ratings=50", "monitor.new_ratings=100000"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def prefect_server() -> Iterator[None]:
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
 
 
 @pytest.fixture

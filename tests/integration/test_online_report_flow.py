@@ -27,15 +27,7 @@ from tests.integration.test_ingest_artifact import latest_markdown, tables
 from tests.integration.test_online_mlflow import MODEL, gate_record
 from tests.unit.domain.online_data import simulate
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module", autouse=True)
-def prefect_server() -> Iterator[None]:
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
 
 def load_history(platform: Platform, seed: int = 4) -> int:
