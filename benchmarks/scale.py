@@ -61,6 +61,7 @@ DATABASE = "recolab_scale_bench"
 DEFAULT_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 SEED = 42
 SAMPLE_S = 0.1
+TRACE_S = 30.0
 GOALS_5M = {"end_to_end_s": 480, "peak_gib": 4.0, "evaluate_s": 60}
 
 # Stage boundaries: a stage ends at the first line matching its pattern (in this order within
@@ -104,6 +105,11 @@ class Watched:
 
     lines: list[tuple[float, str]] = field(default_factory=list)
     samples: list[tuple[float, int]] = field(default_factory=list)
+    # every TRACE_S, and at each new high-water mark: (time, [(pid, name, rss MiB)]) of the
+    # tree's processes, so that a peak can be told apart (one process, or a forked child
+    # whose shared pages the sum counts twice)
+    trace: list[tuple[float, list[tuple[int, str, int]]]] = field(default_factory=list)
+    peak_tree: list[tuple[int, str, int]] = field(default_factory=list)
     start: float = 0.0
     end: float = 0.0
     returncode: int = 0
@@ -124,15 +130,25 @@ def run_watched(cmd: list[str], env: dict[str, str], log_path: Path) -> Watched:
 
     def sample() -> None:
         root = psutil.Process(proc.pid)
+        highest, traced = 0, -math.inf
         while not done.is_set():
             rss = 0
+            tree: list[tuple[int, str, int]] = []
             try:
                 for p in [root, *root.children(recursive=True)]:
                     with contextlib.suppress(psutil.Error):
-                        rss += p.memory_info().rss
+                        used = p.memory_info().rss
+                        rss += used
+                        tree.append((p.pid, p.name(), round(used / 2**20)))
             except psutil.Error:
                 pass
-            watched.samples.append((time.monotonic(), rss))
+            now = time.monotonic()
+            watched.samples.append((now, rss))
+            if rss > highest:
+                highest, watched.peak_tree = rss, tree
+            if now - traced >= TRACE_S:
+                watched.trace.append((round(now - watched.start, 1), tree))
+                traced = now
             done.wait(SAMPLE_S)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -252,6 +268,10 @@ def run_size(n_ratings: int, args: argparse.Namespace, work: Path) -> dict[str, 
             for name, figures in stages(watched, command).items():
                 key = name if name not in ("startup", "exit") else f"{command}_{name}"
                 per_stage[key] = figures
+            # Per command: the process tree (pid, name, RSS MiB) at its high-water mark, and
+            # every 30 s (seconds since the command began, the tree).
+            result.setdefault("peak_processes", {})[command] = watched.peak_tree
+            result.setdefault("memory_trace", {})[command] = watched.trace
             print(f"{n_ratings:,} ratings: {command} done", file=sys.stderr, flush=True)
         result["stages"] = per_stage
         result["end_to_end_s"] = round(sum(f["s"] for f in per_stage.values()), 1)

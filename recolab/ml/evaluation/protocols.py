@@ -27,9 +27,10 @@ from recolab.ml.evaluation.splits import kfold_indices as kfold_indices
 from recolab.ml.evaluation.splits import leave_latest_out as leave_latest_out
 from recolab.ml.evaluation.splits import stratified_user_split as stratified_user_split
 from recolab.ml.evaluation.tiers import TIERS, by_tier, user_tiers
+from recolab.ml.progress import PROGRESS_LOGGER
 
 USER, ITEM, RATING, TIME = "user_id", "movie_id", "rating", "timestamp"
-log = logging.getLogger(__name__)
+log = logging.getLogger(PROGRESS_LOGGER)  # with the progress lines: in the flow logs too
 
 
 class OfflineRecommender(Protocol):

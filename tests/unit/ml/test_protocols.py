@@ -1,5 +1,6 @@
 """Splits hold no leakage; protocol runners score what they claim to score."""
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -196,9 +197,13 @@ def test_topk_on_a_split_made_once_gives_what_each_run_splitting_alone_gives(
     assert ("users_sampled" in alone.summary) == (sample_users is not None)
 
 
-def test_topk_samples_users_only_when_every_user_is_over_the_pair_budget() -> None:
+def test_topk_samples_users_only_when_every_user_is_over_the_pair_budget(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """`max_pairs` (trainer `eval_max_pairs`): every test user while users x catalogue fits;
-    above it, a seeded sample of max_pairs // catalogue users, reported as a sample."""
+    above it, a seeded sample of max_pairs // catalogue users, reported as a sample and
+    said on the progress logger (which the flows forward to their logs)."""
+    caplog.set_level(logging.INFO, logger="recolab.progress")
     ratings = _ratings()
     full = P.topk_split(ratings, test_fraction=0.25, seed=3)
     pairs = full.users.size * full.catalogue.size
@@ -208,6 +213,8 @@ def test_topk_samples_users_only_when_every_user_is_over_the_pair_budget() -> No
     assert over.users.size == (pairs - 1) // full.catalogue.size < full.users.size
     assert set(over.users) <= set(full.users)
     assert over.n_test_users == full.users.size
+    said = [r.getMessage() for r in caplog.records if r.name == "recolab.progress"]
+    assert len(said) == 1 and "eval_max_pairs" in said[0]
     budget = 5 * full.catalogue.size
     same_as_asked = P.topk_split(ratings, test_fraction=0.25, seed=3, sample_users=5)
     np.testing.assert_array_equal(

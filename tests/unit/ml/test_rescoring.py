@@ -106,12 +106,19 @@ def test_rescoring_reproduces_the_protocol_figure(
     assert same.rows["test_rows_champion_trained_on"] is None
 
 
+def _candidate_under_b(
+    ratings: pd.DataFrame, tmp_path: Path
+) -> tuple[FeatureSnapshot, pd.DataFrame, pd.DataFrame, NeuMFScorer]:
+    """A snapshot of `ratings`, its protocol B split and a model fitted on the split's train."""
+    snapshot = snapshot_of(ratings, tmp_path / "features")
+    train_b, test_b = protocol_split(snapshot, "B")
+    return snapshot, train_b, test_b, NeuMFScorer.from_fit_result(fit(train_b, TINY))
+
+
 def test_rescoring_ranks_a_seeded_user_sample_only_over_the_pair_budget(
     ratings: pd.DataFrame, scorer: NeuMFScorer, tmp_path: Path
 ) -> None:
-    snapshot = snapshot_of(ratings, tmp_path / "features")
-    train_b, test_b = protocol_split(snapshot, "B")
-    candidate = NeuMFScorer.from_fit_result(fit(train_b, TINY))
+    snapshot, train_b, test_b, candidate = _candidate_under_b(ratings, tmp_path)
     n_users, n_catalogue = test_b["user_id"].nunique(), train_b["movie_id"].nunique()
     whole = compare_on_split(candidate, scorer, snapshot, "B")
     fits = compare_on_split(candidate, scorer, snapshot, "B", max_pairs=n_users * n_catalogue)
@@ -130,9 +137,7 @@ def test_rows_the_champion_was_trained_on_are_left_out(
     ratings: pd.DataFrame, scorer: NeuMFScorer, tmp_path: Path
 ) -> None:
     """`scorer` was fitted on every rating: judged on them it would look better than it is."""
-    snapshot = snapshot_of(ratings, tmp_path / "features")
-    train_b, test_b = protocol_split(snapshot, "B")
-    candidate = NeuMFScorer.from_fit_result(fit(train_b, TINY))
+    snapshot, train_b, test_b, candidate = _candidate_under_b(ratings, tmp_path)
     leaky = compare_on_split(candidate, scorer, snapshot, "B")
     assert leaky.rows["test_rows_compared"] == len(test_b)
     assert leaky.champion > leaky.candidate  # it has seen the answers

@@ -36,6 +36,20 @@ def _system(mode: str, n_items: int) -> NeuMFSystem:
     return NeuMFSystem(model, mode=mode, lr=0.01, embedding_reg=0.01, lr_gamma=0.5)  # type: ignore[arg-type]
 
 
+def _trainer(epochs: int) -> pl.Trainer:
+    """A bare CPU trainer (no logger, checkpoints, progress bar or validation)."""
+    return pl.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+    )
+
+
 @pytest.mark.parametrize(("mode", "steps"), [("explicit", 1), ("implicit", 1), ("explicit", 2)])
 def test_lightning_fit_matches_a_plain_loop_step_for_step(mode: str, steps: int) -> None:
     """With `steps` batches per loop iteration (5 batches: groups of 2, 2, 1) as well."""
@@ -57,16 +71,7 @@ def test_lightning_fit_matches_a_plain_loop_step_for_step(mode: str, steps: int)
         scheduler.step()
 
     system = _system(mode, n_items)
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=False,
-        limit_val_batches=0,
-    )
+    trainer = _trainer(epochs)
     batches = IndexBatches(data, batch_size=64, n_items=n_items, num_negatives=negatives)
     trainer.fit(system, train_dataloaders=StepGroups(batches, steps))
 
@@ -143,16 +148,7 @@ def test_lazy_rows_match_a_plain_sparse_adam_loop_and_touch_only_the_rows_looked
         scheduler["scheduler"].step()
 
     lightning = system()
-    trainer = pl.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=False,
-        limit_val_batches=0,
-    )
+    trainer = _trainer(1)
     batches = IndexBatches(data, batch_size=64, n_items=n_items, num_negatives=negatives)
     trainer.fit(lightning, train_dataloaders=StepGroups(batches, 2))
     for name, value in plain.model.state_dict().items():
