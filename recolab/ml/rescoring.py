@@ -27,6 +27,7 @@ from recolab.domain.model import RatedMovies
 from recolab.domain.values import MIN_RATING, RATING_SPAN, UserId
 from recolab.ml.evaluation import metrics
 from recolab.ml.evaluation.protocols import loo_candidates, top_k_items
+from recolab.ml.evaluation.splits import seeded_users, users_within
 from recolab.ml.features import FeatureSnapshot
 from recolab.ml.progress import Progress, Reporting
 from recolab.ml.scorer import NeuMFScorer
@@ -253,10 +254,10 @@ def _sample_users(
     """`test`'s rows of a seeded sample of its users when all of them would be more than
     `max_pairs` scores against the catalogue; else `test` as it is."""
     users = np.unique(test[USER].to_numpy(np.int64))
-    if users.size * n_catalogue <= max_pairs:
+    n = users_within(users.size, n_catalogue, max_pairs)
+    if n is None:
         return test, {}
-    n = max(1, max_pairs // max(n_catalogue, 1))
-    chosen = np.random.default_rng([seed, 1]).choice(users, n, replace=False)
+    chosen = seeded_users(users, n, seed)
     return test[test[USER].isin(chosen)], {"evaluated": n, "of": int(users.size)}
 
 

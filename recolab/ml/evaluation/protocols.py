@@ -25,6 +25,7 @@ from recolab.ml.evaluation import metrics
 from recolab.ml.evaluation.splits import by_user_then_key as by_user_then_key  # re-exported
 from recolab.ml.evaluation.splits import kfold_indices as kfold_indices
 from recolab.ml.evaluation.splits import leave_latest_out as leave_latest_out
+from recolab.ml.evaluation.splits import seeded_users, users_within
 from recolab.ml.evaluation.splits import stratified_user_split as stratified_user_split
 from recolab.ml.evaluation.tiers import TIERS, by_tier, user_tiers
 from recolab.ml.progress import PROGRESS_LOGGER
@@ -281,10 +282,8 @@ def topk_split(
     users = np.unique(test[USER].to_numpy(np.int64))
     n_test_users = int(users.size)
     if sample_users is None and max_pairs is not None:
-        if max_pairs < 1:
-            raise ValueError(f"max_pairs must be a positive number of scores, got {max_pairs}")
-        if users.size * catalogue.size > max_pairs:
-            sample_users = max(1, max_pairs // max(catalogue.size, 1))
+        sample_users = users_within(users.size, catalogue.size, max_pairs)
+        if sample_users is not None:
             log.info(
                 "protocol B: %d test users x %d movies is more than %d scores (eval_max_pairs);"
                 " ranking a seeded sample of %d users",
@@ -297,8 +296,7 @@ def topk_split(
         if sample_users < 1:
             raise ValueError(f"sample_users must be a positive number of users, got {sample_users}")
         if sample_users < users.size:
-            rng = np.random.default_rng([seed, 1])  # not the split's stream
-            users = np.sort(rng.choice(users, sample_users, replace=False))
+            users = seeded_users(users, sample_users, seed)
             test = test[test[USER].isin(users)]
     row_of = pd.Series(np.arange(users.size), index=users)
     seen = train[train[USER].isin(users)]

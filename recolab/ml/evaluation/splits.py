@@ -57,4 +57,26 @@ def leave_latest_out(ratings: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]
     return ordered[~test_mask], ordered[test_mask]
 
 
-__all__ = ["by_user_then_key", "kfold_indices", "leave_latest_out", "stratified_user_split"]
+def users_within(n_users: int, n_catalogue: int, max_pairs: int) -> int | None:
+    """How many users may be ranked against `n_catalogue` movies in `max_pairs` scores, when
+    not all `n_users` fit (None: they do)."""
+    if max_pairs < 1:
+        raise ValueError(f"max_pairs must be a positive number of scores, got {max_pairs}")
+    if n_users * n_catalogue <= max_pairs:
+        return None
+    return max(1, max_pairs // max(n_catalogue, 1))
+
+
+def seeded_users(users: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """A seeded `n` of `users`, sorted: protocol B's user sample (not the split's stream)."""
+    return np.sort(np.random.default_rng([seed, 1]).choice(users, n, replace=False))
+
+
+__all__ = [
+    "by_user_then_key",
+    "kfold_indices",
+    "leave_latest_out",
+    "seeded_users",
+    "stratified_user_split",
+    "users_within",
+]
