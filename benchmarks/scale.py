@@ -105,11 +105,12 @@ class Watched:
 
     lines: list[tuple[float, str]] = field(default_factory=list)
     samples: list[tuple[float, int]] = field(default_factory=list)
-    # every TRACE_S, and at each new high-water mark: (time, [(pid, name, rss MiB)]) of the
-    # tree's processes, so that a peak can be told apart (one process, or a forked child
-    # whose shared pages the sum counts twice)
-    trace: list[tuple[float, list[tuple[int, str, int]]]] = field(default_factory=list)
-    peak_tree: list[tuple[int, str, int]] = field(default_factory=list)
+    # every TRACE_S, and at each new high-water mark: (time, [(pid, name, rss MiB, shared
+    # MiB)]) of the tree's processes, so that a peak can be told apart (one process, or a
+    # forked child whose shared pages the sum counts twice); shared: the resident pages
+    # backed by a file or shared memory (reclaimable or counted in another process too)
+    trace: list[tuple[float, list[tuple[int, str, int, int]]]] = field(default_factory=list)
+    peak_tree: list[tuple[int, str, int, int]] = field(default_factory=list)
     start: float = 0.0
     end: float = 0.0
     returncode: int = 0
@@ -133,13 +134,14 @@ def run_watched(cmd: list[str], env: dict[str, str], log_path: Path) -> Watched:
         highest, traced = 0, -math.inf
         while not done.is_set():
             rss = 0
-            tree: list[tuple[int, str, int]] = []
+            tree: list[tuple[int, str, int, int]] = []
             try:
                 for p in [root, *root.children(recursive=True)]:
                     with contextlib.suppress(psutil.Error):
-                        used = p.memory_info().rss
-                        rss += used
-                        tree.append((p.pid, p.name(), round(used / 2**20)))
+                        info = p.memory_info()
+                        rss += info.rss
+                        mib = round(info.rss / 2**20), round(info.shared / 2**20)
+                        tree.append((p.pid, p.name(), *mib))
             except psutil.Error:
                 pass
             now = time.monotonic()
