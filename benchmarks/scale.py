@@ -99,18 +99,22 @@ def shape(n_ratings: int) -> dict[str, int]:
     }
 
 
+# One process of a command's tree: pid, name, RSS MiB, and the MiB of it backed by a file or
+# shared memory (reclaimable, or counted in another process too).
+Proc = tuple[int, str, int, int]
+
+
 @dataclass
 class Watched:
     """A command's output lines with their arrival times, and its process tree's RSS."""
 
     lines: list[tuple[float, str]] = field(default_factory=list)
     samples: list[tuple[float, int]] = field(default_factory=list)
-    # every TRACE_S, and at each new high-water mark: (time, [(pid, name, rss MiB, shared
-    # MiB)]) of the tree's processes, so that a peak can be told apart (one process, or a
-    # forked child whose shared pages the sum counts twice); shared: the resident pages
-    # backed by a file or shared memory (reclaimable or counted in another process too)
-    trace: list[tuple[float, list[tuple[int, str, int, int]]]] = field(default_factory=list)
-    peak_tree: list[tuple[int, str, int, int]] = field(default_factory=list)
+    # The tree's processes every TRACE_S (trace) and at the high-water mark (peak_tree), so
+    # that a peak can be told apart (one process, or a forked child whose shared pages the
+    # sum counts twice).
+    trace: list[tuple[float, list[Proc]]] = field(default_factory=list)
+    peak_tree: list[Proc] = field(default_factory=list)
     start: float = 0.0
     end: float = 0.0
     returncode: int = 0
@@ -134,14 +138,14 @@ def run_watched(cmd: list[str], env: dict[str, str], log_path: Path) -> Watched:
         highest, traced = 0, -math.inf
         while not done.is_set():
             rss = 0
-            tree: list[tuple[int, str, int, int]] = []
+            tree: list[Proc] = []
             try:
                 for p in [root, *root.children(recursive=True)]:
                     with contextlib.suppress(psutil.Error):
                         info = p.memory_info()
                         rss += info.rss
-                        mib = round(info.rss / 2**20), round(info.shared / 2**20)
-                        tree.append((p.pid, p.name(), *mib))
+                        rss_mib, shared_mib = round(info.rss / 2**20), round(info.shared / 2**20)
+                        tree.append((p.pid, p.name(), rss_mib, shared_mib))
             except psutil.Error:
                 pass
             now = time.monotonic()
