@@ -33,12 +33,12 @@ from recolab.ml.fitting import (
     TrainConfig,
     build_model,
     build_system,
-    build_trainer,
     encode,
     fit_threads,
     load_train_config,
     with_overrides,
 )
+from recolab.ml.hardware import build_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -44,11 +44,11 @@ from recolab.ml.fitting import (
     TrainConfig,
     build_model,
     build_system,
-    build_trainer,
     encode,
     fit,
     load_train_config,
 )
+from recolab.ml.hardware import build_trainer
 from recolab.ml.system import NeuMFSystem
 
 ROOT = Path(__file__).resolve().parents[1]

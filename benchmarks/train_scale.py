@@ -45,11 +45,11 @@ from recolab.ml.fitting import (
     NeuMFRecommender,
     build_model,
     build_system,
-    build_trainer,
     encode,
     load_train_config,
     with_overrides,
 )
+from recolab.ml.hardware import build_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 USERS_PER_RATING, MOVIES_PER_RATING = 6.3e-3, 2.7e-3  # ml-32m: 200,948 / 87,585 per 32M

@@ -32,9 +32,9 @@ from recolab.ml.datamodule import (
     sample_negatives,
 )
 from recolab.ml.evaluation.splits import by_user_then_key
-from recolab.ml.hardware import resolve_precision, torch_threads
+from recolab.ml.hardware import build_trainer, torch_threads
 from recolab.ml.neumf import NeuMF, NeuMFConfig
-from recolab.ml.progress import EpochProgress, output_is_terminal
+from recolab.ml.progress import EpochProgress
 from recolab.ml.ranking import NeuMFCatalogue, rows_per_block
 from recolab.ml.system import RATING_MIN, RATING_SPAN, Mode, NeuMFSystem
 
@@ -92,6 +92,8 @@ class TrainConfig:
     # Register a model refitted on all the snapshot's ratings for the epochs the protocol's
     # fit kept (recolab.ml.experiment.refit); False registers the protocol's fit itself.
     refit: bool = True
+    # Free C-heap pages handed back to the system after every batch (hardware.ReleaseFreedMemory)
+    release_memory: bool = True
 
     @property
     def monitor(self) -> tuple[str, Literal["min", "max"]]:
@@ -310,35 +312,6 @@ def encode(ratings: pd.DataFrame, mode: Mode) -> tuple[Interactions, IdIndex, Id
         targets.astype(np.float32),
     )
     return data, users, items
-
-
-def build_trainer(
-    config: TrainConfig, callbacks: list[pl.Callback], **overrides: Any
-) -> pl.Trainer:
-    """A Trainer without per-step overhead: no logger, summary, sanity steps or checkpoints."""
-    options: dict[str, Any] = {
-        "accelerator": config.accelerator,
-        "devices": config.devices,
-        "num_nodes": config.num_nodes,
-        "strategy": config.strategy,
-        "precision": resolve_precision(config.precision, config.accelerator),
-        "deterministic": config.deterministic,
-        "max_epochs": config.max_epochs,
-        "min_epochs": config.min_epochs,
-        "callbacks": callbacks,
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_model_summary": False,
-        "enable_progress_bar": (
-            output_is_terminal()
-            if config.enable_progress_bar is None
-            else config.enable_progress_bar
-        ),
-        "num_sanity_val_steps": 0,
-        "log_every_n_steps": 1_000_000,
-    }
-    options.update(overrides)
-    return pl.Trainer(**options)
 
 
 def build_system(config: TrainConfig, model: NeuMF) -> NeuMFSystem:

@@ -1,8 +1,15 @@
-"""`precision: auto` (configs/trainer.yaml): bf16-mixed on a bfloat16 GPU, else 32-true."""
+"""Hardware choices: `precision: auto` (configs/trainer.yaml) is bf16-mixed on a bfloat16 GPU,
+else 32-true; the C heap's freed pages are handed back after every batch (`release_memory`)."""
 
+import sys
+
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+from recolab.ml import hardware
+from recolab.ml.fitting import TrainConfig, fit
 from recolab.ml.hardware import resolve_precision
 
 
@@ -23,3 +30,62 @@ def test_auto_precision_follows_the_device(
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
     assert resolve_precision("auto", accelerator) == expected
     assert resolve_precision("16-mixed", accelerator) == "16-mixed"  # explicit wins
+
+
+def test_the_c_librarys_malloc_trim_is_found_on_linux() -> None:
+    trim = hardware.malloc_trim()
+    if not sys.platform.startswith("linux"):
+        assert trim is None
+        return
+    assert trim is not None
+    assert trim(0) in (0, 1)  # 1: memory was released, 0: there was none to release
+
+
+def tiny_ratings(n_users: int = 20, per_user: int = 8) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = [
+        (user, int(movie) + 1, 4.0, user * per_user + j)
+        for user in range(1, n_users + 1)
+        for j, movie in enumerate(rng.choice(40, size=per_user, replace=False))
+    ]
+    return pd.DataFrame(rows, columns=["user_id", "movie_id", "rating", "timestamp"])
+
+
+@pytest.mark.parametrize("release", [True, False])
+def test_a_fit_releases_freed_memory_after_every_batch_unless_told_not_to(
+    monkeypatch: pytest.MonkeyPatch, release: bool
+) -> None:
+    calls: list[int] = []
+
+    def trim(pad: int) -> int:
+        calls.append(pad)
+        return 0
+
+    monkeypatch.setattr(hardware, "malloc_trim", lambda: trim)
+    config = TrainConfig(
+        mode="implicit",
+        gmf_dim=4,
+        mlp_dim=4,
+        mlp_layers=(8, 4),
+        batch_size=16,
+        max_epochs=2,
+        patience=5,
+        val_negatives=10,
+        release_memory=release,
+        accelerator="cpu",
+        devices=1,
+    )
+    result = fit(tiny_ratings(), config)
+    # 160 ratings, one held out per user: 140 rows, 9 batches of 16 an epoch, then validation
+    batches = 2 * -(-result.train_rows // 16)
+    assert result.train_rows == 140
+    assert calls == ([0] * (batches + 2) if release else [])
+
+
+def test_without_the_c_librarys_trim_the_release_is_a_no_op(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(hardware, "malloc_trim", lambda: None)  # macOS, musl: no malloc_trim
+    callback = hardware.ReleaseFreedMemory()
+    assert callback.trim is None
+    callback.release()  # nothing to call, no error

@@ -18,7 +18,8 @@ import pytest
 
 from recolab.ml import progress
 from recolab.ml.experiment import train
-from recolab.ml.fitting import TrainConfig, build_trainer, fit
+from recolab.ml.fitting import TrainConfig, fit
+from recolab.ml.hardware import build_trainer
 from recolab.ml.progress import (
     EpochProgress,
     Progress,

@@ -1,0 +1,166 @@
+"""A fit's resident memory over its steps, with and without the freed heap handed back.
+
+NeuMF's default implicit fit (configs: 2,048 rows of a positive and 24 negatives a step, 16
+steps a batch) on synthetic ratings with ml-32m's tables (200,948 users, 87,585 movies: the
+user tables train lazily, `sparse_rows: auto`), for `--batches` batches of one epoch, no
+validation. Each run is a process of its own, `trainer.release_memory` off or on (glibc's
+`malloc_trim` after every batch, `recolab.ml.hardware.ReleaseFreedMemory`), the two settings
+alternated `--repeats` times in one invocation. Per run: the process's RSS after the first
+batch (the optimisers' moments allocated) and every 10 batches, its growth per 1,000 steps
+(least-squares slope from the first batch's end), and steps/s.
+
+Usage: python benchmarks/fit_memory.py [--ratings 8000000] [--batches 100] [--repeats 2]
+Prints one JSON object and writes benchmarks/results/fit_memory.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "fit_memory.json"
+N_USERS, N_MOVIES = 200_948, 87_585  # ml-32m
+EVERY = 10  # batches between RSS samples
+
+
+def ratings(n: int, seed: int = 0) -> Any:
+    """`n` draws of (user, movie), users uniform, popular movies favoured; repeats dropped."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    weights = 1.0 / np.arange(1, N_MOVIES + 1) ** 0.8
+    users = rng.integers(0, N_USERS, n)
+    movies = rng.choice(N_MOVIES, n, p=weights / weights.sum())
+    keys = np.unique(users * N_MOVIES + movies)
+    return pd.DataFrame(
+        {"user_id": keys // N_MOVIES + 1, "movie_id": keys % N_MOVIES + 1, "rating": 4.0}
+    ).assign(timestamp=0)
+
+
+def child(args: argparse.Namespace) -> dict[str, Any]:
+    """One fit in this process: RSS every EVERY batches, then the figures."""
+    import psutil
+    import pytorch_lightning as pl
+
+    from recolab.ml.fitting import fit, load_train_config
+
+    data = ratings(args.ratings)
+    proc = psutil.Process()
+    # (batches done, perf_counter, RSS MiB) after the first batch (the optimiser's moments
+    # allocated) and every EVERY batches
+    samples: list[tuple[int, float, int]] = []
+
+    class Sample(pl.Callback):
+        def on_train_batch_end(self, trainer: pl.Trainer, *rest: Any) -> None:
+            done = rest[-1] + 1  # batch_idx + 1
+            if done == 1 or done % EVERY == 0:
+                samples.append((done, time.perf_counter(), proc.memory_info().rss >> 20))
+
+    config = load_train_config(
+        ROOT / "configs" / "model.yaml",
+        ROOT / "configs" / "trainer.yaml",
+        mode="implicit",
+        overrides={"max_epochs": 1, "val_negatives": 0, "release_memory": args.release},
+    )
+    fit(
+        data,
+        config,
+        limit_train_batches=args.batches,
+        callbacks=[Sample()],
+        enable_progress_bar=False,
+    )
+    batches = np.array([s[0] for s in samples], dtype=float)
+    rss = np.array([s[2] for s in samples], dtype=float)
+    steps = batches * config.steps_per_execution
+    slope = float(np.polyfit(steps, rss, 1)[0]) if len(samples) > 2 else float("nan")
+    seconds = samples[-1][1] - samples[0][1]  # from the first batch's end
+    return {
+        "release_memory": args.release,
+        "ratings": len(data),
+        "steps": int(steps[-1]),
+        "rss_after_first_batch_mib": int(rss[0]),
+        "rss_at_end_mib": int(rss[-1]),
+        "growth_mib_per_1000_steps": round(slope * 1000, 1),
+        "steps_per_s": round((steps[-1] - steps[0]) / seconds, 2),
+        "rss_trace": [[int(b), int(r)] for b, r in zip(batches, rss, strict=True)],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--ratings", type=int, default=8_000_000, help="draws before repeats")
+    parser.add_argument("--batches", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--release", type=lambda v: v == "true", default=True)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args)), flush=True)
+        return
+    runs: list[dict[str, Any]] = []
+    for _ in range(args.repeats):
+        for release in ("false", "true"):
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    f"--release={release}",
+                    f"--ratings={args.ratings}",
+                    f"--batches={args.batches}",
+                ],
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print({k: v for k, v in runs[-1].items() if k != "rss_trace"}, file=sys.stderr)
+    import torch
+
+    summary = {
+        setting: {
+            key: [r[key] for r in runs if r["release_memory"] == (setting == "on")]
+            for key in ("growth_mib_per_1000_steps", "steps_per_s", "rss_at_end_mib")
+        }
+        for setting in ("off", "on")
+    }
+    result = {
+        "benchmark": "fit_memory",
+        "what": "RSS of a default implicit fit at ml-32m's table shape over its steps, "
+        "trainer.release_memory off (glibc's heap as it is) and on (malloc_trim after every "
+        "batch), alternated, each run a process of its own",
+        "shape": {"users": N_USERS, "movies": N_MOVIES},
+        "batches": args.batches,
+        "summary": summary,
+        "runs": runs,
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip(),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
+        "note": "shared 2-core machine: compare the settings within one run",
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
