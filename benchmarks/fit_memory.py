@@ -4,7 +4,8 @@ NeuMF's default implicit fit (configs: 2,048 rows of a positive and 24 negatives
 steps a batch) on synthetic ratings with ml-32m's tables (200,948 users, 87,585 movies: the
 user tables train lazily, `sparse_rows: auto`), for `--batches` batches of one epoch, no
 validation. Each run is a process of its own, `trainer.release_memory` off or on (glibc's
-`malloc_trim` after every batch, `recolab.ml.hardware.ReleaseFreedMemory`), the two settings
+`malloc_trim` once the process grew by 256 MiB since the last trim,
+`recolab.ml.hardware.ReleaseFreedMemory`), the two settings
 alternated `--repeats` times in one invocation. Per run: the process's RSS after the first
 batch (the optimisers' moments allocated) and every 10 batches, its growth per 1,000 steps
 (least-squares slope from the first batch's end), and steps/s.
@@ -140,8 +141,8 @@ def main() -> None:
     result = {
         "benchmark": "fit_memory",
         "what": "RSS of a default implicit fit at ml-32m's table shape over its steps, "
-        "trainer.release_memory off (glibc's heap as it is) and on (malloc_trim after every "
-        "batch), alternated, each run a process of its own",
+        "trainer.release_memory off (glibc's heap as it is) and on (malloc_trim whenever the "
+        "process grew by 256 MiB), alternated, each run a process of its own",
         "shape": {"users": N_USERS, "movies": N_MOVIES},
         "batches": args.batches,
         "summary": summary,

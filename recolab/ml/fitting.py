@@ -92,7 +92,7 @@ class TrainConfig:
     # Register a model refitted on all the snapshot's ratings for the epochs the protocol's
     # fit kept (recolab.ml.experiment.refit); False registers the protocol's fit itself.
     refit: bool = True
-    # Free C-heap pages handed back to the system after every batch (hardware.ReleaseFreedMemory)
+    # Free C-heap pages handed back to the system as the fit grows (hardware.ReleaseFreedMemory)
     release_memory: bool = True
 
     @property

@@ -115,26 +115,59 @@ def malloc_trim() -> Callable[[int], int] | None:
     return trim
 
 
-class ReleaseFreedMemory(pl.Callback):
-    """Hands the C heap's free pages back to the system after every training batch.
+def resident_bytes() -> int | None:
+    """This process's resident set in bytes (None where /proc is not there)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
 
-    A step's tensors are a few MB each (at 32M ratings' shape: 2,048 users x 25 items x 64
-    dims, 13 MB), so glibc serves them from its heaps, not from mmap (its mmap threshold
+
+class ReleaseFreedMemory(pl.Callback):
+    """Hands the C heap's free pages back to the system once a fit's resident set has grown by
+    `budget_mb` since the last time (glibc's `malloc_trim`), and when an epoch's training or
+    validation ends.
+
+    A step's tensors are a few MB each (at 32M ratings' shape: 2,048 users x 25 items x 32
+    dims, 6.5 MB), so glibc serves them from its heaps, not from mmap (its mmap threshold
     rises to 32 MB after the first such block is freed); with the lazy user tables' sparse
     gradients, whose size changes every step, the heaps fragment and the freed pages stay
-    resident: at the 32M demo's table shape the process grew 0.19 MB a step (+2.9 GB an
-    epoch of 15,600 steps), and stayed flat with `malloc_trim` after every batch of 16 steps,
-    at the same speed (benchmarks/results/fit_memory.json). Nothing to do without glibc.
+    resident: at ml-32m's table shape the process grew 0.20-0.27 MB a step (+2-3 GB over the
+    32M demo's epoch of 11,700 steps) and stayed flat with a trim after every batch
+    (benchmarks/results/fit_memory.json). A trim takes about 8 ms, but a trim after every
+    batch of 16 steps also made the steps 5-10% slower (the released pages are faulted in
+    again): hence the budget, which trims about every 1,000 steps at that rate. Nothing to do
+    without glibc or /proc.
     """
 
-    def __init__(self, trim: Callable[[int], int] | None = None) -> None:
+    def __init__(
+        self,
+        trim: Callable[[int], int] | None = None,
+        *,
+        budget_mb: float = 256,
+        resident: Callable[[], int | None] | None = None,
+    ) -> None:
         self.trim = trim if trim is not None else malloc_trim()
+        self.budget = int(budget_mb * 2**20)
+        self.resident = resident if resident is not None else resident_bytes
+        self.floor: int | None = None  # the resident set after the last trim
+        self.trims = 0
 
     def release(self) -> None:
         if self.trim is not None:
             self.trim(0)
+            self.trims += 1
+            self.floor = self.resident()
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if self.trim is None:
+            return
+        now = self.resident()
+        if now is not None and (self.floor is None or now - self.floor > self.budget):
+            self.release()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.release()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

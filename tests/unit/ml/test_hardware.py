@@ -52,7 +52,7 @@ def tiny_ratings(n_users: int = 20, per_user: int = 8) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("release", [True, False])
-def test_a_fit_releases_freed_memory_after_every_batch_unless_told_not_to(
+def test_a_fit_releases_freed_memory_as_it_grows_unless_told_not_to(
     monkeypatch: pytest.MonkeyPatch, release: bool
 ) -> None:
     calls: list[int] = []
@@ -61,7 +61,9 @@ def test_a_fit_releases_freed_memory_after_every_batch_unless_told_not_to(
         calls.append(pad)
         return 0
 
+    grown = iter(range(0, 10**12, 300 * 2**20))  # 300 MiB more at every reading: over budget
     monkeypatch.setattr(hardware, "malloc_trim", lambda: trim)
+    monkeypatch.setattr(hardware, "resident_bytes", lambda: next(grown))
     config = TrainConfig(
         mode="implicit",
         gmf_dim=4,
@@ -76,16 +78,40 @@ def test_a_fit_releases_freed_memory_after_every_batch_unless_told_not_to(
         devices=1,
     )
     result = fit(tiny_ratings(), config)
-    # 160 ratings, one held out per user: 140 rows, 9 batches of 16 an epoch, then validation
-    batches = 2 * -(-result.train_rows // 16)
+    # 160 ratings, one held out per user: 140 rows, 9 batches of 16 an epoch; each epoch's
+    # training and its validation end with a release too
     assert result.train_rows == 140
-    assert calls == ([0] * (batches + 2) if release else [])
+    assert calls == ([0] * (2 * (9 + 2)) if release else [])
+
+
+def test_the_heap_is_trimmed_once_the_resident_set_grew_by_the_budget() -> None:
+    calls: list[int] = []
+    readings = iter([1000, 1100, 1200, 1300, 1301, 1400, 1500, 1600, 1700])
+    callback = hardware.ReleaseFreedMemory(
+        lambda pad: calls.append(pad) or 0, budget_mb=200 / 2**20, resident=lambda: next(readings)
+    )
+    trainer = None
+    for _ in range(5):
+        callback.on_train_batch_end(trainer)  # type: ignore[arg-type]
+    # batch 1 (1000): no floor yet -> trim, floor read after it 1100; batches 2-3 (1200, 1300)
+    # within 200 of it; batch 4 (1301) over -> trim, floor 1400; batch 5 (1500) within
+    assert callback.trims == 2 and calls == [0, 0] and callback.floor == 1400
+    callback.on_validation_end(trainer, None)  # type: ignore[arg-type]
+    assert callback.trims == 3 and callback.floor == 1600
 
 
 def test_without_the_c_librarys_trim_the_release_is_a_no_op(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(hardware, "malloc_trim", lambda: None)  # macOS, musl: no malloc_trim
-    callback = hardware.ReleaseFreedMemory()
+    callback = hardware.ReleaseFreedMemory(resident=lambda: 10**12)
     assert callback.trim is None
+    callback.on_train_batch_end(None)  # type: ignore[arg-type]
     callback.release()  # nothing to call, no error
+    assert callback.trims == 0
+
+
+def test_the_resident_set_is_read_on_linux() -> None:
+    resident = hardware.resident_bytes()
+    if sys.platform.startswith("linux"):
+        assert resident is not None and resident > 10 * 2**20  # this process: > 10 MiB
