@@ -11,6 +11,7 @@ batch (the optimisers' moments allocated) and every 10 batches, its growth per 1
 (least-squares slope from the first batch's end), and steps/s.
 
 Usage: python benchmarks/fit_memory.py [--ratings 8000000] [--batches 100] [--repeats 2]
+    [--note TEXT]
 Prints one JSON object and writes benchmarks/results/fit_memory.json.
 """
 
@@ -103,6 +104,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--note", default="", help="what else ran meanwhile, said in the results")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--release", type=lambda v: v == "true", default=True)
     args = parser.parse_args()
@@ -156,7 +158,7 @@ def main() -> None:
             "python": platform.python_version(),
             "torch": torch.__version__,
         },
-        "note": "shared 2-core machine: compare the settings within one run",
+        "note": "shared 2-core machine: compare the settings within one run. " + args.note,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
