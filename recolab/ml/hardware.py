@@ -133,11 +133,11 @@ class ReleaseFreedMemory(pl.Callback):
     dims, 6.5 MB), so glibc serves them from its heaps, not from mmap (its mmap threshold
     rises to 32 MB after the first such block is freed); with the lazy user tables' sparse
     gradients, whose size changes every step, the heaps fragment and the freed pages stay
-    resident: at ml-32m's table shape the process grew 0.20-0.27 MB a step (+2-3 GB over the
-    32M demo's epoch of 11,700 steps) and stayed flat with a trim after every batch
-    (benchmarks/results/fit_memory.json). A trim takes about 8 ms, but a trim after every
-    batch of 16 steps also made the steps 5-10% slower (the released pages are faulted in
-    again): hence the budget, which trims about every 1,000 steps at that rate. Nothing to do
+    resident: at ml-32m's table shape the process grew 0.2-0.3 MB a step (+2-3 GB over the
+    32M demo's epoch of 11,728 steps); it stayed flat with a trim after every batch, but those
+    steps were 5-10% slower in alternated runs (a trim takes about 8 ms; the rest is likely
+    the released pages faulted in again). Hence the budget: a trim about every 1,000 steps at
+    that rate (benchmarks/results/fit_memory.json, the budget rule against no trim). Nothing to do
     without glibc or /proc.
     """
 
