@@ -1,5 +1,5 @@
 """Hardware choices: `precision: auto` (configs/trainer.yaml) is bf16-mixed on a bfloat16 GPU,
-else 32-true; the C heap's freed pages are handed back after every batch (`release_memory`)."""
+else 32-true; the C heap's freed pages are handed back as a fit grows (`release_memory`)."""
 
 import sys
 
