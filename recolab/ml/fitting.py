@@ -94,6 +94,7 @@ class TrainConfig:
     refit: bool = True
     # Free C-heap pages handed back to the system as the fit grows (hardware.ReleaseFreedMemory)
     release_memory: bool = True
+    heap_reuse_mb: float | None = 1024  # with release_memory: blocks kept in the C heap
 
     @property
     def monitor(self) -> tuple[str, Literal["min", "max"]]:
@@ -124,6 +125,13 @@ class TrainConfig:
         if threads is not None and threads != "auto" and not counted:
             raise ValueError(
                 f"num_threads must be an integer >= 1, 'auto' or null, got {threads!r}"
+            )
+        reuse = values.get("heap_reuse_mb")
+        if reuse is not None and (
+            isinstance(reuse, bool) or not isinstance(reuse, int | float) or not 1 <= reuse < 2048
+        ):  # glibc takes the bytes as a C int
+            raise ValueError(
+                f"heap_reuse_mb must be null or a number of MB in [1, 2048), got {reuse!r}"
             )
         steps = values.get("steps_per_execution", 1)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:

@@ -86,7 +86,11 @@ def build_trainer(
         "deterministic": config.deterministic,
         "max_epochs": config.max_epochs,
         "min_epochs": config.min_epochs,
-        "callbacks": [*callbacks, ReleaseFreedMemory()] if config.release_memory else callbacks,
+        "callbacks": (
+            [*callbacks, ReleaseFreedMemory(reuse_mb=config.heap_reuse_mb)]
+            if config.release_memory
+            else callbacks
+        ),
         "logger": False,
         "enable_checkpointing": False,
         "enable_model_summary": False,
@@ -100,6 +104,23 @@ def build_trainer(
     }
     options.update(overrides)
     return pl.Trainer(**options)
+
+
+# glibc mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+
+
+@functools.cache
+def mallopt() -> Callable[[int, int], int] | None:
+    """glibc's `mallopt` (None where the C library has none)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        setter = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return None
+    setter.argtypes, setter.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return setter
 
 
 @functools.cache
@@ -127,7 +148,7 @@ def resident_bytes() -> int | None:
 class ReleaseFreedMemory(pl.Callback):
     """Hands the C heap's free pages back to the system once a fit's resident set has grown by
     `budget_mb` since the last time (glibc's `malloc_trim`), and when an epoch's training or
-    validation ends.
+    validation ends; with `reuse_mb`, first lets glibc keep blocks up to that size in its heap.
 
     A step's tensors are a few MB each (at 32M ratings' shape: 2,048 users x 25 items x 32
     dims, 6.5 MB), so glibc serves them from its heaps, not from mmap (its mmap threshold
@@ -139,6 +160,14 @@ class ReleaseFreedMemory(pl.Callback):
     the released pages faulted in again). Hence the budget: a trim about every 1,000 steps at
     that rate (benchmarks/results/fit_memory.json, the budget rule against no trim). Nothing to do
     without glibc or /proc.
+
+    `reuse_mb` (`trainer.heap_reuse_mb`): glibc serves a block over 32 MB from fresh mmap
+    pages and unmaps it when freed, and returns a freed heap top over 128 kB (its thresholds
+    once set). At ml-32m's shape a step's dense gradient of an item table (87,585 x 128
+    floats, 45 MB) is such a block: its pages were faulted in and zeroed every step, 37 ms of
+    a 183 ms step (`torch.zeros` of it: 37 ms, 4 ms from the heap). Raising both thresholds
+    to `reuse_mb` at the fit's start keeps those blocks in the heap for the next step; the
+    trims above still bound what stays resident. Process-wide and left so after the fit.
     """
 
     def __init__(
@@ -147,12 +176,22 @@ class ReleaseFreedMemory(pl.Callback):
         *,
         budget_mb: float = 256,
         resident: Callable[[], int | None] | None = None,
+        reuse_mb: float | None = None,
+        set_option: Callable[[int, int], int] | None = None,
     ) -> None:
         self.trim = trim if trim is not None else malloc_trim()
         self.budget = int(budget_mb * 2**20)
         self.resident = resident if resident is not None else resident_bytes
         self.floor: int | None = None  # the resident set after the last trim
         self.trims = 0
+        self.reuse = int(reuse_mb * 2**20) if reuse_mb else None
+        self.set_option = set_option if set_option is not None else mallopt()
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.reuse is None or self.set_option is None or self.trim is None:
+            return  # without trims, a heap that keeps big blocks would only grow
+        self.set_option(M_MMAP_THRESHOLD, self.reuse)
+        self.set_option(M_TRIM_THRESHOLD, self.reuse)
 
     def release(self) -> None:
         if self.trim is not None:

@@ -1,6 +1,8 @@
 """Hardware choices: `precision: auto` (configs/trainer.yaml) is bf16-mixed on a bfloat16 GPU,
-else 32-true; the C heap's freed pages are handed back as a fit grows (`release_memory`)."""
+else 32-true; the C heap's freed pages are handed back as a fit grows (`release_memory`), and
+blocks up to `heap_reuse_mb` stay in the heap between steps."""
 
+import subprocess
 import sys
 
 import numpy as np
@@ -51,11 +53,33 @@ def tiny_ratings(n_users: int = 20, per_user: int = 8) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["user_id", "movie_id", "rating", "timestamp"])
 
 
-@pytest.mark.parametrize("release", [True, False])
+def test_glibcs_thresholds_take_the_heap_reuse_size_on_linux() -> None:
+    if not sys.platform.startswith("linux"):
+        assert hardware.mallopt() is None
+        return
+    # In a process of its own: the thresholds are process-wide and stay set.
+    script = (
+        "from recolab.ml import hardware as h; s = h.mallopt(); "
+        "print(s(h.M_MMAP_THRESHOLD, 1 << 30), s(h.M_TRIM_THRESHOLD, 1 << 30))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "1"]  # glibc accepted both
+
+
+@pytest.mark.parametrize("reuse", [4096, 0, True, "big"])
+def test_a_heap_reuse_size_glibc_cannot_take_is_refused(reuse: object) -> None:
+    with pytest.raises(ValueError, match="heap_reuse_mb"):
+        TrainConfig.from_dict({"heap_reuse_mb": reuse})
+    assert TrainConfig.from_dict({"heap_reuse_mb": None}).heap_reuse_mb is None
+
+
+@pytest.mark.parametrize(("release", "reuse"), [(True, 1024), (True, None), (False, 1024)])
 def test_a_fit_releases_freed_memory_as_it_grows_unless_told_not_to(
-    monkeypatch: pytest.MonkeyPatch, release: bool
+    monkeypatch: pytest.MonkeyPatch, release: bool, reuse: int | None
 ) -> None:
     calls: list[int] = []
+    options: list[tuple[int, int]] = []
+    monkeypatch.setattr(hardware, "mallopt", lambda: lambda *o: options.append(o) or 1)
 
     def trim(pad: int) -> int:
         calls.append(pad)
@@ -74,6 +98,7 @@ def test_a_fit_releases_freed_memory_as_it_grows_unless_told_not_to(
         patience=5,
         val_negatives=10,
         release_memory=release,
+        heap_reuse_mb=reuse,
         accelerator="cpu",
         devices=1,
     )
@@ -82,6 +107,9 @@ def test_a_fit_releases_freed_memory_as_it_grows_unless_told_not_to(
     # training and its validation end with a release too
     assert result.train_rows == 140
     assert calls == ([0] * (2 * (9 + 2)) if release else [])
+    # the thresholds raised once, at the fit's start, only with the trims to bound the heap
+    kept = [(hardware.M_MMAP_THRESHOLD, 2**30), (hardware.M_TRIM_THRESHOLD, 2**30)]
+    assert options == (kept if release and reuse else [])
 
 
 def test_the_heap_is_trimmed_once_the_resident_set_grew_by_the_budget() -> None:
