@@ -24,7 +24,7 @@ from recolab.ml.fitting import (
     load_train_config,
     with_overrides,
 )
-from recolab.ml.neumf import NeuMF, NeuMFConfig, rest_of_mlp
+from recolab.ml.neumf import NeuMF, NeuMFConfig, rest_of_mlp, squared_norm
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 
@@ -127,7 +127,28 @@ def test_training_l2_from_the_forward_lookup_matches_a_fresh_lookup(
     users, items = torch.tensor([0, 3, 4]), torch.tensor([[1, 2], [6, 0], [5, 5]])
     scores, l2 = model.forward_with_l2(users, items)
     torch.testing.assert_close(scores, model(users, items))
-    torch.testing.assert_close(l2, _l2_by_lookup(model, users, items))
+    expected = _l2_by_lookup(model, users, items)
+    torch.testing.assert_close(l2, expected)
+    # 6 item lookups of a 7-row table: the per-lookup sum (squared_norm); same gradients
+    l2.backward()
+    fast = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    expected.backward()
+    assert fast and fast.keys() == {n for n, p in model.named_parameters() if p.grad is not None}
+    for name, grad in fast.items():
+        torch.testing.assert_close(grad, model.get_parameter(name).grad, msg=name)
+
+
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_squared_norm_has_the_value_and_gradient_of_pow_then_sum(contiguous: bool) -> None:
+    base = torch.randn(6, 5, 4, dtype=torch.float64)
+    x = (base if contiguous else base.transpose(0, 2)).requires_grad_()
+    y = x.detach().clone().requires_grad_()
+    (3.0 * squared_norm(x)).backward()
+    (3.0 * y.pow(2).sum()).backward()
+    torch.testing.assert_close(squared_norm(x.detach()), y.detach().pow(2).sum())
+    torch.testing.assert_close(x.grad, y.grad)
+    assert torch.autograd.gradcheck(squared_norm, (x.detach().clone().requires_grad_(),))
 
 
 def test_training_l2_of_a_batch_larger_than_the_item_table_matches_the_lookup_sum() -> None:
