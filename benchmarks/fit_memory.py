@@ -1,17 +1,24 @@
-"""A fit's resident memory over its steps, with and without the freed heap handed back.
+"""A fit's resident memory and speed over its steps, under the C heap settings.
 
 NeuMF's default implicit fit (configs: 2,048 rows of a positive and 24 negatives a step, 16
-steps a batch) on synthetic ratings with ml-32m's tables (200,948 users, 87,585 movies: the
-user tables train lazily, `sparse_rows: auto`), for `--batches` batches of one epoch, no
-validation. Each run is a process of its own, `trainer.release_memory` off or on (glibc's
-`malloc_trim` once the process grew by 256 MiB since the last trim,
-`recolab.ml.hardware.ReleaseFreedMemory`), the two settings
-alternated `--repeats` times in one invocation. Per run: the process's RSS after the first
-batch (the optimisers' moments allocated) and every 10 batches, its growth per 1,000 steps
-(least-squares slope from the first batch's end), and steps/s.
+steps a batch) on synthetic ratings with the tables of ml-32m (200,948 users, 87,585 movies:
+the user tables train lazily, `sparse_rows: auto`) or of the 5M demo at ml-32m's proportions
+(31,500 users, 13,500 movies: every table dense), for `--batches` batches of one epoch, no
+validation. Each run is a process of its own (glibc's settings are process-wide), under one
+of three settings, alternated `--repeats` times in one invocation:
 
-Usage: python benchmarks/fit_memory.py [--ratings 8000000] [--batches 100] [--repeats 2]
-    [--note TEXT]
+- `none`: `trainer.release_memory: false`, glibc as it is;
+- `trim`: `release_memory: true`, `heap_reuse_mb: null` (glibc's `malloc_trim` once the
+  process grew by 256 MiB since the last trim, `recolab.ml.hardware.ReleaseFreedMemory`);
+- `trim+reuse`: the defaults, the trims and glibc's mmap and trim thresholds raised to
+  1,024 MB, so that a step's big blocks (an item table's dense gradient) stay in the heap.
+
+Per run: the process's RSS after the first batch (the optimisers' moments allocated) and
+every 10 batches, its growth per 1,000 steps (least-squares slope from the first batch's
+end), and steps/s from the first batch's end.
+
+Usage: python benchmarks/fit_memory.py [--shapes 32m 5m] [--ratings 8000000] [--batches 100]
+    [--repeats 2] [--settings none trim trim+reuse] [--note TEXT] [--out FILE]
 Prints one JSON object and writes benchmarks/results/fit_memory.json.
 """
 
@@ -31,21 +38,27 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "fit_memory.json"
-N_USERS, N_MOVIES = 200_948, 87_585  # ml-32m
+# (users, movies): ml-32m's, and the 5M demo's at its proportions (benchmarks/scale.py)
+SHAPES = {"32m": (200_948, 87_585), "5m": (31_500, 13_500)}
+SETTINGS = {  # trainer overrides
+    "none": {"release_memory": False},
+    "trim": {"release_memory": True, "heap_reuse_mb": None},
+    "trim+reuse": {"release_memory": True, "heap_reuse_mb": 1024},
+}
 EVERY = 10  # batches between RSS samples
 
 
-def ratings(n: int, seed: int = 0) -> Any:
+def ratings(n: int, n_users: int, n_movies: int, seed: int = 0) -> Any:
     """`n` draws of (user, movie), users uniform, popular movies favoured; repeats dropped."""
     import pandas as pd
 
     rng = np.random.default_rng(seed)
-    weights = 1.0 / np.arange(1, N_MOVIES + 1) ** 0.8
-    users = rng.integers(0, N_USERS, n)
-    movies = rng.choice(N_MOVIES, n, p=weights / weights.sum())
-    keys = np.unique(users * N_MOVIES + movies)
+    weights = 1.0 / np.arange(1, n_movies + 1) ** 0.8
+    users = rng.integers(0, n_users, n)
+    movies = rng.choice(n_movies, n, p=weights / weights.sum())
+    keys = np.unique(users * n_movies + movies)
     return pd.DataFrame(
-        {"user_id": keys // N_MOVIES + 1, "movie_id": keys % N_MOVIES + 1, "rating": 4.0}
+        {"user_id": keys // n_movies + 1, "movie_id": keys % n_movies + 1, "rating": 4.0}
     ).assign(timestamp=0)
 
 
@@ -56,7 +69,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 
     from recolab.ml.fitting import fit, load_train_config
 
-    data = ratings(args.ratings)
+    data = ratings(args.ratings, *SHAPES[args.shape])
     proc = psutil.Process()
     # (batches done, perf_counter, RSS MiB) after the first batch (the optimiser's moments
     # allocated) and every EVERY batches
@@ -72,7 +85,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         ROOT / "configs" / "model.yaml",
         ROOT / "configs" / "trainer.yaml",
         mode="implicit",
-        overrides={"max_epochs": 1, "val_negatives": 0, "release_memory": args.release},
+        overrides={"max_epochs": 1, "val_negatives": 0, **SETTINGS[args.setting]},
     )
     fit(
         data,
@@ -87,7 +100,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     slope = float(np.polyfit(steps, rss, 1)[0]) if len(samples) > 2 else float("nan")
     seconds = samples[-1][1] - samples[0][1]  # from the first batch's end
     return {
-        "release_memory": args.release,
+        "shape": args.shape,
+        "setting": args.setting,
         "ratings": len(data),
         "steps": int(steps[-1]),
         "rss_after_first_batch_mib": int(rss[0]),
@@ -98,60 +112,76 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def commit() -> str:
+    """The checked-out commit, `+dirty` when the tree has changes."""
+    git = ["git", "-C", str(ROOT)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    status = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True)
+    return head.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES))
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
     parser.add_argument("--ratings", type=int, default=8_000_000, help="draws before repeats")
     parser.add_argument("--batches", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--note", default="", help="what else ran meanwhile, said in the results")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--release", type=lambda v: v == "true", default=True)
+    parser.add_argument("--shape", choices=list(SHAPES), help=argparse.SUPPRESS)
+    parser.add_argument("--setting", choices=list(SETTINGS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args)), flush=True)
         return
     runs: list[dict[str, Any]] = []
-    for _ in range(args.repeats):
-        for release in ("false", "true"):
-            out = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--child",
-                    f"--release={release}",
-                    f"--ratings={args.ratings}",
-                    f"--batches={args.batches}",
-                ],
-                cwd=ROOT,
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print({k: v for k, v in runs[-1].items() if k != "rss_trace"}, file=sys.stderr)
+    for shape in args.shapes:
+        for _ in range(args.repeats):
+            for setting in args.settings:
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--child",
+                        f"--shape={shape}",
+                        f"--setting={setting}",
+                        f"--ratings={args.ratings}",
+                        f"--batches={args.batches}",
+                    ],
+                    cwd=ROOT,
+                    env={**os.environ, "PYTHONPATH": str(ROOT)},
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                print({k: v for k, v in runs[-1].items() if k != "rss_trace"}, file=sys.stderr)
     import torch
 
     summary = {
-        setting: {
-            key: [r[key] for r in runs if r["release_memory"] == (setting == "on")]
-            for key in ("growth_mib_per_1000_steps", "steps_per_s", "rss_at_end_mib")
+        shape: {
+            setting: {
+                key: [r[key] for r in runs if (r["shape"], r["setting"]) == (shape, setting)]
+                for key in ("steps_per_s", "growth_mib_per_1000_steps", "rss_at_end_mib")
+            }
+            for setting in args.settings
         }
-        for setting in ("off", "on")
+        for shape in args.shapes
     }
     result = {
         "benchmark": "fit_memory",
-        "what": "RSS of a default implicit fit at ml-32m's table shape over its steps, "
-        "trainer.release_memory off (glibc's heap as it is) and on (malloc_trim whenever the "
-        "process grew by 256 MiB), alternated, each run a process of its own",
-        "shape": {"users": N_USERS, "movies": N_MOVIES},
+        "what": "RSS and steps/s of a default implicit fit at ml-32m's and the 5M demo's table "
+        "shapes over its steps, under the C heap settings none (glibc as it is), trim "
+        "(malloc_trim whenever the process grew by 256 MiB) and trim+reuse (the trims, and "
+        "glibc's mmap and trim thresholds at 1,024 MB), alternated, each run a process of its own",
+        "shapes": {s: {"users": SHAPES[s][0], "movies": SHAPES[s][1]} for s in args.shapes},
+        "settings": {s: SETTINGS[s] for s in args.settings},
         "batches": args.batches,
         "summary": summary,
         "runs": runs,
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip(),
+        "commit": commit(),
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
