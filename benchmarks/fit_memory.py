@@ -113,10 +113,12 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def commit() -> str:
-    """The checked-out commit, `+dirty` when the tree has changes."""
+    """The checked-out commit, `+dirty` when a tracked file has changes."""
     git = ["git", "-C", str(ROOT)]
     head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    status = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True)
+    status = subprocess.run(
+        [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+    )
     return head.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
 
 
