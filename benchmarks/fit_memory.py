@@ -15,7 +15,7 @@ of three settings, alternated `--repeats` times in one invocation:
 
 Per run: the process's RSS after the first batch (the optimisers' moments allocated) and
 every 10 batches, its growth per 1,000 steps (least-squares slope from the first batch's
-end), and steps/s from the first batch's end.
+end), steps/s from the first batch's end, and the trims made during the batches.
 
 Usage: python benchmarks/fit_memory.py [--shapes 32m 5m] [--ratings 8000000] [--batches 100]
     [--repeats 2] [--settings none trim trim+reuse] [--note TEXT] [--out FILE]
@@ -68,6 +68,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     import pytorch_lightning as pl
 
     from recolab.ml.fitting import fit, load_train_config
+    from recolab.ml.hardware import ReleaseFreedMemory
 
     data = ratings(args.ratings, *SHAPES[args.shape])
     proc = psutil.Process()
@@ -75,11 +76,14 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     # allocated) and every EVERY batches
     samples: list[tuple[int, float, int]] = []
 
+    trims: list[int] = []  # malloc_trim calls during the training batches
+
     class Sample(pl.Callback):
         def on_train_batch_end(self, trainer: pl.Trainer, *rest: Any) -> None:
             done = rest[-1] + 1  # batch_idx + 1
             if done == 1 or done % EVERY == 0:
                 samples.append((done, time.perf_counter(), proc.memory_info().rss >> 20))
+            trims[:] = [c.trims for c in trainer.callbacks if isinstance(c, ReleaseFreedMemory)]
 
     config = load_train_config(
         ROOT / "configs" / "model.yaml",
@@ -108,6 +112,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         "rss_at_end_mib": int(rss[-1]),
         "growth_mib_per_1000_steps": round(slope * 1000, 1),
         "steps_per_s": round((steps[-1] - steps[0]) / seconds, 2),
+        "trims": trims[0] if trims else 0,
         "rss_trace": [[int(b), int(r)] for b, r in zip(batches, rss, strict=True)],
     }
 
