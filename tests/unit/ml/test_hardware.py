@@ -5,14 +5,13 @@ blocks up to `heap_reuse_mb` stay in the heap between steps."""
 import subprocess
 import sys
 
-import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from recolab.ml import hardware
 from recolab.ml.fitting import TrainConfig, fit
 from recolab.ml.hardware import resolve_precision
+from tests.unit.ml.tiny import tiny_ratings
 
 
 @pytest.mark.parametrize(
@@ -41,16 +40,6 @@ def test_the_c_librarys_malloc_trim_is_found_on_linux() -> None:
         return
     assert trim is not None
     assert trim(0) in (0, 1)  # 1: memory was released, 0: there was none to release
-
-
-def tiny_ratings(n_users: int = 20, per_user: int = 8) -> pd.DataFrame:
-    rng = np.random.default_rng(0)
-    rows = [
-        (user, int(movie) + 1, 4.0, user * per_user + j)
-        for user in range(1, n_users + 1)
-        for j, movie in enumerate(rng.choice(40, size=per_user, replace=False))
-    ]
-    return pd.DataFrame(rows, columns=["user_id", "movie_id", "rating", "timestamp"])
 
 
 def test_glibcs_thresholds_take_the_heap_reuse_size_on_linux() -> None:

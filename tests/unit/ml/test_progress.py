@@ -29,6 +29,7 @@ from recolab.ml.progress import (
     forward_to,
 )
 from tests.unit.ml.test_metric_names import tiny_snapshot
+from tests.unit.ml.tiny import tiny_ratings as shared_tiny_ratings
 
 LOGGER = "recolab.progress"
 TINY = TrainConfig(
@@ -138,14 +139,8 @@ def test_a_long_epoch_says_how_far_it_is_every_interval(
     assert not any(re.search(r"fit epoch \d+/\d+:", line) for line in records)
 
 
-def tiny_ratings(n_users: int = 30, per_user: int = 10) -> pd.DataFrame:
-    rng = np.random.default_rng(0)
-    rows = [
-        (user, int(movie) + 1, 4.0, 1000 + user * per_user + j)
-        for user in range(1, n_users + 1)
-        for j, movie in enumerate(rng.choice(60, size=per_user, replace=False))
-    ]
-    return pd.DataFrame(rows, columns=["user_id", "movie_id", "rating", "timestamp"])
+def tiny_ratings() -> pd.DataFrame:
+    return shared_tiny_ratings(n_users=30, per_user=10, n_movies=60, first_timestamp=1000)
 
 
 def test_a_fit_logs_one_line_per_epoch_with_its_metrics(caplog: pytest.LogCaptureFixture) -> None:
