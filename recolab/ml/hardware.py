@@ -110,30 +110,29 @@ def build_trainer(
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 
 
-@functools.cache
-def mallopt() -> Callable[[int, int], int] | None:
-    """glibc's `mallopt` (None where the C library has none)."""
+def _c_library_function(name: str, argtypes: list[Any]) -> Callable[..., int] | None:
+    """`name` from the C library the process runs on, returning a C int (None off Linux or
+    where that library has no such function: macOS, musl, Windows)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        setter = ctypes.CDLL(None).mallopt
+        function = getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):
         return None
-    setter.argtypes, setter.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return setter
+    function.argtypes, function.restype = argtypes, ctypes.c_int
+    return function
+
+
+@functools.cache
+def mallopt() -> Callable[[int, int], int] | None:
+    """glibc's `mallopt` (None where the C library has none)."""
+    return _c_library_function("mallopt", [ctypes.c_int, ctypes.c_int])
 
 
 @functools.cache
 def malloc_trim() -> Callable[[int], int] | None:
     """glibc's `malloc_trim` (None where the C library has none: macOS, musl, Windows)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        trim = ctypes.CDLL(None).malloc_trim  # the C library the process runs on
-    except (OSError, AttributeError):
-        return None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim
+    return _c_library_function("malloc_trim", [ctypes.c_size_t])
 
 
 def resident_bytes() -> int | None:
