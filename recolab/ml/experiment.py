@@ -307,18 +307,37 @@ def refit(run: TrainingRun, **trainer_overrides: Any) -> TrainingRun:
     if not run.config.refit:
         log.info("refit off: the fit on protocol %s's split is registered", run.protocol_name)
         return run
-    epochs = run.fit_result.epochs_kept
-    config = refit_config(run.fit_result.config, epochs)
     ratings = run.snapshot.ratings[CONTRACT]
-    log.info(
-        "refit on all %d ratings of snapshot %s for %d epochs",
-        len(ratings),
-        run.snapshot_id,
-        epochs,
-    )
-    result = fit(ratings, config, label="refit", **trainer_overrides)
+    log.info("refit on all %d ratings of snapshot %s", len(ratings), run.snapshot_id)
+    return replace(run, refitted=refit_fit(run.fit_result, ratings, **trainer_overrides))
+
+
+def refit_fit(first: FitResult, ratings: pd.DataFrame, **trainer_overrides: Any) -> FitResult:
+    """A fit of `ratings` for the epochs `first` kept (`refit_config`), nothing held out."""
+    epochs = first.epochs_kept
+    log.info("refit of %d ratings for %d epochs", len(ratings), epochs)
+    result = fit(ratings, refit_config(first.config, epochs), label="refit", **trainer_overrides)
     log.info("refit done in %.1f s", result.fit_seconds)
-    return replace(run, refitted=result)
+    return result
+
+
+class RefittedRecommender(NeuMFRecommender):
+    """NeuMF behind the evaluation API as the train flow registers it: the fit holds its
+    validation slice out and early-stops, then (with `config.refit`) the model is refitted
+    on every rating it was given for the epochs that fit kept (`refit_fit`). What
+    benchmarks/quality.py measures; `protocol_fit` keeps the first fit (its validation
+    history), `result` the model that scores."""
+
+    def __init__(self, config: TrainConfig, **trainer_overrides: Any) -> None:
+        super().__init__(config, **trainer_overrides)
+        self.protocol_fit: FitResult | None = None
+
+    def fit(self, ratings: pd.DataFrame) -> RefittedRecommender:
+        super().fit(ratings)
+        self.protocol_fit = self._fitted()
+        if self.config.refit:
+            self.result = refit_fit(self.protocol_fit, ratings, **self.trainer_overrides)
+        return self
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> Path:
@@ -337,10 +356,12 @@ def learning_curve(fitted: FitResult, baselines: dict[str, dict[str, Any]]) -> F
 __all__ = [
     "PROTOCOLS",
     "EvaluationProtocol",
+    "RefittedRecommender",
     "TrainingRun",
     "learning_curve",
     "load_config",
     "refit",
     "refit_config",
+    "refit_fit",
     "train",
 ]

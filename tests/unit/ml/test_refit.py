@@ -3,13 +3,15 @@ for the epochs the protocol's fit kept, while the run's figures stay the protoco
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
 
-from recolab.ml.experiment import TrainingRun, refit, refit_config, train
+from recolab.ml.experiment import RefittedRecommender, TrainingRun, refit, refit_config, train
 from recolab.ml.features import FeatureSnapshot
 from recolab.ml.fitting import TrainConfig
 from recolab.ml.rescoring import FITTED_ON_ALL, protocol_split, training_rows
@@ -85,8 +87,6 @@ def test_the_epochs_kept_are_the_best_epochs_plus_one(split_run: TrainingRun) ->
 
 
 def test_refit_off_registers_the_split_fit(split_run: TrainingRun) -> None:
-    from dataclasses import replace
-
     off = replace(split_run, config=replace(CONFIG, refit=False))
     assert refit(off) is off and off.registered_fit is off.fit_result
 
@@ -106,3 +106,35 @@ def test_a_refitted_model_was_trained_on_all_rows(snapshot: FeatureSnapshot) -> 
     assert len(training_rows(snapshot, "C")) == len(protocol_split(snapshot, "C")[0])
     with pytest.raises(ValueError, match="fitted_on"):
         training_rows(snapshot, "C", "half of them")
+
+
+def test_the_evaluated_recommender_is_refitted_on_every_rating_it_was_given(
+    snapshot: FeatureSnapshot,
+) -> None:
+    """benchmarks/quality.py measures what the train flow registers: the early-stopped fit,
+    then a refit on all of the protocol's training rows for the epochs that fit kept."""
+    train_rows, _ = protocol_split(snapshot, "B")
+    seen = RowsSeen()
+    recommender = RefittedRecommender(CONFIG, callbacks=[seen]).fit(train_rows)
+    first, scored = recommender.protocol_fit, recommender.result
+    assert first is not None and scored is not None and scored is not first
+    assert first.train_rows < len(train_rows)  # its validation slice held out
+    assert seen.rows == scored.train_rows == len(train_rows)  # the last fit's datamodule
+    assert any("val/ndcg@10" in row for row in first.history)
+    assert not any("val/ndcg@10" in row for row in scored.history)  # nothing held out
+    assert len(scored.history) == first.epochs_kept == scored.config.max_epochs
+    users = train_rows["user_id"].to_numpy()[:20]
+    movies = train_rows["movie_id"].to_numpy()[:20]
+    assert not np.allclose(
+        recommender.score(users, movies),
+        RefittedRecommender(replace(CONFIG, refit=False)).fit(train_rows).score(users, movies),
+    )
+
+
+def test_with_refit_off_the_evaluated_recommender_is_the_early_stopped_fit(
+    snapshot: FeatureSnapshot,
+) -> None:
+    train_rows, _ = protocol_split(snapshot, "B")
+    recommender = RefittedRecommender(replace(CONFIG, refit=False)).fit(train_rows)
+    assert recommender.result is recommender.protocol_fit
+    assert recommender.result is not None and recommender.result.train_rows < len(train_rows)
