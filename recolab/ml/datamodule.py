@@ -57,14 +57,14 @@ class Interactions:
 
 @dataclass(frozen=True)
 class HeldOut:
-    """One held-out positive per validation user.
+    """Held-out positives, one per row (a user may have several rows: recolab.ml.holdout).
 
-    It is ranked against the whole catalogue, or, when `candidates` is given ([n, 1 + c],
+    Each is ranked against the whole catalogue, or, when `candidates` is given ([n, 1 + c],
     column 0 the held-out item), against those sampled items only.
     """
 
     users: np.ndarray  # [n] user indices
-    items: np.ndarray  # [n] the held-out item of each
+    items: np.ndarray  # [n] the held-out item of each row
     candidates: np.ndarray | None = None
 
 
@@ -281,8 +281,9 @@ class StepGroups:
 class HeldOutBatches:
     """Batches of (users [b], held-out items [b], exclusions [2, m]) for full-ranking validation.
 
-    Exclusions are (row in batch, item) pairs: the user's training items, never ranked.
-    With sampled candidates a batch is (users [b], candidates [b, 1 + c], empty) instead.
+    Exclusions are (row in batch, item) pairs, never ranked: the user's training items and
+    the user's other held-out items (each row ranks its own item alone). With sampled
+    candidates a batch is (users [b], candidates [b, 1 + c], empty) instead.
     """
 
     def __init__(
@@ -295,9 +296,12 @@ class HeldOutBatches:
             if held_out.candidates is None
             else torch.as_tensor(np.asarray(held_out.candidates, dtype=np.int64))
         )
-        order = np.argsort(train.users, kind="stable")
-        self._train_items = np.asarray(train.items, dtype=np.int64)[order]
-        counts = np.bincount(train.users, minlength=int(held_out.users.max(initial=0)) + 1)
+        self._held_items = np.asarray(held_out.items, dtype=np.int64)
+        known_users = np.concatenate([train.users, held_out.users])
+        order = np.argsort(known_users, kind="stable")
+        known_items = np.concatenate([np.asarray(train.items, dtype=np.int64), self._held_items])
+        self._train_items = known_items[order]
+        counts = np.bincount(known_users, minlength=int(held_out.users.max(initial=0)) + 1)
         self._indptr = np.r_[0, np.cumsum(counts)]
         self.batch_size = batch_size
         self.pin_memory = pin_memory
@@ -307,7 +311,7 @@ class HeldOutBatches:
     def __len__(self) -> int:
         return -(-len(self.users) // self.batch_size)
 
-    def _exclusions(self, users: np.ndarray) -> Tensor:
+    def _exclusions(self, users: np.ndarray, held: np.ndarray) -> Tensor:
         n_users = self._indptr.size - 1
         safe = np.minimum(users, n_users - 1)
         starts = np.where(users < n_users, self._indptr[safe], 0)
@@ -315,7 +319,8 @@ class HeldOutBatches:
         rows = np.repeat(np.arange(users.size), lengths)
         offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         items = self._train_items[np.repeat(starts, lengths) + offsets]
-        out = torch.as_tensor(np.stack([rows, items]))
+        own = items == held[rows]  # the row's own held-out item is what it ranks
+        out = torch.as_tensor(np.stack([rows[~own], items[~own]]))
         return out.pin_memory() if self.pin_memory else out
 
     def __iter__(self) -> Iterator[TensorBatch]:
@@ -325,7 +330,8 @@ class HeldOutBatches:
             if self.candidates is not None:
                 yield users, self.candidates[start:stop], torch.empty(0)
             else:
-                yield users, self.items[start:stop], self._exclusions(users.cpu().numpy())
+                held = self._held_items[start:stop]
+                yield users, self.items[start:stop], self._exclusions(users.cpu().numpy(), held)
 
 
 class InteractionDataModule(pl.LightningDataModule):

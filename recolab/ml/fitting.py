@@ -23,16 +23,9 @@ import yaml
 from torch import Tensor
 
 from recolab.ml import hardware
-from recolab.ml.datamodule import (
-    HeldOut,
-    IdIndex,
-    InteractionDataModule,
-    Interactions,
-    known_pairs,
-    sample_negatives,
-)
-from recolab.ml.evaluation.splits import by_user_then_key
+from recolab.ml.datamodule import HeldOut, IdIndex, InteractionDataModule, Interactions
 from recolab.ml.hardware import build_trainer, torch_threads
+from recolab.ml.holdout import holdout_explicit, holdout_ranking
 from recolab.ml.neumf import NeuMF, NeuMFConfig
 from recolab.ml.progress import EpochProgress
 from recolab.ml.ranking import NeuMFCatalogue, rows_per_block
@@ -70,6 +63,8 @@ class TrainConfig:
     val_fraction: float = 0.05
     val_negatives: int | None = None  # implicit: None = full-catalogue ranking, 0 = off
     val_max_users: int = 5000
+    # implicit: positives held out per validated user ("auto": recolab.ml.holdout.per_user)
+    val_per_user: int | Literal["auto"] = 1
     ranking_memory_mb: float = 256  # per block of full-catalogue scores (validation, protocols)
     eval_sample_users: int | None = None  # protocol B: None = every test user, N = a sample
     eval_max_pairs: int | None = 1_000_000_000  # None: no limit; else users x movies above it
@@ -133,6 +128,9 @@ class TrainConfig:
             raise ValueError(
                 f"heap_reuse_mb must be null or a number of MB in [1, 2048), got {reuse!r}"
             )
+        held = values.get("val_per_user", 1)
+        if held != "auto" and (isinstance(held, bool) or not isinstance(held, int) or held < 1):
+            raise ValueError(f"val_per_user must be an integer >= 1 or 'auto', got {held!r}")
         steps = values.get("steps_per_execution", 1)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps_per_execution must be an integer >= 1, got {steps!r}")
@@ -263,49 +261,6 @@ class _KeepBest(pl.Callback):
             pl_module.load_state_dict(self.state)
 
 
-def _holdout_explicit(
-    data: Interactions, fraction: float, rng: np.random.Generator
-) -> tuple[Interactions, Interactions | None]:
-    if fraction <= 0:
-        return data, None
-    is_val = rng.random(len(data)) < fraction
-    train = Interactions(data.users[~is_val], data.items[~is_val], data.targets[~is_val])
-    val = Interactions(data.users[is_val], data.items[is_val], data.targets[is_val])
-    return train, (val if len(val) else None)
-
-
-def _holdout_ranking(
-    data: Interactions, n_items: int, config: TrainConfig, rng: np.random.Generator
-) -> tuple[Interactions, HeldOut | None]:
-    """One random positive of each user with at least 3 (up to `val_max_users` users).
-
-    `val_negatives` None ranks it against the whole catalogue, N > 0 against N sampled
-    unrated items, 0 turns ranking validation off.
-    """
-    if config.val_negatives == 0 or config.val_max_users <= 0:
-        return data, None
-    order = by_user_then_key(data.users, rng.random(len(data)))  # np.lexsort's order
-    users_sorted = data.users[order]
-    first = np.r_[True, users_sorted[1:] != users_sorted[:-1]]
-    counts = np.bincount(data.users)
-    pick = order[first & (counts[users_sorted] >= 3)]
-    if pick.size > config.val_max_users:
-        pick = np.sort(rng.choice(pick, config.val_max_users, replace=False))
-    if pick.size == 0:
-        return data, None
-    keep = np.ones(len(data), dtype=bool)
-    keep[pick] = False
-    train = Interactions(data.users[keep], data.items[keep], data.targets[keep])
-    candidates = None
-    if config.val_negatives is not None:
-        known = known_pairs(torch.from_numpy(data.users), torch.from_numpy(data.items), n_items)
-        users = torch.from_numpy(data.users[pick]).repeat_interleave(config.val_negatives)
-        generator = torch.Generator().manual_seed(config.seed)
-        negatives = sample_negatives(users, n_items, known, generator).view(pick.size, -1)
-        candidates = np.concatenate([data.items[pick, None], negatives.numpy()], axis=1)
-    return train, HeldOut(data.users[pick], data.items[pick], candidates)
-
-
 def encode(ratings: pd.DataFrame, mode: Mode) -> tuple[Interactions, IdIndex, IdIndex]:
     """Ratings to index interactions; explicit targets are (rating - 0.5) / 4.5."""
     users = IdIndex(ratings["user_id"].to_numpy())
@@ -361,8 +316,9 @@ def fit(
     """Train NeuMF on `ratings` (contract columns) and return the best weights seen.
 
     A slice of `ratings` is held out for early stopping: `val_fraction` of the rows in
-    explicit mode, one random positive per user (up to `val_max_users` users, ranked
-    against the whole catalogue or `val_negatives` sampled items) in implicit mode.
+    explicit mode, `val_per_user` random positives per user (up to `val_max_users` users,
+    each ranked against the whole catalogue or `val_negatives` sampled items) in implicit
+    mode (recolab.ml.holdout).
     `trainer_overrides` go to `pl.Trainer` (e.g. fast_dev_run=True); their `callbacks` run
     beside the fit's own (best weights, early stopping) instead of replacing them. Runs with
     `config.num_threads` torch CPU threads and restores the caller's setting afterwards.
@@ -388,10 +344,10 @@ def _fit(
     val: Interactions | None = None
     ranking: HeldOut | None = None
     if config.mode == "explicit":
-        train, val = _holdout_explicit(data, config.val_fraction, rng)
+        train, val = holdout_explicit(data, config.val_fraction, rng)
         global_mean = float(train.targets.mean())
     else:
-        train, ranking = _holdout_ranking(data, len(items), config, rng)
+        train, ranking = holdout_ranking(data, len(items), config, rng)
         global_mean = 0.0
     model = build_model(config, len(users), len(items), global_mean)
     # The ranking prior counts training rows only (not the held-out validation ones).
