@@ -70,7 +70,7 @@ class PolicyBench:
         self.runs: dict[str, list[tuple[int, PE.PolicyRun]]] = {}
         self.selections: dict[str, list[dict[str, Any]]] = {}
         self.seconds: dict[str, float] = {}
-        self._tuned: dict[tuple[str, int], list[str]] = {}
+        self._tuned: dict[tuple[str, int | None], list[str]] = {}
 
     def knobs_record(self) -> dict[str, Any]:
         s = self.serving
@@ -85,7 +85,9 @@ class PolicyBench:
     def tuned(self, protocol: str, seed: int) -> list[str] | None:
         if not self.tune_trials:
             return None
-        key = (protocol, seed)
+        # C's split (each user's latest rating) does not depend on the seed and the search is
+        # seeded (tune.sampler.seed): one search serves every C seed.
+        key = (protocol, seed if protocol == "B" else None)
         if key not in self._tuned:
             from recolab.ml.tuning import load_tune_config, run_search, selection_data
 

@@ -39,8 +39,9 @@ class NeuMFSystem(pl.LightningModule):
     """Trains a NeuMF module in explicit (MSE on normalised ratings) or implicit (BCE) mode.
 
     Logs `train/loss` once per epoch (no per-step logging: it costs more than a step on
-    small models) and `val/rmse` (stars) or `val/ndcg@10` + `val/hr@10` (one held-out item
-    per user ranked by `ranking_score` against every item the user has not trained on).
+    small models) and `val/rmse` (stars) or `val/ndcg@10` + `val/hr@10` (held-out items,
+    each ranked by `ranking_score` against every item the user has neither trained on nor
+    holds out in another row: recolab.ml.holdout).
 
     Optimisation is manual (zero_grad, `manual_backward`, step; the scheduler once per
     epoch), the same updates as automatic optimisation: an explicit-mode step is about 2 ms
