@@ -73,22 +73,20 @@ def holdout_ranking(
     order = by_user_then_key(data.users, rng.random(len(data)))  # np.lexsort's order
     users_sorted = data.users[order]
     counts = np.bincount(data.users)
-    starts = np.r_[0, np.cumsum(counts)[:-1]]
-    position = np.arange(len(order)) - starts[users_sorted]  # rank within the user's rows
-    eligible = counts[users_sorted] >= MIN_TRAINING_POSITIVES + 1
-    first = order[(position == 0) & eligible]  # one random positive per eligible user
-    subsampled = first.size > config.val_max_users
-    if subsampled:
+    user_counts = counts[users_sorted]
+    starts_user = np.r_[True, users_sorted[1:] != users_sorted[:-1]]
+    # one random positive per user with enough to train on
+    first = order[starts_user & (user_counts >= MIN_TRAINING_POSITIVES + 1)]
+    if first.size > config.val_max_users:
         first = np.sort(rng.choice(first, config.val_max_users, replace=False))
     if first.size == 0:
         return data, None
     n = per_user(config.val_per_user, first.size, config.val_max_users)
-    if n == 1:
-        pick = first
-    else:
+    pick = first
+    if n > 1:  # the user's next n - 1 rows in the random order too, within their room
         chosen = np.zeros(counts.size, dtype=bool)
         chosen[data.users[first]] = True
-        user_counts = counts[users_sorted]
+        position = np.arange(len(order)) - np.r_[0, np.cumsum(counts)[:-1]][users_sorted]
         share = np.maximum((user_counts * MAX_SHARE).astype(np.int64), 1)
         room = np.minimum(share, user_counts - MIN_TRAINING_POSITIVES)
         pick = order[chosen[users_sorted] & (position < np.minimum(n, room))]
