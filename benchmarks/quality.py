@@ -218,6 +218,7 @@ def main() -> None:
     if args.tune_trials < 0 or (args.policy_users is not None and args.policy_users < 1):
         parser.error("--tune-trials must be >= 0 and --policy-users >= 1")
     torch.set_num_threads(args.threads)
+    started = time.perf_counter()
     data = read_movielens(args.data)  # the project's own reader, as ingest uses
     ratings, movies = data.ratings, data.movies
     bench = PolicyBench(
@@ -272,6 +273,7 @@ def main() -> None:
         rows.update(bench.report(protocol))
         report["protocols"][protocol] = rows
     report["load_average_at_end"] = os.getloadavg()
+    report["elapsed_seconds"] = time.perf_counter() - started
     out = args.out or ROOT / "benchmarks" / "results" / "quality.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
