@@ -2,9 +2,9 @@
 
 The search sees only a protocol's *training* rows (`selection_data`); each trial fits on them
 and is judged by the validation metric that `fit` measures every epoch on a slice it holds
-out of them (`val_per_user` positives per user, or a share of the ratings in explicit mode): the inner
-validation split. The protocol's test rows are kept beside the data only to check that
-nothing the trial trains or validates on is one of them (`assert_no_leak`,
+out of them (`val_per_user` positives per user, or a share of the ratings in explicit
+mode): the inner validation split. The protocol's test rows are kept beside the data only
+to check that nothing the trial trains or validates on is one of them (`assert_no_leak`,
 `ValidationLeakGuard`); a trial that could see them fails the whole search.
 
 Optuna pieces: a seeded TPE sampler, a median, successive-halving or no pruner fed after
