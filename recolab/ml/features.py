@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recolab.ml.evaluation.protocols import kfold_indices, leave_latest_out, stratified_user_split
+from recolab.ml.evaluation.splits import kfold_indices, latest_mask, stratified_test_mask
 
 FORMAT_VERSION = 1
 TABLES = ("ratings", "movies", "users", "genres")
@@ -75,12 +75,10 @@ def _with_splits(ratings: pd.DataFrame, spec: SplitSpec) -> pd.DataFrame:
     for k, rows in enumerate(kfold_indices(len(out), spec.n_folds, spec.fold_seed)):
         fold[rows] = k
     out["fold"] = fold
-    _, test_b = stratified_user_split(out, spec.test_fraction, spec.split_seed)
-    out["holdout_b"] = False
-    out.loc[test_b.index, "holdout_b"] = True
-    _, test_c = leave_latest_out(out)
-    out["loo_test"] = False
-    out.loc[test_c.index, "loo_test"] = True
+    users = out["user_id"].to_numpy()
+    # masks, not frames: the same rows as the protocols' splits without copying the table
+    out["holdout_b"] = stratified_test_mask(users, spec.test_fraction, spec.split_seed)
+    out["loo_test"] = latest_mask(users, out["timestamp"].to_numpy(), out["movie_id"].to_numpy())
     return out
 
 

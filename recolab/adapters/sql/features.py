@@ -1,18 +1,23 @@
 """The tables a feature snapshot is built from, read from the database as DataFrames.
 
-The ratings are streamed (a server-side cursor on PostgreSQL) and turned into typed columns
-`chunk_rows` at a time: the whole result never exists as Python row objects (about 300 bytes
-a rating: 1.5 GB at 5M ratings, 10 GB at 32M), only as the final columns (33 bytes a rating)
-and one chunk of rows.
+The ratings are streamed and turned into typed columns `chunk_rows` at a time: the whole
+result never exists as Python row objects (about 300 bytes a rating: 1.5 GB at 5M ratings,
+10 GB at 32M), only as the final columns (33 bytes a rating) and one chunk of rows. On
+PostgreSQL the chunk is raw `COPY ... TO STDOUT (FORMAT binary)` output, whose rows are
+fixed-width here (four 8-byte fields, none NULL) and parsed by numpy in place: 5M ratings in
+about 2 s where a server-side cursor's rows took 17 s (the features stage's largest part).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import BigInteger, Connection, Double, Engine, Select, cast, select
 
 from recolab.adapters.sql import schema as s
+from recolab.adapters.sql.staging import driver_connection
 
 CHUNK_ROWS = 250_000
 RATING_DTYPES = {"user_id": "int64", "movie_id": "int64", "rating": "float64", "timestamp": "int64"}
@@ -52,10 +57,26 @@ def read_feature_tables(
 def read_ratings(conn: Connection, chunk_rows: int = CHUNK_ROWS) -> pd.DataFrame:
     """Every rating, ordered by (user_id, movie_id), in `RATING_DTYPES` columns; read
     `chunk_rows` rows at a time."""
+    query = ratings_query()
+    if conn.dialect.name == "postgresql":
+        columns = _copy_columns(conn, query, chunk_rows)
+    else:
+        columns = _row_columns(conn, query, chunk_rows)
+    return pd.DataFrame(columns, copy=False)  # the columns as they are: no third copy
+
+
+def ratings_query() -> Select[Any]:
+    """The ratings in `RATING_DTYPES`' order and types, by (user_id, movie_id)."""
     r = s.ratings.c
-    query = select(r.user_id, r.movie_id, r.score.label("rating"), r.timestamp).order_by(
-        r.user_id, r.movie_id
-    )
+    return select(
+        cast(r.user_id, BigInteger).label("user_id"),
+        cast(r.movie_id, BigInteger).label("movie_id"),
+        cast(r.score, Double).label("rating"),
+        cast(r.timestamp, BigInteger).label("timestamp"),
+    ).order_by(r.user_id, r.movie_id)
+
+
+def _row_columns(conn: Connection, query: Select[Any], chunk_rows: int) -> dict[str, np.ndarray]:
     result = conn.execution_options(stream_results=True, max_row_buffer=chunk_rows).execute(query)
     record = np.dtype(list(RATING_DTYPES.items()))
     parts: dict[str, list[np.ndarray]] = {name: [] for name in RATING_DTYPES}
@@ -65,9 +86,80 @@ def read_ratings(conn: Connection, chunk_rows: int = CHUNK_ROWS) -> pd.DataFrame
         for name in RATING_DTYPES:
             parts[name].append(np.ascontiguousarray(block[name]))
         del block
+    return _joined(parts)
+
+
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+_COPY_TRAILER = b"\xff\xff"  # int16 -1
+# A row of the binary COPY format: an int16 field count, then per field an int32 length and
+# the big-endian value (int8 / float8, as the query casts them).
+_COPY_ROW = np.dtype(
+    [("fields", ">i2")]
+    + [
+        item
+        for name, dtype in RATING_DTYPES.items()
+        for item in ((f"{name}_len", ">i4"), (name, ">f8" if dtype == "float64" else ">i8"))
+    ]
+)
+
+
+def _copy_columns(conn: Connection, query: Select[Any], chunk_rows: int) -> dict[str, np.ndarray]:
+    sql = query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
+    statement = f"COPY ({sql}) TO STDOUT (FORMAT binary)"
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in RATING_DTYPES}
+    buffer = bytearray()
+    header = True
+    chunk_bytes = chunk_rows * _COPY_ROW.itemsize
+    with (
+        driver_connection(conn, statement) as raw,
+        raw.cursor() as cursor,
+        cursor.copy(statement) as copy,
+    ):
+        for data in copy:
+            buffer += data
+            if header:
+                header = not _drop_header(buffer)
+            if not header and len(buffer) >= chunk_bytes:
+                _parse_rows(buffer, len(buffer) // _COPY_ROW.itemsize, parts)
+    if header or len(buffer) % _COPY_ROW.itemsize != len(_COPY_TRAILER):
+        raise ValueError("PostgreSQL's binary COPY of the ratings ended mid-row")
+    _parse_rows(buffer, len(buffer) // _COPY_ROW.itemsize, parts)
+    if bytes(buffer) != _COPY_TRAILER:
+        raise ValueError("PostgreSQL's binary COPY of the ratings has no trailer")
+    return _joined(parts)
+
+
+def _drop_header(buffer: bytearray) -> bool:
+    """Remove the binary COPY header from `buffer` once it is whole; False until then."""
+    fixed = len(_COPY_SIGNATURE) + 8  # signature, int32 flags, int32 extension length
+    if len(buffer) < fixed:
+        return False
+    if bytes(buffer[: len(_COPY_SIGNATURE)]) != _COPY_SIGNATURE:
+        raise ValueError("not PostgreSQL's binary COPY format")
+    extension = int.from_bytes(buffer[fixed - 4 : fixed], "big")
+    if len(buffer) < fixed + extension:
+        return False
+    del buffer[: fixed + extension]
+    return True
+
+
+def _parse_rows(buffer: bytearray, n: int, parts: dict[str, list[np.ndarray]]) -> None:
+    """Move the first `n` whole rows out of `buffer` into native-endian columns."""
+    with memoryview(buffer) as view:
+        block = np.frombuffer(view[: n * _COPY_ROW.itemsize], dtype=_COPY_ROW)
+        lengths = [block[f"{name}_len"] for name in RATING_DTYPES]
+        if (block["fields"] != len(RATING_DTYPES)).any() or any((x != 8).any() for x in lengths):
+            raise ValueError("unexpected row layout in PostgreSQL's binary COPY of the ratings")
+        for name, dtype in RATING_DTYPES.items():
+            parts[name].append(block[name].astype(dtype))
+        del block, lengths
+    del buffer[: n * _COPY_ROW.itemsize]
+
+
+def _joined(parts: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
     columns = {
         name: np.concatenate(chunks) if chunks else np.empty(0, dtype=RATING_DTYPES[name])
         for name, chunks in parts.items()
     }
     parts.clear()
-    return pd.DataFrame(columns, copy=False)  # the columns as they are: no third copy
+    return columns

@@ -103,7 +103,7 @@ def copy_rows(
         return
     marks = ", ".join("?" for _ in columns)
     sql = f"INSERT INTO {table.name} ({names}) VALUES ({marks})"
-    with _driver(conn, sql) as raw:
+    with driver_connection(conn, sql) as raw:
         for start in range(0, len(columns[0]), SQLITE_CHUNK_ROWS):
             chunk = [c[start : start + SQLITE_CHUNK_ROWS].tolist() for c in columns]
             raw.executemany(sql, zip(*chunk, strict=True))
@@ -119,13 +119,13 @@ def copy_frame(conn: Connection, table: Table, frame: pd.DataFrame) -> None:
         texts = [c.name for c in table.columns if isinstance(c.type, Text)]
         options = f"FORMAT csv, FORCE_NOT_NULL ({', '.join(texts)})" if texts else "FORMAT csv"
         sql = f"COPY {table.name} ({names}) FROM STDIN ({options})"
-        with _driver(conn, sql) as raw, raw.cursor() as cursor, cursor.copy(sql) as copy:
+        with driver_connection(conn, sql) as raw, raw.cursor() as cursor, cursor.copy(sql) as copy:
             copy.write(buffer.getvalue())
         return
     rows = zip(*(_python_values(frame[name]) for name in frame.columns), strict=True)
     marks = ", ".join("?" for _ in table.columns)
     sql = f"INSERT INTO {table.name} ({names}) VALUES ({marks})"
-    with _driver(conn, sql) as raw:
+    with driver_connection(conn, sql) as raw:
         raw.executemany(sql, rows)
 
 
@@ -136,7 +136,7 @@ def _python_values(column: pd.Series) -> list[Any]:
 
 
 @contextmanager
-def _driver(conn: Connection, statement: str) -> Iterator[Any]:
+def driver_connection(conn: Connection, statement: str) -> Iterator[Any]:
     """The DBAPI connection under ``conn``; its errors re-raised as SQLAlchemy's."""
     raw = conn.connection.driver_connection
     dbapi = conn.dialect.loaded_dbapi
@@ -153,7 +153,7 @@ _PG_COPY_TRAILER = struct.pack("!h", -1)
 
 
 def _copy_binary(conn: Connection, sql: str, columns: Sequence[np.ndarray]) -> None:
-    with _driver(conn, sql) as raw, raw.cursor() as cursor, cursor.copy(sql) as copy:
+    with driver_connection(conn, sql) as raw, raw.cursor() as cursor, cursor.copy(sql) as copy:
         copy.write(_PG_COPY_HEADER)
         for block in _binary_blocks(columns):
             copy.write(block)

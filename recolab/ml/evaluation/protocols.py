@@ -24,8 +24,10 @@ from recolab.ml import ranking
 from recolab.ml.evaluation import metrics
 from recolab.ml.evaluation.splits import by_user_then_key as by_user_then_key  # re-exported
 from recolab.ml.evaluation.splits import kfold_indices as kfold_indices
+from recolab.ml.evaluation.splits import latest_mask as latest_mask
 from recolab.ml.evaluation.splits import leave_latest_out as leave_latest_out
 from recolab.ml.evaluation.splits import seeded_users, users_within
+from recolab.ml.evaluation.splits import stratified_test_mask as stratified_test_mask
 from recolab.ml.evaluation.splits import stratified_user_split as stratified_user_split
 from recolab.ml.evaluation.tiers import TIERS, by_tier, user_tiers
 from recolab.ml.progress import PROGRESS_LOGGER

@@ -245,3 +245,38 @@ def test_rating_cv_bias_only_beats_the_global_mean(tmp_path: Path) -> None:
     exported = pd.read_csv(path)
     assert len(exported) == len(ratings)
     assert {"user_id", "movie_id", "score"} <= set(exported.columns)
+
+
+@pytest.mark.parametrize("grouped", [True, False], ids=["rows-by-user", "shuffled"])
+@pytest.mark.parametrize("wide", [False, True], ids=["one-key", "too-wide-for-one-key"])
+def test_latest_mask_marks_the_rows_leave_latest_out_holds_out(grouped: bool, wide: bool) -> None:
+    """The snapshot's protocol C column (a mask, no sort of the table) is the same rows as
+    the protocol's own split, ties and single-rating users included."""
+    rng = np.random.default_rng(7)
+    for _ in range(30):
+        n = int(rng.integers(1, 400))
+        frame = pd.DataFrame(
+            {
+                "user_id": rng.integers(0, 25, n),
+                "movie_id": rng.integers(0, 60, n),
+                "timestamp": rng.integers(0, 6, n),  # many ties
+            }
+        ).drop_duplicates(["user_id", "movie_id"])
+        if wide:  # (time, movie) no longer fits one int64 key: the lexsort path
+            frame["timestamp"] = frame["timestamp"] * (2**60) - 2**62
+        if grouped:
+            frame = frame.sort_values(["user_id", "movie_id"])
+        frame = frame.sample(frac=1.0, random_state=1) if not grouped else frame
+        frame = frame.reset_index(drop=True)
+        _, test = P.leave_latest_out(frame)
+        mask = P.latest_mask(*(frame[c].to_numpy() for c in ("user_id", "timestamp", "movie_id")))
+        assert np.flatnonzero(mask).tolist() == sorted(test.index)
+    empty = np.zeros(0, dtype=np.int64)
+    assert P.latest_mask(empty, empty, empty).size == 0
+
+
+def test_stratified_test_mask_is_the_splits_test_rows() -> None:
+    ratings = _ratings(n_users=50, per_user=9, seed=4).sample(frac=1.0, random_state=2)
+    _, test = P.stratified_user_split(ratings, 0.3, seed=5)
+    mask = P.stratified_test_mask(ratings["user_id"].to_numpy(), 0.3, seed=5)
+    assert ratings.index[mask].equals(test.index)
