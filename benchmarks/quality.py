@@ -71,6 +71,13 @@ GOALS = {"A": ("rmse", "<=", 0.845), "B": ("ndcg@10", ">=", 0.36), "C": ("hr@10"
 OVERRIDES: list[str] = []
 
 
+def default_data() -> Path:
+    """ml-latest-small in the shared folder beside the repository (RECOLAB_SHARED_DIR
+    replaces ../shared)."""
+    shared = os.environ.get("RECOLAB_SHARED_DIR")
+    return (Path(shared) if shared else ROOT / ".." / "shared") / DEFAULT_DATA
+
+
 def neumf_config(mode: str, tuned: list[str] | None = None) -> TrainConfig:
     """The shipped config of `mode`, under `tuned` overrides (a selection's), then `--set`."""
     return load_train_config(
@@ -201,9 +208,7 @@ def main() -> None:
         "NeuMF fit; 0 (default): the shipped defaults, as the pipeline without --tuned",
     )
     args = parser.parse_args()
-    shared = os.environ.get("RECOLAB_SHARED_DIR")
-    default = (Path(shared) if shared else ROOT / ".." / "shared") / DEFAULT_DATA
-    args.data = args.data or default
+    args.data = args.data or default_data()
     if not args.data.is_dir():
         parser.error(
             f"no MovieLens data at {args.data}: pass --data DIR, or set RECOLAB_SHARED_DIR "

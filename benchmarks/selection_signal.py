@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from itertools import combinations
@@ -40,12 +39,12 @@ SPLITS = [("B", 0), ("B", 1), ("B", 2), ("C", 0)]
 
 
 def run_variant(name: str, sets: list[str], data: Any) -> dict[str, Any]:
-    Q.OVERRIDES[:] = [*BASE_SETS, *sets]
+    """`sets` (after every variant's `base` overrides) over the shipped config, each split."""
     items = P.ItemFeatures.from_movies(data.movies)
     rows = []
     for protocol, seed in SPLITS:
         made: list[Any] = []
-        factory = Q.factories("implicit", made)["neumf"]
+        factory = Q.factories("implicit", made, tuned=sets)["neumf"]
         start = time.perf_counter()
         if protocol == "B":
             result = P.run_topk(factory, data.ratings, k=10, seed=seed, items=items)
@@ -88,9 +87,6 @@ def agreement(variants: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"variants": names, "spearman": per_split, "pairs_alike": [int(same), pairs]}
 
 
-BASE_SETS: list[str] = []
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--label", default="run", help="name of this validation setting")
@@ -109,15 +105,12 @@ def main() -> None:
             report[result["label"]] = agreement(result["variants"])
         print(json.dumps(report, indent=2))
         return
-    shared = os.environ.get("RECOLAB_SHARED_DIR")
-    root = Path(shared) if shared else Q.ROOT / ".." / "shared"
-    data = read_movielens(args.data or root / Q.DEFAULT_DATA)
+    data = read_movielens(args.data or Q.default_data())
     torch.set_num_threads(1)
-    BASE_SETS.extend(args.set)
     variants = {}
     for spec in args.variant or ["base"]:
         name, _, sets = spec.partition(":")
-        variants[name] = run_variant(name, [s for s in sets.split(",") if s], data)
+        variants[name] = run_variant(name, [*args.set, *(s for s in sets.split(",") if s)], data)
     result = {"label": args.label, "base_sets": args.set, "variants": variants}
     result["agreement"] = agreement(variants)
     out = args.out or Q.ROOT / "benchmarks" / "results" / f"selection_signal_{args.label}.json"
