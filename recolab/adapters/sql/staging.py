@@ -148,8 +148,21 @@ def driver_connection(conn: Connection, statement: str) -> Iterator[Any]:
         ) from error
 
 
-_PG_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
-_PG_COPY_TRAILER = struct.pack("!h", -1)
+# PostgreSQL's binary COPY format: a signature, int32 flags and int32 header-extension
+# length; rows; an int16 -1.
+PG_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+_PG_COPY_HEADER = PG_COPY_SIGNATURE + struct.pack("!ii", 0, 0)
+PG_COPY_TRAILER = struct.pack("!h", -1)
+
+
+def pg_binary_row(columns: Sequence[tuple[str, bool]]) -> np.dtype:
+    """One binary COPY row of 8-byte fields, as a packed numpy record: an int16 field count
+    (`fields`), then per (name, is_float) column an int32 length (`{name}_len`, 8) and the
+    big-endian value (`name`: float8 or int8)."""
+    fields: list[tuple[str, str]] = [("fields", ">i2")]
+    for name, is_float in columns:
+        fields += [(f"{name}_len", ">i4"), (name, ">f8" if is_float else ">i8")]
+    return np.dtype(fields)
 
 
 def _copy_binary(conn: Connection, sql: str, columns: Sequence[np.ndarray]) -> None:
@@ -157,22 +170,18 @@ def _copy_binary(conn: Connection, sql: str, columns: Sequence[np.ndarray]) -> N
         copy.write(_PG_COPY_HEADER)
         for block in _binary_blocks(columns):
             copy.write(block)
-        copy.write(_PG_COPY_TRAILER)
+        copy.write(PG_COPY_TRAILER)
 
 
 def _binary_blocks(columns: Sequence[np.ndarray]) -> Iterator[memoryview]:
-    # Per row: int16 field count, then per field an int32 length (8) and the value, all
-    # big-endian. A packed structured array builds whole blocks without Python loops.
-    fields: list[tuple[str, str]] = [("n", ">i2")]
-    for i, column in enumerate(columns):
-        fields += [(f"len{i}", ">i4"), (f"val{i}", ">f8" if column.dtype.kind == "f" else ">i8")]
-    row_type = np.dtype(fields)
+    # A packed structured array builds whole blocks without Python loops.
+    row_type = pg_binary_row([(f"val{i}", c.dtype.kind == "f") for i, c in enumerate(columns)])
     total = len(columns[0])
     for start in range(0, total, COPY_CHUNK_ROWS):
         stop = min(start + COPY_CHUNK_ROWS, total)
         block = np.empty(stop - start, dtype=row_type)
-        block["n"] = len(columns)
+        block["fields"] = len(columns)
         for i, column in enumerate(columns):
-            block[f"len{i}"] = 8
+            block[f"val{i}_len"] = 8
             block[f"val{i}"] = column[start:stop]
         yield block.view(np.uint8).data

@@ -266,7 +266,8 @@ def test_latest_mask_marks_the_rows_leave_latest_out_holds_out(grouped: bool, wi
             frame["timestamp"] = frame["timestamp"] * (2**60) - 2**62
         if grouped:
             frame = frame.sort_values(["user_id", "movie_id"])
-        frame = frame.sample(frac=1.0, random_state=1) if not grouped else frame
+        else:
+            frame = frame.sample(frac=1.0, random_state=1)
         frame = frame.reset_index(drop=True)
         _, test = P.leave_latest_out(frame)
         mask = P.latest_mask(*(frame[c].to_numpy() for c in ("user_id", "timestamp", "movie_id")))
