@@ -9,11 +9,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from recolab.config import ConfigError, training_overrides
-from recolab.ml import plots
+from recolab.ml import ensemble, plots
 from recolab.ml.baselines import BiasOnlyRecommender, PopularityRecommender
 from recolab.ml.evaluation.protocols import (
     ItemFeatures,
@@ -313,12 +314,27 @@ def refit(run: TrainingRun, **trainer_overrides: Any) -> TrainingRun:
 
 
 def refit_fit(first: FitResult, ratings: pd.DataFrame, **trainer_overrides: Any) -> FitResult:
-    """A fit of `ratings` for the epochs `first` kept (`refit_config`), nothing held out."""
+    """A fit of `ratings` for the epochs `first` kept (`refit_config`), nothing held out.
+
+    With `refit_ensemble`, the refit starts from seed + 1 (another initialisation and other
+    sampled negatives) and the result is the mean of it and `first`, merged into one NeuMF
+    (`recolab.ml.ensemble.merge`; both index the same users and items: `ratings`'s)."""
     epochs = first.epochs_kept
+    config = refit_config(first.config, epochs)
+    if config.refit_ensemble:
+        config = with_overrides(config, seed=config.seed + 1)
     log.info("refit of %d ratings for %d epochs", len(ratings), epochs)
-    result = fit(ratings, refit_config(first.config, epochs), label="refit", **trainer_overrides)
+    result = fit(ratings, config, label="refit", **trainer_overrides)
     log.info("refit done in %.1f s", result.fit_seconds)
-    return result
+    if not config.refit_ensemble:
+        return result
+    same = np.array_equal(first.users.ids, result.users.ids) and np.array_equal(
+        first.items.ids, result.items.ids
+    )
+    if not same:
+        raise ValueError("refit_ensemble: the fit and its refit index different users or items")
+    log.info("registered: the mean of the fit and its refit (one merged NeuMF)")
+    return replace(result, model=ensemble.merge([first.model, result.model]))
 
 
 class RefittedRecommender(NeuMFRecommender):

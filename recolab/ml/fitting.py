@@ -87,6 +87,9 @@ class TrainConfig:
     # Register a model refitted on all the snapshot's ratings for the epochs the protocol's
     # fit kept (recolab.ml.experiment.refit); False registers the protocol's fit itself.
     refit: bool = True
+    # With refit: register the mean of the protocol's fit and the refit (seeded seed + 1),
+    # merged into one NeuMF of twice the width (recolab.ml.ensemble); False: the refit alone.
+    refit_ensemble: bool = False
     # Free C-heap pages handed back to the system as the fit grows (hardware.ReleaseFreedMemory)
     release_memory: bool = True
     heap_reuse_mb: float | None = 1024  # with release_memory: blocks kept in the C heap

@@ -1,0 +1,134 @@
+"""Choose between model settings on inner splits only: the protocols run inside their own
+training splits, never on a test split that quality.py reports.
+
+For each outer split quality.py evaluates (protocol A's folds, protocol B's seeds, protocol
+C's leave-latest-out), this takes the outer split's TRAINING rows alone and applies the same
+protocol to them again (A: an inner k-fold CV; B: an inner per-user 75/25 split, seeded
+100 + seed; C: each user's latest training rating held out, 100 sampled negatives). Every
+variant (a set of `--set` overrides over the shipped configs) is fitted and scored there, as
+quality.py fits NeuMF (early-stopped, then refitted). The report gives each variant's inner
+figure per split and its paired difference from the first variant, with the number of splits
+it wins: what a design decision (a default, a model change) may be judged on. The outer test
+rows are dropped before anything is fitted.
+
+Usage: python benchmarks/inner_choice.py --label ensemble --variant base \
+         --variant ens:trainer.refit_ensemble=true [--protocols A B C] [--inner-folds 5]
+Writes benchmarks/results/inner_choice_LABEL.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import quality as Q  # type: ignore[import-not-found]
+
+from recolab.adapters.ingest.movielens import read_movielens
+from recolab.ml.evaluation import protocols as P
+from recolab.ml.evaluation.splits import kfold_indices, leave_latest_out, stratified_user_split
+
+METRIC = {"A": ("rmse", "min"), "B": ("ndcg@10", "max"), "C": ("hr@10", "max")}
+
+
+def outer_training_splits(ratings: pd.DataFrame, protocol: str) -> list[tuple[str, pd.DataFrame]]:
+    """The training rows of each outer split quality.py reports (seeds 0-2 / folds of seed 0)."""
+    if protocol == "A":
+        out = []
+        for fold, test_pos in enumerate(kfold_indices(len(ratings), 5, 0)):
+            keep = np.ones(len(ratings), dtype=bool)
+            keep[test_pos] = False
+            out.append((f"fold{fold}", ratings[keep]))
+        return out
+    if protocol == "B":
+        return [(f"seed{s}", stratified_user_split(ratings, 0.25, s)[0]) for s in (0, 1, 2)]
+    return [("latest", leave_latest_out(ratings)[0])]
+
+
+def inner_figure(
+    protocol: str, sets: list[str], train: pd.DataFrame, index: int, args: argparse.Namespace
+) -> float:
+    """The protocol applied inside `train` (an outer split's training rows)."""
+    metric = METRIC[protocol][0]
+    if protocol == "A":
+        factory = Q.factories("explicit", tuned=sets)["neumf"]
+        result = P.run_rating_cv(factory, train, n_folds=args.inner_folds, seed=100 + index)
+        return float(result.summary[metric]["mean"])
+    factory = Q.factories("implicit", tuned=sets)["neumf"]
+    if protocol == "B":
+        result = P.run_topk(factory, train, k=10, seed=100 + index)
+    else:
+        result = P.run_leave_one_out(factory, train, k=10, n_negatives=100, seed=100 + index)
+    return float(result.summary[metric])
+
+
+def compare(protocol: str, runs: dict[str, list[float]]) -> dict[str, Any]:
+    """Each variant's mean and its paired difference from the first (better > 0)."""
+    names = list(runs)
+    sign = -1.0 if METRIC[protocol][1] == "min" else 1.0
+    base = np.array(runs[names[0]])
+    out: dict[str, Any] = {}
+    for name in names:
+        values = np.array(runs[name])
+        gain = sign * (values - base)
+        out[name] = {
+            "per_split": values.tolist(),
+            "mean": float(values.mean()),
+            "gain_vs_first": float(gain.mean()),
+            "gain_std": float(gain.std(ddof=1)) if gain.size > 1 else 0.0,
+            "splits_won": int((gain > 0).sum()),
+            "splits": int(gain.size),
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--label", required=True)
+    parser.add_argument("--variant", action="append", required=True, help="NAME[:SET,SET...]")
+    parser.add_argument("--protocols", nargs="+", default=["A", "B", "C"])
+    parser.add_argument("--inner-folds", type=int, default=5)
+    parser.add_argument("--data", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    variants = {}
+    for spec in args.variant:
+        name, _, sets = spec.partition(":")
+        variants[name] = [s for s in sets.split(",") if s]
+    data = read_movielens(args.data or Q.default_data())
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    report: dict[str, Any] = {
+        "benchmark": "inner_choice",
+        "label": args.label,
+        "dataset": (args.data or Q.default_data()).name,
+        "variants": variants,
+        "inner_folds": args.inner_folds,
+        "protocols": {},
+    }
+    for protocol in args.protocols:
+        runs: dict[str, list[float]] = {name: [] for name in variants}
+        for index, (split, train) in enumerate(outer_training_splits(data.ratings, protocol)):
+            for name, sets in variants.items():
+                start = time.perf_counter()
+                value = inner_figure(protocol, sets, train, index, args)
+                runs[name].append(value)
+                row = {"protocol": protocol, "split": split, "variant": name, "inner": value}
+                print(json.dumps({**row, "wall_s": round(time.perf_counter() - start, 1)}))
+        report["protocols"][protocol] = compare(protocol, runs)
+    report["elapsed_seconds"] = time.perf_counter() - started
+    out = args.out or Q.ROOT / "benchmarks" / "results" / f"inner_choice_{args.label}.json"
+    out.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report["protocols"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
