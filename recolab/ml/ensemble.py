@@ -8,8 +8,8 @@ one network, of the same architecture, whose score is `sum_j w_j * score_j` for 
 Serving, the factorised full-catalogue ranking and the checkpoint format need nothing new;
 the merged network is as wide as the members together (scoring costs their sum).
 
-Used to register the early-stopped fit and its refit together (`trainer.refit_ensemble`):
-two fits of the same data from different seeds and row sets, whose errors partly cancel.
+Used to register the early-stopped fit with its refits (`trainer.ensemble`): fits of the same
+data from different seeds and row sets, whose errors partly cancel.
 """
 
 from __future__ import annotations

@@ -316,25 +316,34 @@ def refit(run: TrainingRun, **trainer_overrides: Any) -> TrainingRun:
 def refit_fit(first: FitResult, ratings: pd.DataFrame, **trainer_overrides: Any) -> FitResult:
     """A fit of `ratings` for the epochs `first` kept (`refit_config`), nothing held out.
 
-    With `refit_ensemble`, the refit starts from seed + 1 (another initialisation and other
-    sampled negatives) and the result is the mean of it and `first`, merged into one NeuMF
-    (`recolab.ml.ensemble.merge`; both index the same users and items: `ratings`'s)."""
+    With `ensemble` n > 1, n - 1 refits start from seeds seed + 1 .. seed + n - 1 (other
+    initialisations, other sampled negatives) and the result is the mean of them and `first`,
+    merged into one NeuMF (`recolab.ml.ensemble.merge`; all index `ratings`'s users and
+    items). Its `fit_seconds` are the refits' together."""
     epochs = first.epochs_kept
     config = refit_config(first.config, epochs)
-    if config.refit_ensemble:
-        config = with_overrides(config, seed=config.seed + 1)
-    log.info("refit of %d ratings for %d epochs", len(ratings), epochs)
-    result = fit(ratings, config, label="refit", **trainer_overrides)
-    log.info("refit done in %.1f s", result.fit_seconds)
-    if not config.refit_ensemble:
-        return result
-    same = np.array_equal(first.users.ids, result.users.ids) and np.array_equal(
-        first.items.ids, result.items.ids
+    seeds = [config.seed + j for j in range(1, config.ensemble)] or [config.seed]
+    refits = []
+    for seed in seeds:
+        log.info("refit of %d ratings for %d epochs (seed %d)", len(ratings), epochs, seed)
+        result = fit(ratings, with_overrides(config, seed=seed), label="refit", **trainer_overrides)
+        log.info("refit done in %.1f s", result.fit_seconds)
+        refits.append(result)
+    if config.ensemble == 1:
+        return refits[0]
+    for result in refits:
+        same = np.array_equal(first.users.ids, result.users.ids) and np.array_equal(
+            first.items.ids, result.items.ids
+        )
+        if not same:
+            raise ValueError("ensemble: the fit and its refits index different users or items")
+    log.info("registered: the mean of the fit and %d refits (one merged NeuMF)", len(refits))
+    return replace(
+        refits[0],
+        model=ensemble.merge([first.model, *(r.model for r in refits)]),
+        config=config,
+        fit_seconds=sum(r.fit_seconds for r in refits),
     )
-    if not same:
-        raise ValueError("refit_ensemble: the fit and its refit index different users or items")
-    log.info("registered: the mean of the fit and its refit (one merged NeuMF)")
-    return replace(result, model=ensemble.merge([first.model, result.model]))
 
 
 class RefittedRecommender(NeuMFRecommender):

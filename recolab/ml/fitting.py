@@ -87,9 +87,10 @@ class TrainConfig:
     # Register a model refitted on all the snapshot's ratings for the epochs the protocol's
     # fit kept (recolab.ml.experiment.refit); False registers the protocol's fit itself.
     refit: bool = True
-    # With refit: register the mean of the protocol's fit and the refit (seeded seed + 1),
-    # merged into one NeuMF of twice the width (recolab.ml.ensemble); False: the refit alone.
-    refit_ensemble: bool = False
+    # With refit: networks averaged in the registered model. 1: the refit alone; n > 1: the
+    # protocol's fit and n - 1 refits seeded seed + 1 .. seed + n - 1, merged into one NeuMF
+    # n times as wide (recolab.ml.ensemble), at the cost of n - 1 refits.
+    ensemble: int = 1
     # Free C-heap pages handed back to the system as the fit grows (hardware.ReleaseFreedMemory)
     release_memory: bool = True
     heap_reuse_mb: float | None = 1024  # with release_memory: blocks kept in the C heap
@@ -124,6 +125,9 @@ class TrainConfig:
             raise ValueError(
                 f"num_threads must be an integer >= 1, 'auto' or null, got {threads!r}"
             )
+        members = values.get("ensemble", 1)
+        if isinstance(members, bool) or not isinstance(members, int) or members < 1:
+            raise ValueError(f"ensemble must be an integer >= 1, got {members!r}")
         reuse = values.get("heap_reuse_mb")
         if reuse is not None and (
             isinstance(reuse, bool) or not isinstance(reuse, int | float) or not 1 <= reuse < 2048
