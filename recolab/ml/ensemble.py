@@ -17,9 +17,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from recolab.ml.datamodule import IdIndex
 from recolab.ml.neumf import NeuMF
 
 
@@ -56,6 +58,51 @@ def merge(models: Sequence[NeuMF], weights: Sequence[float] | None = None) -> Ne
     with torch.no_grad():
         _copy_paths(merged, members, shares)
     return merged.eval()
+
+
+def align(
+    model: NeuMF,
+    users: np.ndarray,
+    items: np.ndarray,
+    to_users: np.ndarray,
+    to_items: np.ndarray,
+) -> NeuMF:
+    """`model` (whose rows are the sorted ids `users`, `items`) re-indexed to the sorted ids
+    `to_users`, `to_items`, so that it can be merged with models fitted on them.
+
+    A user or item it never saw gets zero embeddings, a zero bias and a zero training count:
+    what that member knows of it (the MLP's response to a zero embedding included)."""
+    if np.array_equal(users, to_users) and np.array_equal(items, to_items):
+        return model
+    config = replace(model.config, n_users=int(to_users.size), n_items=int(to_items.size))
+    user_rows, item_rows = IdIndex(users).lookup(to_users), IdIndex(items).lookup(to_items)
+    state = model.state_dict()
+    aligned = NeuMF(config)
+    target = aligned.state_dict()
+    for key, value in state.items():
+        by_user = _BY_USER.get(key.split(".")[0])
+        if by_user is None:
+            target[key] = value
+            continue
+        index = user_rows if by_user else item_rows
+        known = torch.from_numpy(index >= 0)
+        table = torch.zeros((index.size, *value.shape[1:]), dtype=value.dtype)
+        table[known] = value[torch.from_numpy(index[index >= 0])]
+        target[key] = table
+    aligned.load_state_dict(target)
+    return aligned.eval()
+
+
+# Tables indexed by user (True) or by item (False).
+_BY_USER = {
+    "user_gmf": True,
+    "user_mlp": True,
+    "user_bias": True,
+    "item_gmf": False,
+    "item_mlp": False,
+    "item_bias": False,
+    "item_log_count": False,
+}
 
 
 def _copy_paths(merged: NeuMF, members: list[NeuMF], shares: list[float]) -> None:

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -331,16 +330,14 @@ def refit_fit(first: FitResult, ratings: pd.DataFrame, **trainer_overrides: Any)
         refits.append(result)
     if config.ensemble == 1:
         return refits[0]
-    for result in refits:
-        same = np.array_equal(first.users.ids, result.users.ids) and np.array_equal(
-            first.items.ids, result.items.ids
-        )
-        if not same:
-            raise ValueError("ensemble: the fit and its refits index different users or items")
+    users, items = refits[0].users.ids, refits[0].items.ids
+    # The protocol's fit may not know every user and movie of `ratings` (the pipeline refits
+    # on the whole snapshot, test rows included): those get its zero rows.
+    split_fit = ensemble.align(first.model, first.users.ids, first.items.ids, users, items)
     log.info("registered: the mean of the fit and %d refits (one merged NeuMF)", len(refits))
     return replace(
         refits[0],
-        model=ensemble.merge([first.model, *(r.model for r in refits)]),
+        model=ensemble.merge([split_fit, *(r.model for r in refits)]),
         config=config,
         fit_seconds=sum(r.fit_seconds for r in refits),
     )

@@ -16,6 +16,8 @@ from recolab.adapters.mlflow import model_format as fmt
 from recolab.adapters.mlflow import registry as reg
 from recolab.application.training import register_and_promote
 from recolab.domain import EventBus
+from recolab.ml.experiment import CONTRACT, refit_config
+from recolab.ml.fitting import fit, with_overrides
 from recolab.ml.rescoring import compare_on_split
 from recolab.ml.scorer import NeuMFScorer
 from tests.integration.promotion_data import (
@@ -100,3 +102,37 @@ def test_the_refit_is_registered_and_the_gate_compares_the_split_fit(tmp_path: P
     assert not nightly.decision.promote
     assert nightly.decision.reason.startswith("only 39 test rows can compare")
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == outcome.version
+
+
+@pytest.mark.slow
+def test_an_ensemble_is_registered_as_one_network_that_scores_the_members_mean(
+    tmp_path: Path,
+) -> None:
+    platform = grouped_platform(tmp_path)
+    uri = platform.settings.resolved_tracking_uri
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    run = platform.train("B", overrides=[*TRAINED, "ensemble=2"], refit=True)
+    assert run.refitted is not None
+    outcome = register_and_promote(run, platform.model_registry(), EventBus())
+
+    logged = client.get_run(outcome.run_id).data
+    assert logged.params["model.ensemble"] == "2"
+    assert "the mean of that fit and 1 refit(s)" in logged.tags["metrics.measured_on"]
+    assert logged.params["model.train_rows"] == str(len(run.snapshot.ratings))
+
+    # What the service loads scores the mean of the split fit and a refit seeded seed + 1.
+    served = fmt.load_scorer(f"models:/{MODEL}/{outcome.version}", uri, outcome.version)
+    users = run.snapshot.ratings["user_id"].to_numpy()[:50]
+    movies = run.snapshot.ratings["movie_id"].to_numpy()[::7][:50]
+    split = NeuMFScorer.from_fit_result(run.fit_result).score_pairs(users, movies)
+    config = refit_config(run.fit_result.config, run.fit_result.epochs_kept)
+    alone = fit(run.snapshot.ratings[CONTRACT], with_overrides(config, ensemble=1, seed=43))
+    refit = NeuMFScorer.from_fit_result(alone).score_pairs(users, movies)
+    assert not np.allclose(split, refit, atol=1e-4)
+    # implicit scores are probabilities: the networks' logits are averaged
+    mean_logit = (_logit(split) + _logit(refit)) / 2
+    assert np.allclose(_logit(served.score_pairs(users, movies)), mean_logit, atol=1e-4)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    return np.log(p) - np.log1p(-p)

@@ -174,12 +174,19 @@ def fitted_and_measured(run: Any) -> dict[str, Any]:
         f"protocol {run.protocol_name} test split of snapshot {run.snapshot_id}, by the model "
         f"fitted on its training split ({split.train_rows} rows, {split.epochs_kept} epochs)"
     )
-    if run.refitted is not None:
+    members = model.config.ensemble if run.refitted is not None else 1
+    if members > 1:
+        measured += (
+            f"; the registered model is the mean of that fit and {members - 1} refit(s) of its "
+            "configuration on all ratings (trainer.ensemble)"
+        )
+    elif run.refitted is not None:
         measured += "; the registered model is that configuration refitted on all ratings"
     return {
         mlf.TAG_FITTED_ON: FITTED_ON_ALL if run.refitted is not None else FITTED_ON_SPLIT,
         "model.epochs": model.epochs_kept,
         "model.train_rows": model.train_rows,
+        "model.ensemble": members,
         "split_fit.epochs": split.epochs_kept,
         "split_fit.train_rows": split.train_rows,
         mlf.TAG_MEASURED_ON: measured,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from recolab.ml.ensemble import merge
+from recolab.ml.ensemble import align, merge
 from recolab.ml.experiment import refit_fit
 from recolab.ml.fitting import FitResult, TrainConfig, fit
 from recolab.ml.neumf import NeuMF, NeuMFConfig
@@ -140,3 +140,22 @@ def test_without_the_ensemble_the_refit_is_registered_alone() -> None:
     )
     registered = refit_fit(fit(ratings, config), ratings)
     assert registered.model.config.gmf_dim == 4 and registered.config.seed == config.seed
+
+
+def test_a_member_that_never_saw_a_user_or_item_is_aligned_with_zero_rows() -> None:
+    config = SHAPES[0]
+    model = _trained_like(replace(config, n_users=3, n_items=4), 0)
+    users, items = np.array([2, 5, 9]), np.array([10, 20, 30, 40])
+    to_users, to_items = np.array([2, 3, 5, 9]), np.array([10, 15, 20, 30, 40])
+    aligned = align(model, users, items, to_users, to_items)
+    assert (aligned.config.n_users, aligned.config.n_items) == (4, 5)
+    known_u, known_i = torch.tensor([0, 2, 3]), torch.tensor([0, 2, 3, 4])
+    with torch.no_grad():
+        old = model.score_all_items(torch.arange(3))
+        new = aligned.score_all_items(known_u)
+        assert torch.allclose(new[:, known_i], old, atol=1e-6)
+        assert aligned.user_gmf is not None and aligned.item_gmf is not None
+        assert aligned.item_bias is not None
+        assert not aligned.user_gmf.weight[1].any() and not aligned.item_gmf.weight[1].any()
+        assert aligned.item_bias.weight[1].item() == 0 and aligned.item_log_count[1] == 0
+    assert align(model, users, items, users, items) is model
