@@ -12,7 +12,7 @@ it wins: what a design decision (a default, a model change) may be judged on. Th
 rows are dropped before anything is fitted.
 
 Usage: python benchmarks/inner_choice.py --label ensemble --variant base \
-         --variant ens:trainer.refit_ensemble=true [--protocols A B C] [--inner-folds 5]
+         --variant ens3:trainer.ensemble=3 [--protocols A B C] [--inner-folds 5]
 Writes benchmarks/results/inner_choice_LABEL.json.
 """
 
