@@ -13,7 +13,8 @@ each B/C training split first, as `recolab pipeline --tuned` would, judged on it
 validation split), fitted as the train flow registers it: early-stopped on a validation
 slice of the training split, then refitted on all of that split for the epochs kept
 (`trainer.refit`, on by default; `--set trainer.refit=false` measures the early-stopped fit
-alone); and, under B and C, the served policy (`protocols.B.policy`,
+alone), averaged with more refits where `trainer.ensemble` says so (explicit mode: 5
+networks); and, under B and C, the served policy (`protocols.B.policy`,
 `protocols.C.policy`): the service's own Recommender with configs/serving.yaml's knobs, fed
 from each training split and the NeuMF fitted on it, beside the model alone, popularity and
 content-based alone, per tier (recolab.ml.evaluation.policy). `--select-policy` also reports
