@@ -81,7 +81,7 @@ COMMANDS: dict[str, list[tuple[str, str]]] = {
         ("fit", r"(?<!re)fit epoch \d+/\d+:"),
         # the refit's trainer starting, or the task's end with trainer.refit=false
         ("evaluate", r"GPU available|Task run 'fit-and-evaluate-.*Finished"),
-        ("refit", r"refit epoch \d+/\d+:"),
+        ("refit", r"refit(?: \d+/\d+)? epoch \d+/\d+:"),
         ("register", r"Task run 'register-and-promote-.*Finished"),
     ],
 }

@@ -323,9 +323,11 @@ def refit_fit(first: FitResult, ratings: pd.DataFrame, **trainer_overrides: Any)
     config = refit_config(first.config, epochs)
     seeds = [config.seed + j for j in range(1, config.ensemble)] or [config.seed]
     refits = []
-    for seed in seeds:
-        log.info("refit of %d ratings for %d epochs (seed %d)", len(ratings), epochs, seed)
-        result = fit(ratings, with_overrides(config, seed=seed), label="refit", **trainer_overrides)
+    for k, seed in enumerate(seeds, start=1):
+        # progress lines say which refit ("refit 2/4 epoch 3/7: ...") when there are several
+        label = "refit" if len(seeds) == 1 else f"refit {k}/{len(seeds)}"
+        log.info("%s of %d ratings for %d epochs (seed %d)", label, len(ratings), epochs, seed)
+        result = fit(ratings, with_overrides(config, seed=seed), label=label, **trainer_overrides)
         log.info("refit done in %.1f s", result.fit_seconds)
         refits.append(result)
     if config.ensemble == 1:

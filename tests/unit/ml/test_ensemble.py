@@ -3,6 +3,7 @@ registers the mean of the early-stopped fit and its refits (trainer.ensemble).""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 import numpy as np
@@ -13,6 +14,7 @@ from recolab.ml.ensemble import align, merge
 from recolab.ml.experiment import refit_fit
 from recolab.ml.fitting import FitResult, TrainConfig, fit
 from recolab.ml.neumf import NeuMF, NeuMFConfig
+from recolab.ml.progress import PROGRESS_LOGGER
 from tests.unit.ml.tiny import tiny_ratings
 
 SHAPES = [
@@ -76,7 +78,7 @@ def test_merge_refuses_members_of_another_shape_and_bad_weights() -> None:
 
 @pytest.mark.parametrize(("mode", "members"), [("explicit", 3), ("implicit", 2)])
 def test_the_ensemble_registers_the_mean_of_the_fit_and_differently_seeded_refits(
-    mode: str, members: int
+    mode: str, members: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     ratings = tiny_ratings(n_users=20, per_user=10, n_movies=40)
     ratings["rating"] = np.random.default_rng(1).integers(1, 6, len(ratings)).astype(float)
@@ -92,8 +94,14 @@ def test_the_ensemble_registers_the_mean_of_the_fit_and_differently_seeded_refit
         enable_progress_bar=False,
     )
     first = fit(ratings, config)
-    registered = refit_fit(first, ratings)
+    with caplog.at_level(logging.INFO, logger=PROGRESS_LOGGER):
+        registered = refit_fit(first, ratings)
     epochs = first.epochs_kept
+    # with several refits, each one's progress lines say which it is
+    refits = members - 1
+    labels = ["refit"] if refits == 1 else [f"refit {k}/{refits}" for k in range(1, members)]
+    for label in labels:
+        assert f"{label} epoch {epochs}/{epochs}:" in caplog.text
     alone = [
         fit(
             ratings,
