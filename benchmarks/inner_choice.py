@@ -103,13 +103,14 @@ def main() -> None:
     for spec in args.variant:
         name, _, sets = spec.partition(":")
         variants[name] = [s for s in sets.split(",") if s]
-    data = read_movielens(args.data or Q.default_data())
+    args.data = args.data or Q.default_data()
+    data = read_movielens(args.data)
     torch.set_num_threads(1)
     started = time.perf_counter()
     report: dict[str, Any] = {
         "benchmark": "inner_choice",
         "label": args.label,
-        "dataset": (args.data or Q.default_data()).name,
+        "dataset": args.data.name,
         "variants": variants,
         "inner_folds": args.inner_folds,
         "protocols": {},

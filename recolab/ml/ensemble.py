@@ -80,29 +80,17 @@ def align(
     aligned = NeuMF(config)
     target = aligned.state_dict()
     for key, value in state.items():
-        by_user = _BY_USER.get(key.split(".")[0])
-        if by_user is None:
+        # per-user and per-item tables are the `user_*` and `item_*` entries (item_log_count too)
+        if not key.startswith(("user_", "item_")):
             target[key] = value
             continue
-        index = user_rows if by_user else item_rows
+        index = user_rows if key.startswith("user_") else item_rows
         known = torch.from_numpy(index >= 0)
         table = torch.zeros((index.size, *value.shape[1:]), dtype=value.dtype)
         table[known] = value[torch.from_numpy(index[index >= 0])]
         target[key] = table
     aligned.load_state_dict(target)
     return aligned.eval()
-
-
-# Tables indexed by user (True) or by item (False).
-_BY_USER = {
-    "user_gmf": True,
-    "user_mlp": True,
-    "user_bias": True,
-    "item_gmf": False,
-    "item_mlp": False,
-    "item_bias": False,
-    "item_log_count": False,
-}
 
 
 def _copy_paths(merged: NeuMF, members: list[NeuMF], shares: list[float]) -> None:
