@@ -4,9 +4,9 @@ training splits, never on a test split that quality.py reports.
 For each outer split quality.py evaluates (protocol A's folds, protocol B's seeds, protocol
 C's leave-latest-out), this takes the outer split's TRAINING rows alone and applies the same
 protocol to them again (A: an inner k-fold CV; B: an inner per-user 75/25 split, seeded
-100 + seed; C: each user's latest training rating held out, 100 sampled negatives). Every
-variant (a set of `--set` overrides over the shipped configs) is fitted and scored there, as
-quality.py fits NeuMF (early-stopped, then refitted). The report gives each variant's inner
+100 + seed; C: each user's latest training rating held out, 100 sampled negatives, seeds
+100-102 as quality.py's C runs seeds 0-2). Every variant (a set of `--set` overrides over
+the shipped configs) is fitted and scored there, as quality.py fits NeuMF (early-stopped, then refitted). The report gives each variant's inner
 figure per split and its paired difference from the first variant, with the number of splits
 it wins: what a design decision (a default, a model change) may be judged on. The outer test
 rows are dropped before anything is fitted.
@@ -40,7 +40,7 @@ METRIC = {"A": ("rmse", "min"), "B": ("ndcg@10", "max"), "C": ("hr@10", "max")}
 
 
 def outer_training_splits(ratings: pd.DataFrame, protocol: str) -> list[tuple[str, pd.DataFrame]]:
-    """The training rows of each outer split quality.py reports (seeds 0-2 / folds of seed 0)."""
+    """The training rows of each outer split quality.py reports (folds of seed 0 / seeds 0-2)."""
     if protocol == "A":
         out = []
         for fold, test_pos in enumerate(kfold_indices(len(ratings), 5, 0)):
@@ -50,7 +50,10 @@ def outer_training_splits(ratings: pd.DataFrame, protocol: str) -> list[tuple[st
         return out
     if protocol == "B":
         return [(f"seed{s}", stratified_user_split(ratings, 0.25, s)[0]) for s in (0, 1, 2)]
-    return [("latest", leave_latest_out(ratings)[0])]
+    # quality.py runs C once per seed on the one leave-latest-out split (the seed draws the
+    # negatives and the model's initialisation): so does the inner C, seeded 100 + index.
+    train = leave_latest_out(ratings)[0]
+    return [(f"latest/seed{s}", train) for s in (0, 1, 2)]
 
 
 def inner_figure(
