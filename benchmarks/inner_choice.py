@@ -6,10 +6,11 @@ C's leave-latest-out), this takes the outer split's TRAINING rows alone and appl
 protocol to them again (A: an inner k-fold CV; B: an inner per-user 75/25 split, seeded
 100 + seed; C: each user's latest training rating held out, 100 sampled negatives, seeds
 100-102 as quality.py's C runs seeds 0-2). Every variant (a set of `--set` overrides over
-the shipped configs) is fitted and scored there, as quality.py fits NeuMF (early-stopped, then refitted). The report gives each variant's inner
-figure per split and its paired difference from the first variant, with the number of splits
-it wins: what a design decision (a default, a model change) may be judged on. The outer test
-rows are dropped before anything is fitted.
+the shipped configs) is fitted and scored there, as quality.py fits NeuMF (early-stopped,
+then refitted). The report gives each variant's inner figure per split and its paired
+difference from the first variant, with the number of splits it wins: what a design
+decision (a default, a model change) may be judged on. The outer test rows are dropped
+before anything is fitted.
 
 Usage: python benchmarks/inner_choice.py --label ensemble --variant base \
          --variant ens3:trainer.ensemble=3 [--protocols A B C] [--inner-folds 5]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -342,7 +342,19 @@ def refit_fit(first: FitResult, ratings: pd.DataFrame, **trainer_overrides: Any)
         model=ensemble.merge([split_fit, *(r.model for r in refits)]),
         config=config,
         fit_seconds=sum(r.fit_seconds for r in refits),
+        history=ensemble_history(refits),
     )
+
+
+def ensemble_history(refits: Sequence[FitResult]) -> list[dict[str, float]]:
+    """The refits' per-epoch rows side by side: the first's keys as they are, refit k's
+    (k >= 2) as "k/<key>" (MLflow: refit/train/loss, refit/2/train/loss, ...). The refits
+    ran the same epochs, so the rows stay one per epoch."""
+    rows = [dict(row) for row in refits[0].history]
+    for k, result in enumerate(refits[1:], start=2):
+        for row, other in zip(rows, result.history, strict=True):
+            row.update({f"{k}/{key}": v for key, v in other.items() if key != "epoch"})
+    return rows
 
 
 class RefittedRecommender(NeuMFRecommender):

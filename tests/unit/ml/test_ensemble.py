@@ -118,6 +118,13 @@ def test_the_ensemble_registers_the_mean_of_the_fit_and_differently_seeded_refit
     ]
     assert registered.model.config.gmf_dim == members * config.gmf_dim
     assert np.array_equal(registered.users.ids, first.users.ids)
+    # every refit's curve is kept, one row per epoch: the first's keys bare, refit k's "k/..."
+    assert len(registered.history) == epochs == registered.epochs_kept
+    for row, alone_row in zip(registered.history, alone[0].history, strict=True):
+        assert row["train/loss"] == pytest.approx(alone_row["train/loss"])
+    for k in range(2, members):
+        curve = [row[f"{k}/train/loss"] for row in registered.history]
+        assert curve == pytest.approx([r["train/loss"] for r in alone[k - 1].history])
     users = torch.arange(len(first.users))
     with torch.no_grad():
         scores = [m.model.score_all_items(users) for m in [first, *alone]]
