@@ -35,7 +35,7 @@ import quality as Q  # type: ignore[import-not-found]
 
 from recolab.adapters.ingest.movielens import read_movielens
 from recolab.ml.evaluation import protocols as P
-from recolab.ml.evaluation.splits import kfold_indices, leave_latest_out, stratified_user_split
+from recolab.ml.evaluation.splits import kfold_splits, leave_latest_out, stratified_user_split
 
 METRIC = {"A": ("rmse", "min"), "B": ("ndcg@10", "max"), "C": ("hr@10", "max")}
 
@@ -43,12 +43,7 @@ METRIC = {"A": ("rmse", "min"), "B": ("ndcg@10", "max"), "C": ("hr@10", "max")}
 def outer_training_splits(ratings: pd.DataFrame, protocol: str) -> list[tuple[str, pd.DataFrame]]:
     """The training rows of each outer split quality.py reports (folds of seed 0 / seeds 0-2)."""
     if protocol == "A":
-        out = []
-        for fold, test_pos in enumerate(kfold_indices(len(ratings), 5, 0)):
-            keep = np.ones(len(ratings), dtype=bool)
-            keep[test_pos] = False
-            out.append((f"fold{fold}", ratings[keep]))
-        return out
+        return [(f"fold{f}", train) for f, (train, _) in enumerate(kfold_splits(ratings, 5, 0))]
     if protocol == "B":
         return [(f"seed{s}", stratified_user_split(ratings, 0.25, s)[0]) for s in (0, 1, 2)]
     # quality.py runs C once per seed on the one leave-latest-out split (the seed draws the

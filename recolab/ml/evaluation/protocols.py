@@ -24,6 +24,7 @@ from recolab.ml import ranking
 from recolab.ml.evaluation import metrics
 from recolab.ml.evaluation.splits import by_user_then_key as by_user_then_key  # re-exported
 from recolab.ml.evaluation.splits import kfold_indices as kfold_indices
+from recolab.ml.evaluation.splits import kfold_splits as kfold_splits
 from recolab.ml.evaluation.splits import latest_mask as latest_mask
 from recolab.ml.evaluation.splits import leave_latest_out as leave_latest_out
 from recolab.ml.evaluation.splits import seeded_users, users_within
@@ -143,10 +144,7 @@ def run_rating_cv(
     rmses: list[float] = []
     maes: list[float] = []
     fit_times: list[float] = []
-    for fold, test_pos in enumerate(kfold_indices(len(ratings), n_folds, seed)):
-        mask = np.zeros(len(ratings), dtype=bool)
-        mask[test_pos] = True
-        train, test = ratings[~mask], ratings[mask]
+    for fold, (train, test) in enumerate(kfold_splits(ratings, n_folds, seed)):
         model, fit_s = _timed_fit(factory, train)
         pred = np.asarray(model.predict(test[USER].to_numpy(), test[ITEM].to_numpy()))
         actual = test[RATING].to_numpy()

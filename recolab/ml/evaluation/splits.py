@@ -4,6 +4,8 @@ re-exports them."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
 
@@ -16,6 +18,16 @@ def kfold_indices(n_rows: int, n_folds: int, seed: int) -> list[np.ndarray]:
         raise ValueError("n_folds must be at least 2")
     perm = np.random.default_rng(seed).permutation(n_rows)
     return [np.sort(perm[f::n_folds]) for f in range(n_folds)]
+
+
+def kfold_splits(
+    ratings: pd.DataFrame, n_folds: int, seed: int
+) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+    """(train, test) of each fold of `kfold_indices`: the fold's rows are the test."""
+    for test_pos in kfold_indices(len(ratings), n_folds, seed):
+        mask = np.zeros(len(ratings), dtype=bool)
+        mask[test_pos] = True
+        yield ratings[~mask], ratings[mask]
 
 
 def by_user_then_key(users: np.ndarray, keys: np.ndarray) -> np.ndarray:

@@ -37,6 +37,17 @@ def test_kfold_indices_are_disjoint_and_cover_every_row() -> None:
     assert [f.tolist() for f in folds] == [f.tolist() for f in P.kfold_indices(103, 5, seed=1)]
 
 
+def test_kfold_splits_pair_each_fold_with_every_other_row() -> None:
+    ratings = _ratings()
+    folds = P.kfold_indices(len(ratings), 4, seed=2)
+    splits = list(P.kfold_splits(ratings, 4, seed=2))
+    assert len(splits) == 4
+    for (train, test), test_pos in zip(splits, folds, strict=True):
+        assert test.index.equals(ratings.index[test_pos])
+        assert len(train) + len(test) == len(ratings)
+        assert not set(train.index) & set(test.index)
+
+
 def test_stratified_split_has_no_leakage_and_keeps_the_fraction_per_user() -> None:
     ratings = _ratings()
     train, test = P.stratified_user_split(ratings, 0.25, seed=3)
