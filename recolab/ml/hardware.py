@@ -147,7 +147,8 @@ def resident_bytes() -> int | None:
 class ReleaseFreedMemory(pl.Callback):
     """Hands the C heap's free pages back to the system once a fit's resident set has grown by
     `budget_mb` since the last time (glibc's `malloc_trim`), and when an epoch's training or
-    validation ends; with `reuse_mb`, first lets glibc keep blocks up to that size in its heap.
+    validation ends (once when both end together); with `reuse_mb`, first lets glibc keep
+    blocks up to that size in its heap.
 
     A step's tensors are a few MB each (at 32M ratings' shape: 2,048 users x 25 items x 32
     dims, 6.5 MB), so glibc serves them from its heaps, not from mmap (its mmap threshold
@@ -189,6 +190,7 @@ class ReleaseFreedMemory(pl.Callback):
         self.resident = resident if resident is not None else resident_bytes
         self.floor: int | None = None  # the resident set a batch after the last trim
         self.trims = 0
+        self.trained_since_release = False
         self.reuse = int(reuse_mb * 2**20) if reuse_mb else None
         self.set_option = set_option if set_option is not None else mallopt()
 
@@ -203,10 +205,12 @@ class ReleaseFreedMemory(pl.Callback):
             self.trim(0)
             self.trims += 1
             self.floor = None  # set at the next batch's end, once its blocks are back
+            self.trained_since_release = False
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
         if self.trim is None:
             return
+        self.trained_since_release = True
         now = self.resident()
         if now is None:
             return
@@ -216,7 +220,10 @@ class ReleaseFreedMemory(pl.Callback):
             self.release()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.release()
+        # Lightning validates at an epoch's end before this hook: that release, just done,
+        # has left nothing for a second one unless batches trained since
+        if self.trained_since_release:
+            self.release()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.release()

@@ -94,9 +94,10 @@ def test_a_fit_releases_freed_memory_as_it_grows_unless_told_not_to(
     result = fit(tiny_ratings(), config)
     # 160 ratings, one held out per user: 140 rows, 9 batches of 16 an epoch, the resident set
     # 300 MiB more at each: every batch after the one that set the floor trims (batches 2, 4,
-    # 6, 8); each epoch's training and its validation end with a release too
+    # 6, 8); each epoch's validation (run at its end) ends with a release too, and the epoch's
+    # end, with no batch trained since, does not trim again
     assert result.train_rows == 140
-    assert calls == ([0] * (2 * (4 + 2)) if release else [])
+    assert calls == ([0] * (2 * (4 + 1)) if release else [])
     # the thresholds raised once, at the fit's start, only with the trims to bound the heap
     kept = [(hardware.M_MMAP_THRESHOLD, 2**30), (hardware.M_TRIM_THRESHOLD, 2**30)]
     assert options == (kept if release and reuse else [])
@@ -104,7 +105,7 @@ def test_a_fit_releases_freed_memory_as_it_grows_unless_told_not_to(
 
 def test_the_heap_is_trimmed_once_the_resident_set_grew_by_the_budget() -> None:
     calls: list[int] = []
-    readings = iter([1000, 1100, 1201, 1500, 1600, 1700, 1750])
+    readings = iter([1000, 1100, 1201, 1500, 1600, 1700, 1750, 1800])
     callback = hardware.ReleaseFreedMemory(
         lambda pad: calls.append(pad) or 0, budget_mb=200 / 2**20, resident=lambda: next(readings)
     )
@@ -117,6 +118,13 @@ def test_the_heap_is_trimmed_once_the_resident_set_grew_by_the_budget() -> None:
     assert callback.trims == 2 and calls == [0, 0] and callback.floor is None
     callback.on_validation_end(trainer, None)  # type: ignore[arg-type]
     assert callback.trims == 3 and calls == [0, 0, 0]
+    # the epoch ends right after its validation: nothing trained since, no second trim
+    callback.on_train_epoch_end(trainer, None)  # type: ignore[arg-type]
+    assert callback.trims == 3
+    # a batch trained after the last release (no validation this epoch): the epoch's end trims
+    callback.on_train_batch_end(trainer)  # type: ignore[arg-type]
+    callback.on_train_epoch_end(trainer, None)  # type: ignore[arg-type]
+    assert callback.trims == 4
 
 
 def test_without_the_c_librarys_trim_the_release_is_a_no_op(
