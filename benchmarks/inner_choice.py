@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -101,7 +102,8 @@ def main() -> None:
     variants = {}
     for spec in args.variant:
         name, _, sets = spec.partition(":")
-        variants[name] = [s for s in sets.split(",") if s]
+        # a comma before the next KEY= separates settings; others belong to a value ([64,32])
+        variants[name] = [s for s in re.split(r",(?=[\w.]+=)", sets) if s]
     args.data = args.data or Q.default_data()
     data = read_movielens(args.data)
     torch.set_num_threads(1)
