@@ -209,10 +209,32 @@ def test_migrations_upgrade_from_empty_and_match_the_metadata(db_url: str) -> No
         "idx_movie_avg_rating",
         "idx_movie_popularity",
         "idx_rating_movie",
+        "idx_rec_history_created",
     } <= indexes
     assert "idx_rating_user_ts" not in indexes  # dropped by 0002
     upgrade(db_url)  # already at head: a no-op
     assert current_revision(db_url) == head
+
+
+def test_migration_0004_indexes_the_history_by_time_and_its_downgrade_removes_it(
+    db_url: str,
+) -> None:
+    def history_indexes() -> set[str]:
+        engine = make_engine(db_url)
+        with engine.connect() as conn:
+            names = {i["name"] for i in inspect(conn).get_indexes("recommendation_history")}
+        engine.dispose()
+        return names
+
+    upgrade(db_url, "0003")
+    assert "idx_rec_history_created" not in history_indexes()
+    upgrade(db_url, "0004")
+    assert "idx_rec_history_created" in history_indexes()
+    command.downgrade(alembic_config(url=db_url), "0003")
+    assert history_indexes() == {
+        "idx_rec_history_user_created",
+        "idx_rec_history_experiment_created",
+    }
 
 
 def test_migration_0002_drops_the_user_time_index_and_its_downgrade_restores_it(

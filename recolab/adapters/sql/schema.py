@@ -132,6 +132,7 @@ recommendation_history = Table(
     Column("variant", String(16), nullable=True),
     Index("idx_rec_history_user_created", "user_id", "created_at"),
     Index("idx_rec_history_experiment_created", "experiment", "created_at"),
+    Index("idx_rec_history_created", "created_at"),  # migration 0004: the monitor's count
 )
 
 # Migration 0003: retrains the `monitor` flow asked for (drift or new ratings past a
