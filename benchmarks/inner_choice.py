@@ -55,23 +55,29 @@ def outer_training_splits(ratings: pd.DataFrame, protocol: str) -> list[tuple[st
 
 def inner_figure(
     protocol: str, sets: list[str], train: pd.DataFrame, index: int, args: argparse.Namespace
-) -> float:
-    """The protocol applied inside `train` (an outer split's training rows)."""
+) -> tuple[float, dict[str, float]]:
+    """The protocol applied inside `train` (an outer split's training rows): its figure, and
+    the same figure per user tier (B and C; tiers without users left out)."""
     metric = METRIC[protocol][0]
     if protocol == "A":
         factory = Q.factories("explicit", tuned=sets)["neumf"]
         result = P.run_rating_cv(factory, train, n_folds=args.inner_folds, seed=100 + index)
-        return float(result.summary[metric]["mean"])
+        return float(result.summary[metric]["mean"]), {}
     factory = Q.factories("implicit", tuned=sets)["neumf"]
     if protocol == "B":
         result = P.run_topk(factory, train, k=10, seed=100 + index)
     else:
         result = P.run_leave_one_out(factory, train, k=10, n_negatives=100, seed=100 + index)
-    return float(result.summary[metric])
+    tiers = result.summary.get("by_tier", {})
+    per_tier = {t: float(v[metric]) for t, v in tiers.items() if v.get("n_users") and metric in v}
+    return float(result.summary[metric]), per_tier
 
 
-def compare(protocol: str, runs: dict[str, list[float]]) -> dict[str, Any]:
-    """Each variant's mean and its paired difference from the first (better > 0)."""
+def compare(
+    protocol: str, runs: dict[str, list[float]], tiers: dict[str, list[dict[str, float]]]
+) -> dict[str, Any]:
+    """Each variant's mean and its paired difference from the first (better > 0), and its
+    mean per user tier over the splits."""
     names = list(runs)
     sign = -1.0 if METRIC[protocol][1] == "min" else 1.0
     base = np.array(runs[names[0]])
@@ -87,6 +93,11 @@ def compare(protocol: str, runs: dict[str, list[float]]) -> dict[str, Any]:
             "splits_won": int((gain > 0).sum()),
             "splits": int(gain.size),
         }
+        names_seen = sorted({t for row in tiers[name] for t in row})
+        if names_seen:
+            out[name]["by_tier"] = {
+                t: float(np.mean([row[t] for row in tiers[name] if t in row])) for t in names_seen
+            }
     return out
 
 
@@ -118,14 +129,17 @@ def main() -> None:
     }
     for protocol in args.protocols:
         runs: dict[str, list[float]] = {name: [] for name in variants}
+        tiers: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
         for index, (split, train) in enumerate(outer_training_splits(data.ratings, protocol)):
             for name, sets in variants.items():
                 start = time.perf_counter()
-                value = inner_figure(protocol, sets, train, index, args)
+                value, per_tier = inner_figure(protocol, sets, train, index, args)
                 runs[name].append(value)
+                tiers[name].append(per_tier)
                 row = {"protocol": protocol, "split": split, "variant": name, "inner": value}
+                row["by_tier"] = {t: round(v, 4) for t, v in per_tier.items()}
                 print(json.dumps({**row, "wall_s": round(time.perf_counter() - start, 1)}))
-        report["protocols"][protocol] = compare(protocol, runs)
+        report["protocols"][protocol] = compare(protocol, runs, tiers)
     report["elapsed_seconds"] = time.perf_counter() - started
     out = args.out or Q.ROOT / "benchmarks" / "results" / f"inner_choice_{args.label}.json"
     out.write_text(json.dumps(report, indent=2))
