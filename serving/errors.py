@@ -35,11 +35,65 @@ def error(
     return JSONResponse(body.model_dump(exclude_none=True), status, headers=headers)
 
 
+# Each error status the API gives: when (the OpenAPI page's description) and an answer it
+# gives then, word for word (the message the code raising it writes).
+_ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
+    400: (
+        "Malformed JSON body or Content-Length header",
+        {"error": "malformed JSON body: body.1: JSON decode error"},
+    ),
+    401: (
+        "No bearer token, or one that is invalid or expired (see WWW-Authenticate)",
+        {"error": "missing bearer token: send Authorization: Bearer <token>"},
+    ),
+    403: (
+        "The token may not do this: another user's data, or an admin operation",
+        {"error": "token for '7' may not access user 42"},
+    ),
+    404: ("No such user or movie", {"error": "user 42 not found"}),
+    413: (
+        "The body is over serving.yaml's max_request_bytes",
+        {"error": "request body larger than 16384 bytes"},
+    ),
+    422: (
+        "A field is invalid (detail names each)",
+        {
+            "error": "invalid request: body.colour: Extra inputs are not permitted",
+            "detail": [
+                {
+                    "loc": "body.colour",
+                    "msg": "Extra inputs are not permitted",
+                    "type": "extra_forbidden",
+                }
+            ],
+        },
+    ),
+    429: (
+        "Too many requests from this client: retry after the Retry-After header's seconds",
+        {"error": "rate limit of 600 requests per minute exceeded"},
+    ),
+    503: (
+        "The database is unavailable (Retry-After: 1)",
+        {"error": "database unavailable, retry later"},
+    ),
+}
+_REQUEST_ID = "5f2b0c3e9a7d4e1f8b6a2c4d0e9f1a3b"
+
+
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """Error answers of a route for the OpenAPI page: its own `codes` and those every route
-    can give (400 for malformed JSON or Content-Length, 503 while the database is down)."""
+    """Error answers of a route for the OpenAPI page, each with what it means and an example:
+    its own `codes` and those every route can give (400 for malformed JSON or Content-Length,
+    503 while the database is down)."""
     common = (400, 401, 413, 422, 429, 503)
-    return {code: {"model": ErrorBody} for code in (*codes, *common)}
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in (*codes, *common):
+        description, example = _ERRORS[code]
+        out[code] = {
+            "model": ErrorBody,
+            "description": description,
+            "content": {"application/json": {"example": {**example, "request_id": _REQUEST_ID}}},
+        }
+    return out
 
 
 def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:

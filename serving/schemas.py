@@ -76,8 +76,8 @@ class ErrorBody(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "error": "invalid request: body.n: Input should be less than or equal to 100",
-                    "detail": [{"loc": "body.n", "msg": "Input should be <= 100"}],
+                    "error": "invalid request: body.colour: Extra inputs are not permitted",
+                    "detail": [{"loc": "body.colour", "msg": "Extra inputs are not permitted"}],
                     "request_id": "5f2b0c3e9a7d4e1f8b6a2c4d0e9f1a3b",
                 }
             ]

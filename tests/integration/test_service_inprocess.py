@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import time
 import warnings
 from collections.abc import Iterator
@@ -395,6 +396,31 @@ def test_openapi_page_documents_the_api(client: TestClient) -> None:
     recommend_op = paths["/recommend"]["post"]
     assert {"401", "403", "404", "413", "422", "429"} <= set(recommend_op["responses"])
     assert "RecommendBody" in spec["components"]["schemas"]
+
+
+def test_each_documented_error_says_when_it_happens_with_an_answer_the_service_gives(
+    client: TestClient,
+) -> None:
+    documented = client.get("/docs.json").json()["paths"]["/recommend"]["post"]["responses"]
+    errors = {code: v for code, v in documented.items() if code.startswith(("4", "5"))}
+    assert {"400", "401", "403", "404", "413", "422", "429", "503"} <= set(errors)
+    # each status its own description and example, not one generic answer for all
+    assert len({e["description"] for e in errors.values()}) == len(errors)
+    examples = {c: e["content"]["application/json"]["example"] for c, e in errors.items()}
+    assert len({x["error"] for x in examples.values()}) == len(errors)
+    # the examples are answers the service gives: the same words up to what varies
+    real = {
+        "400": _post(client, "/recommend", '{"user_id": 1,', sub="doc-400"),
+        "401": client.post("/recommend", json={"user_id": 1}),
+        "403": client.post("/recommend", json={"user_id": 42}, headers=token(7)),
+        "404": _post(client, "/recommend", '{"user_id": 424242}', sub="doc-404"),
+        "422": _post(client, "/recommend", '{"user_id": 1, "colour": "blue"}', sub="doc-422"),
+    }
+    for code, response in real.items():
+        assert str(response.status_code) == code, response.text
+        said, example = response.json()["error"], examples[code]["error"]
+        assert re.sub(r"\d+", "N", said) == re.sub(r"\d+", "N", example), (code, said)
+    assert examples["422"]["detail"][0]["msg"] in real["422"].json()["error"]
 
 
 # ---- security
