@@ -26,7 +26,7 @@ import pandas as pd
 from recolab.domain.model import RatedMovies
 from recolab.domain.values import MIN_RATING, RATING_SPAN, UserId
 from recolab.ml.evaluation import metrics
-from recolab.ml.evaluation.protocols import loo_candidates, top_k_items
+from recolab.ml.evaluation.protocols import loo_candidates, relevant_cells, top_k_items
 from recolab.ml.evaluation.splits import seeded_users, users_within
 from recolab.ml.features import FeatureSnapshot
 from recolab.ml.progress import Progress, Reporting
@@ -296,11 +296,8 @@ def _ndcg(
     top, _ = top_k_items(
         model, users, catalogue, row_of[seen[USER]].to_numpy()[seen_in], seen_pos[seen_in], K
     )
-    rel_rows = row_of[test[USER]].to_numpy()
-    rel_pos = np.searchsorted(catalogue, test[ITEM].to_numpy()).clip(max=catalogue.size - 1)
-    in_cat = catalogue[rel_pos] == test[ITEM].to_numpy()
-    hits = metrics.hits_matrix(top, rel_rows[in_cat], rel_pos[in_cat])
-    n_relevant = np.bincount(rel_rows, minlength=users.size)
+    rel_rows, rel_pos, n_relevant = relevant_cells(test, row_of, catalogue)
+    hits = metrics.hits_matrix(top, rel_rows, rel_pos)
     return float(metrics.ndcg_at_k(hits, n_relevant).mean())
 
 

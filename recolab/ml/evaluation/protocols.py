@@ -260,6 +260,21 @@ class TopkSplit:
     tiers: np.ndarray  # [users] tier by training ratings
 
 
+def relevant_cells(
+    test: pd.DataFrame, row_of: pd.Series, catalogue: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Protocol B's relevant (row, catalogue position) cells of `test` (users mapped to rows
+    by `row_of`, movies to positions in the sorted `catalogue`; movies outside it can never
+    be ranked and have no cell), and each row's number of relevant movies, counting those
+    outside the catalogue too (so the ideal DCG and recall do not forget them)."""
+    rows = row_of[test[USER]].to_numpy()
+    movies = test[ITEM].to_numpy()
+    positions = np.searchsorted(catalogue, movies).clip(max=catalogue.size - 1)
+    in_catalogue = catalogue[positions] == movies
+    n_relevant = np.bincount(rows, minlength=row_of.size)
+    return rows[in_catalogue], positions[in_catalogue], n_relevant
+
+
 def topk_split(
     ratings: pd.DataFrame,
     *,
@@ -300,10 +315,7 @@ def topk_split(
             test = test[test[USER].isin(users)]
     row_of = pd.Series(np.arange(users.size), index=users)
     seen = train[train[USER].isin(users)]
-    rel_rows = row_of[test[USER]].to_numpy()
-    test_items = test[ITEM].to_numpy()
-    rel_pos = np.searchsorted(catalogue, test_items).clip(max=catalogue.size - 1)
-    in_cat = catalogue[rel_pos] == test_items
+    rel_rows, rel_pos, n_relevant = relevant_cells(test, row_of, catalogue)
     train_users = train[USER].to_numpy()
     item_users = train.groupby(ITEM)[USER].nunique().reindex(catalogue).to_numpy()
     genres = None
@@ -324,9 +336,9 @@ def topk_split(
         n_test_users=n_test_users,
         seen_rows=row_of[seen[USER]].to_numpy(),
         seen_cols=np.searchsorted(catalogue, seen[ITEM].to_numpy()),
-        rel_rows=rel_rows[in_cat],
-        rel_pos=rel_pos[in_cat],
-        n_relevant=np.bincount(rel_rows, minlength=users.size),
+        rel_rows=rel_rows,
+        rel_pos=rel_pos,
+        n_relevant=n_relevant,
         item_popularity=item_users / np.unique(train_users).size,
         genres=genres,
         tiers=user_tiers(_train_counts(train, users)),

@@ -292,3 +292,13 @@ def test_stratified_test_mask_is_the_splits_test_rows() -> None:
     _, test = P.stratified_user_split(ratings, 0.3, seed=5)
     mask = P.stratified_test_mask(ratings["user_id"].to_numpy(), 0.3, seed=5)
     assert ratings.index[mask].equals(test.index)
+
+
+def test_relevant_cells_keep_catalogue_movies_and_count_every_test_movie() -> None:
+    test = pd.DataFrame({"user_id": [7, 7, 9, 9, 9], "movie_id": [30, 99, 10, 20, 5]})
+    row_of = pd.Series([0, 1, 2], index=[3, 7, 9])  # user 3 has no test movie
+    catalogue = np.array([10, 20, 30])
+    rows, positions, n_relevant = P.relevant_cells(test, row_of, catalogue)
+    # movies 99 and 5 are outside the catalogue: no cell, but still relevant to their users
+    assert list(zip(rows.tolist(), positions.tolist(), strict=True)) == [(1, 2), (2, 0), (2, 1)]
+    assert n_relevant.tolist() == [0, 2, 3]
