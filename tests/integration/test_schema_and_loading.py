@@ -216,15 +216,19 @@ def test_migrations_upgrade_from_empty_and_match_the_metadata(db_url: str) -> No
     assert current_revision(db_url) == head
 
 
+def _indexes(db_url: str, table: str) -> set[str]:
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        names = {i["name"] for i in inspect(conn).get_indexes(table)}
+    engine.dispose()
+    return names
+
+
 def test_migration_0004_indexes_the_history_by_time_and_its_downgrade_removes_it(
     db_url: str,
 ) -> None:
     def history_indexes() -> set[str]:
-        engine = make_engine(db_url)
-        with engine.connect() as conn:
-            names = {i["name"] for i in inspect(conn).get_indexes("recommendation_history")}
-        engine.dispose()
-        return names
+        return _indexes(db_url, "recommendation_history")
 
     upgrade(db_url, "0003")
     assert "idx_rec_history_created" not in history_indexes()
@@ -241,11 +245,7 @@ def test_migration_0002_drops_the_user_time_index_and_its_downgrade_restores_it(
     db_url: str,
 ) -> None:
     def rating_indexes() -> set[str]:
-        engine = make_engine(db_url)
-        with engine.connect() as conn:
-            names = {i["name"] for i in inspect(conn).get_indexes("ratings")}
-        engine.dispose()
-        return names
+        return _indexes(db_url, "ratings")
 
     upgrade(db_url, "0001")
     assert "idx_rating_user_ts" in rating_indexes()
