@@ -26,7 +26,12 @@ import pandas as pd
 from recolab.domain.model import RatedMovies
 from recolab.domain.values import MIN_RATING, RATING_SPAN, UserId
 from recolab.ml.evaluation import metrics
-from recolab.ml.evaluation.protocols import loo_candidates, relevant_cells, top_k_items
+from recolab.ml.evaluation.protocols import (
+    catalogue_cells,
+    loo_candidates,
+    relevant_cells,
+    top_k_items,
+)
 from recolab.ml.evaluation.splits import seeded_users, users_within
 from recolab.ml.features import FeatureSnapshot
 from recolab.ml.progress import Progress, Reporting
@@ -291,11 +296,7 @@ def _ndcg(
     users = np.unique(test[USER].to_numpy(np.int64))
     row_of = pd.Series(np.arange(users.size), index=users)
     seen = ratings[ratings[USER].isin(users) & ~_pairs_in(ratings, test)]
-    seen_pos = np.searchsorted(catalogue, seen[ITEM].to_numpy()).clip(max=catalogue.size - 1)
-    seen_in = catalogue[seen_pos] == seen[ITEM].to_numpy()
-    top, _ = top_k_items(
-        model, users, catalogue, row_of[seen[USER]].to_numpy()[seen_in], seen_pos[seen_in], K
-    )
+    top, _ = top_k_items(model, users, catalogue, *catalogue_cells(seen, row_of, catalogue), K)
     rel_rows, rel_pos, n_relevant = relevant_cells(test, row_of, catalogue)
     hits = metrics.hits_matrix(top, rel_rows, rel_pos)
     return float(metrics.ndcg_at_k(hits, n_relevant).mean())

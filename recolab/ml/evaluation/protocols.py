@@ -23,10 +23,12 @@ import pandas as pd
 from recolab.ml import ranking
 from recolab.ml.evaluation import metrics
 from recolab.ml.evaluation.splits import by_user_then_key as by_user_then_key  # re-exported
+from recolab.ml.evaluation.splits import catalogue_cells as catalogue_cells
 from recolab.ml.evaluation.splits import kfold_indices as kfold_indices
 from recolab.ml.evaluation.splits import kfold_splits as kfold_splits
 from recolab.ml.evaluation.splits import latest_mask as latest_mask
 from recolab.ml.evaluation.splits import leave_latest_out as leave_latest_out
+from recolab.ml.evaluation.splits import relevant_cells as relevant_cells
 from recolab.ml.evaluation.splits import seeded_users, users_within
 from recolab.ml.evaluation.splits import stratified_test_mask as stratified_test_mask
 from recolab.ml.evaluation.splits import stratified_user_split as stratified_user_split
@@ -258,21 +260,6 @@ class TopkSplit:
     item_popularity: np.ndarray  # [catalogue] share of training users who rated each movie
     genres: np.ndarray | None  # [catalogue, genres] when item features are given
     tiers: np.ndarray  # [users] tier by training ratings
-
-
-def relevant_cells(
-    test: pd.DataFrame, row_of: pd.Series, catalogue: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Protocol B's relevant (row, catalogue position) cells of `test` (users mapped to rows
-    by `row_of`, movies to positions in the sorted `catalogue`; movies outside it can never
-    be ranked and have no cell), and each row's number of relevant movies, counting those
-    outside the catalogue too (so the ideal DCG and recall do not forget them)."""
-    rows = row_of[test[USER]].to_numpy()
-    movies = test[ITEM].to_numpy()
-    positions = np.searchsorted(catalogue, movies).clip(max=catalogue.size - 1)
-    in_catalogue = catalogue[positions] == movies
-    n_relevant = np.bincount(rows, minlength=row_of.size)
-    return rows[in_catalogue], positions[in_catalogue], n_relevant
 
 
 def topk_split(

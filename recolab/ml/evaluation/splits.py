@@ -1,6 +1,6 @@
 """Seeded splits of a ratings table (contract columns): protocol A's folds, protocol B's
-per-user holdout, protocol C's latest rating per user. `recolab.ml.evaluation.protocols`
-re-exports them."""
+per-user holdout, protocol C's latest rating per user, and a split's cells in the ranking
+matrix of users x catalogue. `recolab.ml.evaluation.protocols` re-exports them."""
 
 from __future__ import annotations
 
@@ -122,11 +122,36 @@ def seeded_users(users: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng([seed, 1]).choice(users, n, replace=False))
 
 
+def catalogue_cells(
+    frame: pd.DataFrame, row_of: pd.Series, catalogue: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The (row, catalogue position) cells of `frame`'s pairs: users mapped to rows by
+    `row_of`, movies to positions in the sorted `catalogue`; movies outside it have none."""
+    rows = row_of[frame[USER]].to_numpy()
+    movies = frame[ITEM].to_numpy()
+    positions = np.searchsorted(catalogue, movies).clip(max=catalogue.size - 1)
+    in_catalogue = catalogue[positions] == movies
+    return rows[in_catalogue], positions[in_catalogue]
+
+
+def relevant_cells(
+    test: pd.DataFrame, row_of: pd.Series, catalogue: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Protocol B's relevant cells of `test` (`catalogue_cells`: movies outside the catalogue
+    can never be ranked), and each row's number of relevant movies, counting those outside
+    the catalogue too (so the ideal DCG and recall do not forget them)."""
+    n_relevant = np.bincount(row_of[test[USER]].to_numpy(), minlength=row_of.size)
+    return (*catalogue_cells(test, row_of, catalogue), n_relevant)
+
+
 __all__ = [
     "by_user_then_key",
+    "catalogue_cells",
     "kfold_indices",
+    "kfold_splits",
     "latest_mask",
     "leave_latest_out",
+    "relevant_cells",
     "seeded_users",
     "stratified_test_mask",
     "stratified_user_split",
