@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from recolab.application.access import AuthError, Forbidden, RateLimited
 from recolab.application.errors import InvalidValue, NotFound
 from recolab.bootstrap import current_request_id, database_errors
-from serving.schemas import ErrorBody
+from serving.schemas import EXAMPLE_REQUEST_ID, ErrorBody
 
 log = logging.getLogger("serving")
 
@@ -77,7 +77,6 @@ _ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
         {"error": "database unavailable, retry later"},
     ),
 }
-_REQUEST_ID = "5f2b0c3e9a7d4e1f8b6a2c4d0e9f1a3b"
 
 
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -88,10 +87,11 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     out: dict[int | str, dict[str, Any]] = {}
     for code in (*codes, *common):
         description, example = _ERRORS[code]
+        example = {**example, "request_id": EXAMPLE_REQUEST_ID}
         out[code] = {
             "model": ErrorBody,
             "description": description,
-            "content": {"application/json": {"example": {**example, "request_id": _REQUEST_ID}}},
+            "content": {"application/json": {"example": example}},
         }
     return out
 

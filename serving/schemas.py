@@ -63,6 +63,9 @@ class _Request(BaseModel):
         return refuse_control_characters(value) if isinstance(value, str) else value
 
 
+EXAMPLE_REQUEST_ID = "5f2b0c3e9a7d4e1f8b6a2c4d0e9f1a3b"  # in the OpenAPI page's examples
+
+
 class ErrorBody(BaseModel):
     """Every 4xx and 5xx answer has this shape."""
 
@@ -78,7 +81,7 @@ class ErrorBody(BaseModel):
                 {
                     "error": "invalid request: body.colour: Extra inputs are not permitted",
                     "detail": [{"loc": "body.colour", "msg": "Extra inputs are not permitted"}],
-                    "request_id": "5f2b0c3e9a7d4e1f8b6a2c4d0e9f1a3b",
+                    "request_id": EXAMPLE_REQUEST_ID,
                 }
             ]
         }
