@@ -65,6 +65,9 @@ class TrainConfig:
     val_max_users: int = 5000
     # implicit: positives held out per validated user ("auto": recolab.ml.holdout.per_user)
     val_per_user: int | Literal["auto"] = 1
+    # implicit: which positives are held out, "random" ones or each user's "latest" (by
+    # timestamp, as protocol C's test holds out the latest rating)
+    val_order: Literal["random", "latest"] = "random"
     ranking_memory_mb: float = 256  # per block of full-catalogue scores (validation, protocols)
     eval_sample_users: int | None = None  # protocol B: None = every test user, N = a sample
     eval_max_pairs: int | None = 1_000_000_000  # None: no limit; else users x movies above it
@@ -138,6 +141,8 @@ class TrainConfig:
         held = values.get("val_per_user", 1)
         if held != "auto" and (isinstance(held, bool) or not isinstance(held, int) or held < 1):
             raise ValueError(f"val_per_user must be an integer >= 1 or 'auto', got {held!r}")
+        if values.get("val_order", "random") not in ("random", "latest"):
+            raise ValueError(f"val_order must be 'random' or 'latest', got {values['val_order']!r}")
         steps = values.get("steps_per_execution", 1)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps_per_execution must be an integer >= 1, got {steps!r}")
@@ -354,7 +359,8 @@ def _fit(
         train, val = holdout_explicit(data, config.val_fraction, rng)
         global_mean = float(train.targets.mean())
     else:
-        train, ranking = holdout_ranking(data, len(items), config, rng)
+        times = ratings["timestamp"].to_numpy() if config.val_order == "latest" else None
+        train, ranking = holdout_ranking(data, len(items), config, rng, times)
         global_mean = 0.0
     model = build_model(config, len(users), len(items), global_mean)
     # The ranking prior counts training rows only (not the held-out validation ones).

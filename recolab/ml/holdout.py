@@ -58,11 +58,16 @@ def per_user(setting: int | Literal["auto"], validated_users: int, max_rows: int
 
 
 def holdout_ranking(
-    data: Interactions, n_items: int, config: RankingSettings, rng: np.random.Generator
+    data: Interactions,
+    n_items: int,
+    config: RankingSettings,
+    rng: np.random.Generator,
+    times: np.ndarray | None = None,
 ) -> tuple[Interactions, HeldOut | None]:
     """Random positives of each user with at least 3 (up to `val_max_users` users), each a
     validation row: `val_per_user` of them per user, but no more than a fifth of the user's
-    positives (at least one) and always leaving 2 to train on.
+    positives (at least one) and always leaving 2 to train on. With `times` (a timestamp per
+    row; `trainer.val_order: latest`) they are each user's latest, ties in random order.
 
     `val_negatives` None ranks each against the whole catalogue (less the user's training
     items and other held-out ones), N > 0 against N sampled unrated items, 0 turns ranking
@@ -70,12 +75,15 @@ def holdout_ranking(
     """
     if config.val_negatives == 0 or config.val_max_users <= 0:
         return data, None
-    order = by_user_then_key(data.users, rng.random(len(data)))  # np.lexsort's order
+    key = rng.random(len(data))
+    if times is not None:  # latest first; a tie keeps the random order (key < 1 second)
+        key = key - np.asarray(times, dtype=np.float64)
+    order = by_user_then_key(data.users, key)  # np.lexsort's order
     users_sorted = data.users[order]
     counts = np.bincount(data.users)
     user_counts = counts[users_sorted]
     starts_user = np.r_[True, users_sorted[1:] != users_sorted[:-1]]
-    # one random positive per user with enough to train on
+    # the first positive in that order (random, or the latest) of each user with enough to train on
     first = order[starts_user & (user_counts >= MIN_TRAINING_POSITIVES + 1)]
     if first.size > config.val_max_users:
         first = np.sort(rng.choice(first, config.val_max_users, replace=False))

@@ -92,3 +92,31 @@ def test_several_rows_of_a_user_each_rank_their_item_alone() -> None:
 def test_a_bad_val_per_user_is_refused(bad: object) -> None:
     with pytest.raises(ValueError, match="val_per_user"):
         TrainConfig.from_dict({"mode": "implicit", "val_per_user": bad})
+
+
+@pytest.mark.parametrize("setting", [1, 4])
+def test_latest_order_holds_out_each_users_latest_positives(setting: int) -> None:
+    counts = [3, 10, 40]
+    data = _interactions(counts)
+    rng = np.random.default_rng(5)
+    times = rng.permutation(len(data)).astype(np.int64)
+    times[data.users == 2] = 7  # one user's ratings all share a timestamp: ties in random order
+    config = replace(BASE, val_per_user=setting, val_order="latest")
+    train, held = holdout_ranking(data, 400, config, np.random.default_rng(1), times)
+    assert held is not None
+    for user in (0, 1):
+        mine = data.users == user
+        out = held.items[held.users == user]
+        latest = data.items[mine][np.argsort(-times[mine], kind="stable")][: len(out)]
+        assert sorted(out.tolist()) == sorted(latest.tolist())
+    assert _held_per_user(held, 3).tolist() == [1, min(setting, 2), setting]
+    _, random_pick = holdout_ranking(
+        data, 400, replace(config, val_order="random"), np.random.default_rng(1)
+    )
+    assert random_pick is not None and len(random_pick.items) == len(held.items)
+    assert len(train) + len(held.items) == len(data)
+
+
+def test_a_bad_val_order_is_refused() -> None:
+    with pytest.raises(ValueError, match="val_order"):
+        TrainConfig.from_dict({"mode": "implicit", "val_order": "newest"})
