@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from recolab.ml import fitting
 from recolab.ml.datamodule import HeldOut, HeldOutBatches, Interactions
 from recolab.ml.fitting import TrainConfig
 from recolab.ml.holdout import AUTO_MAX_PER_USER, holdout_ranking, per_user
 from recolab.ml.neumf import NeuMF, NeuMFConfig
 from recolab.ml.system import NeuMFSystem
+from tests.unit.ml.tiny import tiny_ratings
 
 BASE = TrainConfig(mode="implicit", val_max_users=5000)
 
@@ -120,3 +122,28 @@ def test_latest_order_holds_out_each_users_latest_positives(setting: int) -> Non
 def test_a_bad_val_order_is_refused() -> None:
     with pytest.raises(ValueError, match="val_order"):
         TrainConfig.from_dict({"mode": "implicit", "val_order": "newest"})
+
+
+def test_fit_with_latest_order_validates_on_each_users_latest_rating(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    held: list[HeldOut | None] = []
+    real = holdout_ranking
+
+    def spy(*args: object) -> tuple[Interactions, HeldOut | None]:
+        out = real(*args)  # type: ignore[arg-type]
+        held.append(out[1])
+        return out
+
+    monkeypatch.setattr(fitting, "holdout_ranking", spy)
+    ratings = tiny_ratings().sample(frac=1.0, random_state=0)  # rows not in time order
+    config = TrainConfig(
+        mode="implicit", max_epochs=1, val_per_user=1, val_order="latest", gmf_dim=4,
+        mlp_dim=4, mlp_layers=(8, 4), num_negatives=1, batch_size=32,
+    )  # fmt: skip
+    result = fitting.fit(ratings, config, enable_progress_bar=False)
+    assert held and held[0] is not None
+    got = dict(zip(result.users.ids[held[0].users], result.items.ids[held[0].items], strict=True))
+    latest = ratings.sort_values("timestamp").groupby("user_id")["movie_id"].last()
+    assert len(got) == ratings["user_id"].nunique()
+    assert got == {int(u): int(m) for u, m in latest.items()}
