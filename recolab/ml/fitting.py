@@ -29,7 +29,14 @@ from recolab.ml.holdout import holdout_explicit, holdout_ranking
 from recolab.ml.neumf import NeuMF, NeuMFConfig
 from recolab.ml.progress import EpochProgress
 from recolab.ml.ranking import NeuMFCatalogue, rows_per_block
-from recolab.ml.system import RATING_MIN, RATING_SPAN, Mode, NeuMFSystem
+from recolab.ml.system import (
+    RANKING_LOSSES,
+    RATING_MIN,
+    RATING_SPAN,
+    Mode,
+    NeuMFSystem,
+    RankingLoss,
+)
 
 MODES: tuple[Mode, ...] = ("explicit", "implicit")
 
@@ -58,6 +65,7 @@ class TrainConfig:
     max_epochs: int = 20
     min_epochs: int = 1
     num_negatives: int = 4
+    ranking_loss: RankingLoss = "bce"  # implicit: "bce" per pair, or "softmax" per positive
     sparse_rows: bool | Literal["auto"] = "auto"  # lazy Adam on big embedding tables (system.py)
     # validation and early stopping
     val_fraction: float = 0.05
@@ -143,6 +151,10 @@ class TrainConfig:
             raise ValueError(f"val_per_user must be an integer >= 1 or 'auto', got {held!r}")
         if values.get("val_order", "random") not in ("random", "latest"):
             raise ValueError(f"val_order must be 'random' or 'latest', got {values['val_order']!r}")
+        if values.get("ranking_loss", "bce") not in RANKING_LOSSES:
+            raise ValueError(
+                f"ranking_loss must be one of {RANKING_LOSSES}, got {values['ranking_loss']!r}"
+            )
         steps = values.get("steps_per_execution", 1)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps_per_execution must be an integer >= 1, got {steps!r}")
@@ -302,6 +314,7 @@ def build_system(config: TrainConfig, model: NeuMF) -> NeuMFSystem:
         top_k=config.top_k,
         sparse_rows=config.sparse_rows,
         rows_per_step=(config.batch_size, config.batch_size * (1 + negatives)),
+        ranking_loss=config.ranking_loss,
     )
 
 

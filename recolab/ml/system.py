@@ -35,6 +35,12 @@ RATING_SPAN = rating_scale.RATING_SPAN
 RATING_MIN = rating_scale.MIN_RATING
 
 
+# Implicit mode's loss over a positive and its sampled negatives: binary cross-entropy of
+# every pair, or the (sampled) softmax cross-entropy of the positive against its negatives.
+RankingLoss = Literal["bce", "softmax"]
+RANKING_LOSSES: tuple[RankingLoss, ...] = ("bce", "softmax")
+
+
 class NeuMFSystem(pl.LightningModule):
     """Trains a NeuMF module in explicit (MSE on normalised ratings) or implicit (BCE) mode.
 
@@ -66,10 +72,13 @@ class NeuMFSystem(pl.LightningModule):
         top_k: int = 10,
         sparse_rows: SparseRows = "auto",
         rows_per_step: tuple[int, int] = (0, 0),
+        ranking_loss: RankingLoss = "bce",
     ) -> None:
         super().__init__()
         if sparse_rows not in (True, False, "auto"):
             raise ValueError(f"sparse_rows must be true, false or 'auto', got {sparse_rows!r}")
+        if ranking_loss not in RANKING_LOSSES:
+            raise ValueError(f"ranking_loss must be one of {RANKING_LOSSES}, got {ranking_loss!r}")
         self.model = model
         self.mode: Mode = mode
         self.lr = lr
@@ -79,6 +88,7 @@ class NeuMFSystem(pl.LightningModule):
         self.top_k = top_k
         self.sparse_rows: SparseRows = sparse_rows
         self.rows_per_step = rows_per_step  # (users, items) one step looks up: for "auto"
+        self.ranking_loss: RankingLoss = ranking_loss
         self.save_hyperparameters(ignore=["model"])
         self.automatic_optimization = False
         self._losses: list[Tensor] = []  # detached, one per step of the current epoch
@@ -99,6 +109,10 @@ class NeuMFSystem(pl.LightningModule):
             scores, l2 = self.model(users, items).float(), None
         if self.mode == "explicit":
             loss = F.mse_loss(scores, targets)
+        elif self.ranking_loss == "softmax":
+            # Per positive: the cross-entropy of picking it (column 0) among its negatives.
+            first = torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
+            loss = F.cross_entropy(scores, first, reduction="sum") / scores.shape[0]
         else:
             # Per positive: its own term plus those of its sampled negatives.
             loss = F.binary_cross_entropy_with_logits(scores, targets, reduction="sum")

@@ -205,3 +205,34 @@ def test_grouped_steps_only_on_a_single_device() -> None:
 def test_steps_per_execution_must_be_a_positive_integer(steps: object) -> None:
     with pytest.raises(ValueError, match="steps_per_execution"):
         TrainConfig.from_dict({"steps_per_execution": steps})
+
+
+@pytest.mark.parametrize("reg", [0.0, 0.1])
+def test_softmax_ranking_loss_is_each_positives_cross_entropy_against_its_negatives(
+    reg: float,
+) -> None:
+    torch.manual_seed(0)
+    config = NeuMFConfig(n_users=5, n_items=20, gmf_dim=4, mlp_dim=3, mlp_layers=(6, 3))
+    model = NeuMF(config).eval()  # no dropout: the same scores in every call
+    users = torch.tensor([0, 1, 4])
+    items = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8], [9, 0, 11, 19]])
+    targets = torch.zeros(3, 4)
+    targets[:, 0] = 1.0
+    softmax = NeuMFSystem(model, mode="implicit", embedding_reg=reg, ranking_loss="softmax")
+    bce = NeuMFSystem(model, mode="implicit", embedding_reg=reg)
+    with torch.no_grad():
+        scores, l2 = model.forward_with_l2(users, items)
+        probability = scores.softmax(dim=1)[:, 0]
+        want = -probability.log().mean() + reg * l2
+        pairs = nn.functional.binary_cross_entropy_with_logits(scores, targets, reduction="sum")
+        got_softmax = softmax.loss((users, items, targets))
+        got_bce = bce.loss((users, items, targets))
+    torch.testing.assert_close(got_softmax, want)
+    torch.testing.assert_close(got_bce, pairs / 3 + reg * l2)
+
+
+def test_an_unknown_ranking_loss_is_refused() -> None:
+    with pytest.raises(ValueError, match="ranking_loss"):
+        TrainConfig.from_dict({"mode": "implicit", "ranking_loss": "bpr"})
+    with pytest.raises(ValueError, match="ranking_loss"):
+        NeuMFSystem(NeuMF(NeuMFConfig(n_users=1, n_items=2)), ranking_loss="bpr")  # type: ignore[arg-type]
