@@ -39,6 +39,8 @@ from recolab.ml.system import (
 )
 
 MODES: tuple[Mode, ...] = ("explicit", "implicit")
+ValOrder = Literal["random", "latest"]
+VAL_ORDERS: tuple[ValOrder, ...] = ("random", "latest")
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ class TrainConfig:
     val_per_user: int | Literal["auto"] = 1
     # implicit: which positives are held out, "random" ones or each user's "latest" (by
     # timestamp, as protocol C's test holds out the latest rating)
-    val_order: Literal["random", "latest"] = "random"
+    val_order: ValOrder = "random"
     ranking_memory_mb: float = 256  # per block of full-catalogue scores (validation, protocols)
     eval_sample_users: int | None = None  # protocol B: None = every test user, N = a sample
     eval_max_pairs: int | None = 1_000_000_000  # None: no limit; else users x movies above it
@@ -149,8 +151,8 @@ class TrainConfig:
         held = values.get("val_per_user", 1)
         if held != "auto" and (isinstance(held, bool) or not isinstance(held, int) or held < 1):
             raise ValueError(f"val_per_user must be an integer >= 1 or 'auto', got {held!r}")
-        if values.get("val_order", "random") not in ("random", "latest"):
-            raise ValueError(f"val_order must be 'random' or 'latest', got {values['val_order']!r}")
+        if values.get("val_order", "random") not in VAL_ORDERS:
+            raise ValueError(f"val_order must be one of {VAL_ORDERS}, got {values['val_order']!r}")
         if values.get("ranking_loss", "bce") not in RANKING_LOSSES:
             raise ValueError(
                 f"ranking_loss must be one of {RANKING_LOSSES}, got {values['ranking_loss']!r}"
@@ -341,9 +343,9 @@ def fit(
     """Train NeuMF on `ratings` (contract columns) and return the best weights seen.
 
     A slice of `ratings` is held out for early stopping: `val_fraction` of the rows in
-    explicit mode, `val_per_user` random positives per user (up to `val_max_users` users,
-    each ranked against the whole catalogue or `val_negatives` sampled items) in implicit
-    mode (recolab.ml.holdout).
+    explicit mode, `val_per_user` positives per user in implicit mode (random ones, or with
+    `val_order` "latest" each user's latest; up to `val_max_users` users, each ranked against
+    the whole catalogue or `val_negatives` sampled items: recolab.ml.holdout).
     `trainer_overrides` go to `pl.Trainer` (e.g. fast_dev_run=True); their `callbacks` run
     beside the fit's own (best weights, early stopping) instead of replacing them. Runs with
     `config.num_threads` torch CPU threads and restores the caller's setting afterwards.

@@ -42,7 +42,9 @@ RANKING_LOSSES: tuple[RankingLoss, ...] = ("bce", "softmax")
 
 
 class NeuMFSystem(pl.LightningModule):
-    """Trains a NeuMF module in explicit (MSE on normalised ratings) or implicit (BCE) mode.
+    """Trains a NeuMF module in explicit (MSE on normalised ratings) or implicit mode (BCE
+    of every pair, or with `ranking_loss="softmax"` each positive's cross-entropy against
+    its sampled negatives).
 
     Logs `train/loss` once per epoch (no per-step logging: it costs more than a step on
     small models) and `val/rmse` (stars) or `val/ndcg@10` + `val/hr@10` (held-out items,
