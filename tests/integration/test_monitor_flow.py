@@ -7,8 +7,6 @@ that deployment with the monitor's parameters and the champion's dataset."""
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +17,8 @@ import numpy as np
 import pytest
 from sqlalchemy import insert, select
 
-from recolab.config import PROJECT_ROOT, Settings
+from recolab.config import Settings
+from tests.integration.workspace import demo_snapshot, temp_workspace
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 DATASET = "mini"  # the champion's snapshot's dataset: the retrain's, not the deployment's demo
@@ -29,33 +28,12 @@ MONITOR = ["monitor.min_recent_ratings=50", "monitor.new_ratings=100000"]
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """Demo data, a snapshot of it, and a champion registered on that snapshot."""
-    config_dir = tmp_path / "configs"
-    shutil.copytree(PROJECT_ROOT / "configs", config_dir)
-    env = {
-        "RECOLAB_DATA_DIR": str(tmp_path / "data"),
-        "RECOLAB_CONFIG_DIR": str(config_dir),
-        "RECOLAB_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}",
-        "RECOLAB_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "RECOLAB_MODEL_NAME": "monitored",
-        "RECOLAB_OVERRIDES": json.dumps(MONITOR),
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    from recolab.adapters.ingest.demo import generate_demo
-    from recolab.adapters.ingest.movielens import read_movielens
-    from recolab.adapters.sql.loading import load_dataset
-    from recolab.bootstrap import bootstrap
-
-    platform = bootstrap()
-    data = read_movielens(
-        generate_demo(tmp_path / "demo", n_users=80, n_movies=120, n_ratings=3000, seed=3)
+    temp_workspace(tmp_path, monkeypatch, MONITOR, RECOLAB_MODEL_NAME="monitored")
+    settings, snapshot_id = demo_snapshot(
+        tmp_path, DATASET, n_users=80, n_movies=120, n_ratings=3000, seed=3
     )
-    load_dataset(platform.engine, data.ratings, data.movies, dataset="demo", source="test")
-    snapshot = platform.build_features(DATASET)
-    platform.close()
-    register_champion(platform.settings, snapshot.id)
-    return platform.settings
+    register_champion(settings, snapshot_id)
+    return settings
 
 
 def register_champion(settings: Settings, snapshot_id: str) -> str:

@@ -4,8 +4,6 @@ the promotion it makes, and `recolab online-report` on top of it."""
 
 from __future__ import annotations
 
-import json
-import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,10 +19,10 @@ from recolab.adapters.mlflow.registry import set_champion
 from recolab.adapters.mlflow.tracking import mlflow_client
 from recolab.adapters.sql import schema as s
 from recolab.bootstrap import Platform, bootstrap
-from recolab.config import PROJECT_ROOT
 from recolab.domain.experiments import Experiment
 from tests.integration.test_ingest_artifact import latest_markdown, tables
 from tests.integration.test_online_mlflow import MODEL, gate_record
+from tests.integration.workspace import temp_workspace
 from tests.unit.domain.online_data import simulate
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
@@ -74,18 +72,7 @@ def load_history(platform: Platform, seed: int = 4) -> int:
 
 @pytest.fixture
 def platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Platform]:
-    config_dir = tmp_path / "configs"
-    shutil.copytree(PROJECT_ROOT / "configs", config_dir)
-    env = {
-        "RECOLAB_DATA_DIR": str(tmp_path / "data"),
-        "RECOLAB_CONFIG_DIR": str(config_dir),
-        "RECOLAB_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}",
-        "RECOLAB_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "RECOLAB_OVERRIDES": json.dumps(["experiments.bootstrap_samples=500"]),
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    temp_workspace(tmp_path, monkeypatch, ["experiments.bootstrap_samples=500"])
     platform = bootstrap()
     client = mlflow_client(platform.settings.resolved_tracking_uri)
     client.create_registered_model(MODEL)

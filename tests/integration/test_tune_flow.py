@@ -5,7 +5,6 @@ and the nightly pipeline (`use_tuned`) training with it."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import mlflow
@@ -13,7 +12,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from recolab.config import PROJECT_ROOT, Settings
+from recolab.config import Settings
+from tests.integration.workspace import demo_snapshot, temp_workspace
 
 # Every process of the test reads these (RECOLAB_OVERRIDES): tiny, fast training.
 FAST = ["batch_size=256", "val_negatives=20", "steps_per_execution=1", "patience=5"]
@@ -33,31 +33,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """A demo snapshot in a temp data folder; the environment points every process at it."""
-    config_dir = tmp_path / "configs"
-    shutil.copytree(PROJECT_ROOT / "configs", config_dir)
-    env = {
-        "RECOLAB_DATA_DIR": str(tmp_path / "data"),
-        "RECOLAB_CONFIG_DIR": str(config_dir),
-        "RECOLAB_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}",
-        "RECOLAB_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "RECOLAB_OVERRIDES": json.dumps(FAST),
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    from recolab.adapters.ingest.demo import generate_demo
-    from recolab.adapters.ingest.movielens import read_movielens
-    from recolab.adapters.sql.loading import load_dataset
-    from recolab.bootstrap import bootstrap
-
-    platform = bootstrap()
-    data = read_movielens(
-        generate_demo(tmp_path / "demo", n_users=120, n_movies=150, n_ratings=6000, seed=5)
-    )
-    load_dataset(platform.engine, data.ratings, data.movies, dataset="demo", source="test")
-    platform.build_features("demo")
-    platform.close()
-    return platform.settings
+    temp_workspace(tmp_path, monkeypatch, FAST)
+    return demo_snapshot(tmp_path, "demo", n_users=120, n_movies=150, n_ratings=6000, seed=5)[0]
 
 
 def client(settings: Settings) -> mlflow.MlflowClient:
