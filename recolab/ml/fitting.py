@@ -30,12 +30,12 @@ from recolab.ml.neumf import NeuMF, NeuMFConfig
 from recolab.ml.progress import EpochProgress
 from recolab.ml.ranking import NeuMFCatalogue, rows_per_block
 from recolab.ml.system import (
-    RANKING_LOSSES,
     RATING_MIN,
     RATING_SPAN,
     Mode,
     NeuMFSystem,
     RankingLoss,
+    check_ranking_loss,
 )
 
 MODES: tuple[Mode, ...] = ("explicit", "implicit")
@@ -153,10 +153,7 @@ class TrainConfig:
             raise ValueError(f"val_per_user must be an integer >= 1 or 'auto', got {held!r}")
         if values.get("val_order", "random") not in VAL_ORDERS:
             raise ValueError(f"val_order must be one of {VAL_ORDERS}, got {values['val_order']!r}")
-        if values.get("ranking_loss", "bce") not in RANKING_LOSSES:
-            raise ValueError(
-                f"ranking_loss must be one of {RANKING_LOSSES}, got {values['ranking_loss']!r}"
-            )
+        check_ranking_loss(values.get("ranking_loss", "bce"))
         steps = values.get("steps_per_execution", 1)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps_per_execution must be an integer >= 1, got {steps!r}")

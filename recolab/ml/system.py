@@ -41,6 +41,12 @@ RankingLoss = Literal["bce", "softmax"]
 RANKING_LOSSES: tuple[RankingLoss, ...] = ("bce", "softmax")
 
 
+def check_ranking_loss(value: object) -> None:
+    """Raise ValueError naming `ranking_loss` unless `value` is one of RANKING_LOSSES."""
+    if value not in RANKING_LOSSES:
+        raise ValueError(f"ranking_loss must be one of {RANKING_LOSSES}, got {value!r}")
+
+
 class NeuMFSystem(pl.LightningModule):
     """Trains a NeuMF module in explicit (MSE on normalised ratings) or implicit mode (BCE
     of every pair, or with `ranking_loss="softmax"` each positive's cross-entropy against
@@ -79,8 +85,7 @@ class NeuMFSystem(pl.LightningModule):
         super().__init__()
         if sparse_rows not in (True, False, "auto"):
             raise ValueError(f"sparse_rows must be true, false or 'auto', got {sparse_rows!r}")
-        if ranking_loss not in RANKING_LOSSES:
-            raise ValueError(f"ranking_loss must be one of {RANKING_LOSSES}, got {ranking_loss!r}")
+        check_ranking_loss(ranking_loss)
         self.model = model
         self.mode: Mode = mode
         self.lr = lr
